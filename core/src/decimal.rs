@@ -1,0 +1,267 @@
+//! Exact fixed-point money at scale 6 (DESIGN §3).
+//!
+//! Prices and sums of money are never `f64`. A [`Decimal6`] holds an integer count of
+//! micro-units (10⁻⁶ of the currency unit) in an `i128`, which maps 1:1 onto Arrow
+//! `Decimal128(p, 6)` and SQL `NUMERIC(p, 6)`. Prices fit `Decimal128(18,6)`; sums of money
+//! (notional) use the full `i128` range, `Decimal128(38,6)`.
+//!
+//! Parsing is exact: input with more than 6 decimals is refused ([`DecimalError::TooManyDecimals`]),
+//! never rounded. JSON may carry a string (`"123.45"`) or a number (`123.45`, `1.2345e2`); the
+//! workspace enables serde_json's `arbitrary_precision`, so a number's exact text reaches the parser.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Decimal places of every money value in Prism.
+pub const SCALE: u32 = 6;
+/// 10^SCALE: micro-units per currency unit.
+pub const UNITS_PER_ONE: i128 = 1_000_000;
+/// Largest magnitude of a price: 18 significant digits at scale 6 (`Decimal128(18,6)`).
+pub const MAX_PRICE_UNITS: i128 = 999_999_999_999_999_999;
+
+/// Why a decimal string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecimalError {
+    /// The text is not a decimal number (`[-+]digits[.digits][e[-+]digits]`).
+    #[error("not a decimal number: {0:?}")]
+    Invalid(String),
+    /// More than 6 decimal places; Prism refuses rather than rounds.
+    #[error("{0:?} has more than 6 decimal places")]
+    TooManyDecimals(String),
+    /// The value does not fit the 38-digit range.
+    #[error("{0:?} is out of range")]
+    OutOfRange(String),
+}
+
+/// An exact decimal with 6 decimal places, stored as micro-units in an `i128`.
+///
+/// `Decimal6::from_units(1_500_000)` is `1.5`. Ordering and equality are numeric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Decimal6(i128);
+
+impl Decimal6 {
+    /// Zero.
+    pub const ZERO: Decimal6 = Decimal6(0);
+
+    /// From micro-units (10⁻⁶).
+    pub const fn from_units(units: i128) -> Self {
+        Decimal6(units)
+    }
+
+    /// The value in micro-units (10⁻⁶).
+    pub const fn units(self) -> i128 {
+        self.0
+    }
+
+    /// `self × n` exactly (a price times a share count); `None` on i128 overflow.
+    pub fn checked_mul_int(self, n: i64) -> Option<Decimal6> {
+        self.0.checked_mul(n as i128).map(Decimal6)
+    }
+
+    /// `self + other` exactly; `None` on i128 overflow.
+    pub fn checked_add(self, other: Decimal6) -> Option<Decimal6> {
+        self.0.checked_add(other.0).map(Decimal6)
+    }
+
+    /// `self / n` rounded half away from zero to scale 6 (used only for display values such as
+    /// VWAP, which are derived at read time and never summed). `None` when `n` is 0.
+    pub fn div_round(self, n: i128) -> Option<Decimal6> {
+        if n == 0 {
+            return None;
+        }
+        let q = self.0 / n;
+        let r = self.0 % n;
+        let away = if r.unsigned_abs() * 2 >= n.unsigned_abs() {
+            if (self.0 < 0) != (n < 0) {
+                -1
+            } else {
+                1
+            }
+        } else {
+            0
+        };
+        Some(Decimal6(q + away))
+    }
+
+    /// True when the magnitude fits a price column, `Decimal128(18,6)`.
+    pub fn fits_price(self) -> bool {
+        self.0.abs() <= MAX_PRICE_UNITS
+    }
+}
+
+impl FromStr for Decimal6 {
+    type Err = DecimalError;
+
+    /// Parses `[-+]int[.frac][(e|E)[-+]exp]` exactly. Errors: [`DecimalError`].
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || DecimalError::Invalid(text.to_string());
+        let s = text.trim();
+        let (negative, s) = match s.as_bytes().first() {
+            Some(b'-') => (true, &s[1..]),
+            Some(b'+') => (false, &s[1..]),
+            _ => (false, s),
+        };
+        let (mantissa, exponent) = match s.find(['e', 'E']) {
+            Some(i) => {
+                let exp: i32 = s[i + 1..].parse().map_err(|_| invalid())?;
+                (&s[..i], exp)
+            }
+            None => (s, 0),
+        };
+        let (int_part, frac_part) = match mantissa.split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (mantissa, ""),
+        };
+        if (int_part.is_empty() && frac_part.is_empty())
+            || !int_part.bytes().all(|b| b.is_ascii_digit())
+            || !frac_part.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(invalid());
+        }
+        // All digits as one integer, and the power of ten that scales it.
+        let digits = format!("{int_part}{frac_part}");
+        let digits = digits.trim_start_matches('0');
+        let mut decimals = frac_part.len() as i64 - exponent as i64;
+        let mut digits = digits.to_string();
+        // Trailing zeros beyond scale 6 are exact (1.2300000 == 1.23): drop them.
+        while decimals > SCALE as i64 && digits.ends_with('0') {
+            digits.pop();
+            decimals -= 1;
+        }
+        if digits.is_empty() {
+            return Ok(Decimal6::ZERO);
+        }
+        if decimals > SCALE as i64 {
+            return Err(DecimalError::TooManyDecimals(text.to_string()));
+        }
+        let shift = SCALE as i64 - decimals;
+        if digits.len() as i64 + shift > 38 {
+            return Err(DecimalError::OutOfRange(text.to_string()));
+        }
+        let mut units: i128 = digits
+            .parse()
+            .map_err(|_| DecimalError::OutOfRange(text.to_string()))?;
+        for _ in 0..shift {
+            units = units
+                .checked_mul(10)
+                .ok_or_else(|| DecimalError::OutOfRange(text.to_string()))?;
+        }
+        Ok(Decimal6(if negative { -units } else { units }))
+    }
+}
+
+impl fmt::Display for Decimal6 {
+    /// Always 6 decimals: `123.450000`, `-0.000001`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        let one = UNITS_PER_ONE as u128;
+        write!(f, "{sign}{}.{:06}", abs / one, abs % one)
+    }
+}
+
+impl Serialize for Decimal6 {
+    /// As a JSON string with 6 decimals, so no client parses money through a float.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Decimal6 {
+    /// From a JSON string or number, exactly; see [`Decimal6::from_str`].
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(s) => s.parse().map_err(de::Error::custom),
+            serde_json::Value::Number(n) => n.to_string().parse().map_err(de::Error::custom),
+            other => Err(de::Error::custom(format!(
+                "expected a decimal string or number, got {other}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn d(s: &str) -> Decimal6 {
+        s.parse().expect("valid decimal")
+    }
+
+    #[test]
+    fn parses_exactly() {
+        assert_eq!(d("123.45").units(), 123_450_000);
+        assert_eq!(d("-0.000001").units(), -1);
+        assert_eq!(d("118.5").units(), 118_500_000);
+        assert_eq!(d("1.2345e2").units(), 123_450_000);
+        assert_eq!(d("5E-6").units(), 5);
+        assert_eq!(d("1.2300000000").units(), 1_230_000);
+        assert_eq!(d(".5").units(), 500_000);
+        assert_eq!(d("7.").units(), 7_000_000);
+        assert_eq!(d("0").units(), 0);
+    }
+
+    #[test]
+    fn refuses_rather_than_rounds() {
+        assert_eq!(
+            "1.0000001".parse::<Decimal6>(),
+            Err(DecimalError::TooManyDecimals("1.0000001".into()))
+        );
+        assert!(matches!("1e-7".parse::<Decimal6>(), Err(DecimalError::TooManyDecimals(_))));
+        for bad in ["", "-", "abc", "1.2.3", "1e", "0x10", "1,5", "NaN", "inf", " . "] {
+            assert!(matches!(bad.parse::<Decimal6>(), Err(DecimalError::Invalid(_))), "{bad}");
+        }
+        assert!(matches!("1e40".parse::<Decimal6>(), Err(DecimalError::OutOfRange(_))));
+    }
+
+    #[test]
+    fn json_number_and_string_are_exact() {
+        let n: Decimal6 = serde_json::from_str("123.456789").expect("number");
+        let s: Decimal6 = serde_json::from_str("\"123.456789\"").expect("string");
+        assert_eq!(n, s);
+        assert_eq!(n.units(), 123_456_789);
+        // A digit past f64's precision survives: arbitrary_precision is on.
+        let big: Decimal6 = serde_json::from_str("12345678901234.123456").expect("big");
+        assert_eq!(big.units(), 12_345_678_901_234_123_456);
+        assert!(serde_json::from_str::<Decimal6>("1.1234567").is_err());
+        assert!(serde_json::from_str::<Decimal6>("true").is_err());
+        assert_eq!(serde_json::to_string(&n).expect("ser"), "\"123.456789\"");
+    }
+
+    #[test]
+    fn vwap_rounding() {
+        assert_eq!(Decimal6::from_units(10).div_round(4), Some(Decimal6::from_units(3)));
+        assert_eq!(Decimal6::from_units(-10).div_round(4), Some(Decimal6::from_units(-3)));
+        assert_eq!(Decimal6::from_units(9).div_round(4), Some(Decimal6::from_units(2)));
+        assert_eq!(Decimal6::from_units(9).div_round(0), None);
+    }
+
+    proptest! {
+        #[test]
+        fn display_parse_round_trip(units in any::<i64>()) {
+            let v = Decimal6::from_units(units as i128);
+            prop_assert_eq!(v.to_string().parse::<Decimal6>(), Ok(v));
+        }
+
+        #[test]
+        fn sums_are_exact(parts in proptest::collection::vec(-1_000_000_000_000i64..1_000_000_000_000, 0..50)) {
+            // Summing parsed strings equals summing the integers: no drift, whatever the order.
+            let mut forward = Decimal6::ZERO;
+            for p in &parts {
+                let v: Decimal6 = Decimal6::from_units(*p as i128).to_string().parse().expect("parse");
+                forward = forward.checked_add(v).expect("no overflow");
+            }
+            let mut backward = Decimal6::ZERO;
+            for p in parts.iter().rev() {
+                backward = backward.checked_add(Decimal6::from_units(*p as i128)).expect("no overflow");
+            }
+            let expected: i128 = parts.iter().map(|p| *p as i128).sum();
+            prop_assert_eq!(forward.units(), expected);
+            prop_assert_eq!(backward, forward);
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Prism core: what every layer shares (DESIGN §2).
+//!
+//! - [`decimal`]: exact money at scale 6.
+//! - [`event`]: the events on the log (`prism.quotes`, `prism.dlq`) and log positions.
+//! - [`time`]: event time in UTC ms, RFC 3339 in and out.
+//! - [`window`]: tumbling event-time windows, intervals and the watermark.
+//! - [`ohlcv`]: the `ohlcv` view as a commutative monoid.
+//! - [`log`]: the [`log::EventLog`] trait and the embedded log.
+//! - [`store`]: the view store on `sqlx`.
+//! - [`config`]: settings shared by every service.
+
+pub mod config;
+pub mod decimal;
+pub mod event;
+pub mod log;
+pub mod ohlcv;
+pub mod store;
+pub mod time;
+pub mod window;
