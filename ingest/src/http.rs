@@ -1,0 +1,201 @@
+//! HTTP ingest: `POST /v1/events/quotes`.
+//!
+//! The body is one JSON quote object or an NDJSON batch (one object per line; blank lines
+//! ignored). Every line is validated first; the batch is then either appended whole and made
+//! durable (flushed to disk) before `202 Accepted` with each event's offset, or refused whole
+//! with `400` naming each bad line — nothing of a refused batch is appended. A body over the
+//! limit gets `413`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use prism_core::event::{Quote, QUOTES_TOPIC};
+use prism_core::log::{EventLog, NewRecord};
+use prism_core::store::ViewStore;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+/// Most events in one batch.
+pub const MAX_BATCH_EVENTS: usize = 100_000;
+
+/// Settings and handles of HTTP ingest.
+pub struct IngestState<L> {
+    /// The log events are appended to.
+    pub log: Arc<L>,
+    /// Where accepted/refused counts are kept.
+    pub store: ViewStore,
+}
+
+impl<L> Clone for IngestState<L> {
+    fn clone(&self) -> Self {
+        IngestState { log: self.log.clone(), store: self.store.clone() }
+    }
+}
+
+/// `202` answer: where each event landed, in input order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestAccepted {
+    /// Events appended.
+    pub accepted: usize,
+    /// Topic they were appended to.
+    pub topic: String,
+    /// Log position of each event, in input order.
+    pub offsets: Vec<EventOffset>,
+}
+
+/// A log position.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventOffset {
+    /// Partition.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+}
+
+/// `400`/`413`/`503` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestRefused {
+    /// What went wrong, in one sentence.
+    pub error: String,
+    /// Each bad line (1-based) and why; empty when the whole body was refused.
+    pub lines: Vec<LineError>,
+}
+
+/// One refused line.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LineError {
+    /// 1-based line number in the body.
+    pub line: usize,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// The OpenAPI fragment of HTTP ingest (merged into the service's document).
+#[derive(OpenApi)]
+#[openapi(paths(post_quotes), components(schemas(IngestAccepted, EventOffset, IngestRefused, LineError)))]
+pub struct IngestApi;
+
+/// The ingest routes, with a body limit of `max_body_bytes`.
+pub fn router<L: EventLog>(state: IngestState<L>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/events/quotes", post(post_quotes::<L>))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+fn refused(status: StatusCode, error: impl Into<String>, lines: Vec<LineError>) -> Response {
+    (status, Json(IngestRefused { error: error.into(), lines })).into_response()
+}
+
+/// Parses a body into quotes: a single JSON object, or NDJSON lines.
+///
+/// Errors: every bad line with its reason.
+pub fn parse_quotes(body: &[u8]) -> Result<Vec<Quote>, Vec<LineError>> {
+    if let Ok(q) = Quote::from_json(body) {
+        return Ok(vec![q]);
+    }
+    let mut quotes = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        match Quote::from_json(line) {
+            Ok(q) => quotes.push(q),
+            Err(e) => errors.push(LineError { line: i + 1, reason: e.to_string() }),
+        }
+    }
+    if quotes.is_empty() && errors.is_empty() {
+        errors.push(LineError { line: 1, reason: "empty body: send a JSON quote or NDJSON lines".into() });
+    }
+    if errors.is_empty() {
+        Ok(quotes)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Appends quotes to `prism.quotes`.
+#[utoipa::path(
+    post,
+    path = "/v1/events/quotes",
+    tag = "ingest",
+    request_body(
+        content = String,
+        description = "One JSON quote `{\"symbol\":\"AAPL\",\"ts\":\"2013-03-01T14:30:00Z\",\"price\":\"118.56\",\"size\":100}` \
+            or NDJSON lines of them. `ts`: RFC 3339 or UTC ms; `price`, `bid`, `ask`: decimal string or number with at most 6 decimals; `size`: shares ≥ 1.",
+        content_type = "application/x-ndjson"
+    ),
+    responses(
+        (status = 202, description = "Appended durably", body = IngestAccepted),
+        (status = 400, description = "Refused; nothing appended", body = IngestRefused),
+        (status = 413, description = "Body over the limit; nothing appended", body = IngestRefused),
+        (status = 503, description = "The log failed; nothing acknowledged", body = IngestRefused)
+    )
+)]
+pub async fn post_quotes<L: EventLog>(
+    State(state): State<IngestState<L>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            return refused(status, format!("request body refused: {}", rejection.body_text()), Vec::new());
+        }
+    };
+    let quotes = match parse_quotes(&body) {
+        Ok(q) if q.len() > MAX_BATCH_EVENTS => {
+            return refused(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{} events in one batch; at most {MAX_BATCH_EVENTS}", q.len()),
+                Vec::new(),
+            )
+        }
+        Ok(q) => q,
+        Err(lines) => {
+            let total = body.split(|b| *b == b'\n').filter(|l| !l.iter().all(|b| b.is_ascii_whitespace())).count().max(1);
+            metrics::counter!(crate::metrics::HTTP_EVENTS_REFUSED_TOTAL).increment(total as u64);
+            if let Err(e) = state.store.add_ingest_counts("http", 0, total as i64).await {
+                tracing::warn!(error = %e, "could not count refused events");
+            }
+            return refused(
+                StatusCode::BAD_REQUEST,
+                format!("{} of {total} lines are invalid; nothing was appended", lines.len()),
+                lines,
+            );
+        }
+    };
+    let records: Vec<NewRecord> = quotes.iter().map(|q| NewRecord::new(q.symbol.clone(), q.to_json())).collect();
+    let appended = async {
+        let positions = state.log.append(QUOTES_TOPIC, records).await?;
+        state.log.flush().await?;
+        Ok::<_, prism_core::log::LogError>(positions)
+    }
+    .await;
+    match appended {
+        Ok(positions) => {
+            metrics::counter!(crate::metrics::HTTP_EVENTS_ACCEPTED_TOTAL).increment(positions.len() as u64);
+            if let Err(e) = state.store.add_ingest_counts("http", positions.len() as i64, 0).await {
+                tracing::warn!(error = %e, "could not count accepted events");
+            }
+            let offsets = positions.iter().map(|p| EventOffset { partition: p.partition, offset: p.offset }).collect();
+            (
+                StatusCode::ACCEPTED,
+                Json(IngestAccepted { accepted: positions.len(), topic: QUOTES_TOPIC.into(), offsets }),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "HTTP ingest could not append");
+            refused(StatusCode::SERVICE_UNAVAILABLE, format!("the event log failed: {e}"), Vec::new())
+        }
+    }
+}
