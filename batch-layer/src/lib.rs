@@ -1,1 +1,28 @@
-//! stub
+//! Prism batch layer (DESIGN §5): the [`archiver`] (log → Parquet master dataset) and the
+//! [`batch_job`] (master dataset → batch views, published with the batch horizon).
+//! [`master`] holds the master dataset's layout and file format.
+
+pub mod archiver;
+pub mod batch_job;
+pub mod master;
+pub mod telemetry;
+
+use prism_core::log::LogError;
+use prism_core::store::StoreError;
+
+/// Errors of the batch layer.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The event log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The view store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The master dataset failed.
+    #[error(transparent)]
+    Master(#[from] master::MasterError),
+    /// A blocking task panicked or was cancelled.
+    #[error("batch layer task failed: {0}")]
+    Task(String),
+}

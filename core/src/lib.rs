@@ -8,7 +8,9 @@
 //! - [`log`]: the [`log::EventLog`] trait and the embedded log.
 //! - [`store`]: the view store on `sqlx`.
 //! - [`config`]: settings shared by every service.
+//! - [`batch_run`]: the batch-run request/report passed between serving and the batch layer.
 
+pub mod batch_run;
 pub mod config;
 pub mod decimal;
 pub mod event;

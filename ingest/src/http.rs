@@ -162,7 +162,7 @@ pub async fn post_quotes<L: EventLog>(
         Ok(q) => q,
         Err(lines) => {
             let total = body.split(|b| *b == b'\n').filter(|l| !l.iter().all(|b| b.is_ascii_whitespace())).count().max(1);
-            metrics::counter!(crate::metrics::HTTP_EVENTS_REFUSED_TOTAL).increment(total as u64);
+            metrics::counter!(crate::telemetry::HTTP_EVENTS_REFUSED_TOTAL).increment(total as u64);
             if let Err(e) = state.store.add_ingest_counts("http", 0, total as i64).await {
                 tracing::warn!(error = %e, "could not count refused events");
             }
@@ -182,7 +182,7 @@ pub async fn post_quotes<L: EventLog>(
     .await;
     match appended {
         Ok(positions) => {
-            metrics::counter!(crate::metrics::HTTP_EVENTS_ACCEPTED_TOTAL).increment(positions.len() as u64);
+            metrics::counter!(crate::telemetry::HTTP_EVENTS_ACCEPTED_TOTAL).increment(positions.len() as u64);
             if let Err(e) = state.store.add_ingest_counts("http", positions.len() as i64, 0).await {
                 tracing::warn!(error = %e, "could not count accepted events");
             }

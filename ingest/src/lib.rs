@@ -2,8 +2,8 @@
 //!
 //! - [`feed`]: the historical feed of daily bars (the stock-quote lab's source).
 //! - [`http`]: `POST /v1/events/quotes`, HTTP ingest of JSON / NDJSON quotes.
-//! - [`metrics`]: the metric names this crate emits.
+//! - [`telemetry`]: the metric names this crate emits.
 
 pub mod feed;
 pub mod http;
-pub mod metrics;
+pub mod telemetry;

@@ -1,1 +1,272 @@
-//! stub
+//! Prism speed layer: the event log → realtime views (DESIGN §5).
+//!
+//! One consumer per realtime view version (`speed-layer.v<N>`) reads every partition of
+//! `prism.quotes` from the offsets stored **in the view store**, folds each quote into its
+//! 1-minute `ohlcv` window (update mode: a window changes with every event) and commits the
+//! changed rows together with the consumed offsets in one store transaction every commit
+//! interval. After a crash it resumes from those offsets, so each event counts exactly once.
+//!
+//! Malformed records go to `prism.dlq` with the reason. Late events (behind the watermark) are
+//! still applied and counted in metrics; in Lambda mode the batch job corrects them anyway.
+//! Realtime windows older than the published batch horizon are deleted once a batch version
+//! covers them.
+
+pub mod telemetry;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prism_core::config::speed_consumer;
+use prism_core::event::{DeadLetter, LogPosition, Quote, DLQ_TOPIC, QUOTES_TOPIC};
+use prism_core::log::{EventLog, LogError, LogRecord, NewRecord};
+use prism_core::ohlcv::{ohlcv_contribution, Ohlcv, OhlcvKey, OhlcvRow, OHLCV_WINDOW_MS};
+use prism_core::store::{ConsumerOffset, StoreError, ViewStore};
+use prism_core::window::{window_start, Watermark};
+use tokio_util::sync::CancellationToken;
+
+/// Settings of the speed layer.
+#[derive(Debug, Clone)]
+pub struct SpeedConfig {
+    /// Realtime view version this instance builds.
+    pub view_version: i64,
+    /// Allowed lateness for the watermark, ms.
+    pub allowed_lateness_ms: i64,
+    /// Commit at least this often while events flow.
+    pub commit_interval: Duration,
+    /// Commit after this many events even before the interval.
+    pub commit_max_events: usize,
+    /// Partitions of `prism.quotes` if the speed layer has to create it.
+    pub partitions: i32,
+    /// Whether to drop realtime windows behind the batch horizon (Lambda mode).
+    pub drop_behind_batch_horizon: bool,
+}
+
+impl Default for SpeedConfig {
+    fn default() -> Self {
+        SpeedConfig {
+            view_version: 1,
+            allowed_lateness_ms: prism_core::window::DEFAULT_ALLOWED_LATENESS_MS,
+            commit_interval: Duration::from_millis(100),
+            commit_max_events: 10_000,
+            partitions: 4,
+            drop_behind_batch_horizon: true,
+        }
+    }
+}
+
+/// Errors that stop the speed layer.
+#[derive(Debug, thiserror::Error)]
+pub enum SpeedError {
+    /// The event log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The view store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The speed layer's state between commits.
+struct SpeedState {
+    consumer: String,
+    config: SpeedConfig,
+    offsets: Vec<ConsumerOffset>,
+    watermark: Watermark,
+    /// Windows with start ≥ `cache_floor_ms` are all here (or absent from the store too).
+    cache: HashMap<OhlcvKey, Ohlcv>,
+    cache_floor_ms: i64,
+    dirty: HashSet<OhlcvKey>,
+    events_since_commit: usize,
+    dropped_through_ms: Option<i64>,
+    wrote_behind_horizon: bool,
+}
+
+/// Runs the speed layer until `cancel` fires, then commits what it holds and returns.
+///
+/// Errors: [`SpeedError`] when the log or the store fails.
+pub async fn run_speed_layer<L: EventLog>(
+    config: SpeedConfig,
+    log: Arc<L>,
+    store: ViewStore,
+    cancel: CancellationToken,
+) -> Result<(), SpeedError> {
+    let partitions = log.ensure_topic(QUOTES_TOPIC, config.partitions).await?;
+    log.ensure_topic(DLQ_TOPIC, 1).await?;
+    let mut state = SpeedState::restore(config, partitions, &store).await?;
+    tracing::info!(
+        consumer = %state.consumer, partitions,
+        offsets = ?state.offsets.iter().map(|o| o.next_offset).collect::<Vec<_>>(),
+        "speed layer starting"
+    );
+    let mut last_commit = Instant::now();
+    let mut partition = 0usize;
+    let mut idle_rounds = 0usize;
+    loop {
+        if cancel.is_cancelled() {
+            break;
+        }
+        // Round-robin over partitions; wait briefly only after a whole round found nothing.
+        let wait = if idle_rounds >= partitions as usize { Duration::from_millis(50) } else { Duration::ZERO };
+        let from = state.offsets[partition].next_offset;
+        let records = tokio::select! {
+            r = log.read(QUOTES_TOPIC, partition as i32, from, 5_000, wait) => r?,
+            _ = cancel.cancelled() => break,
+        };
+        if records.is_empty() {
+            idle_rounds += 1;
+        } else {
+            idle_rounds = 0;
+            state.apply(&records, &*log, &store).await?;
+        }
+        partition = (partition + 1) % partitions as usize;
+        let due = last_commit.elapsed() >= state.config.commit_interval;
+        if state.events_since_commit >= state.config.commit_max_events || (due && state.events_since_commit > 0) {
+            state.commit(&store).await?;
+            last_commit = Instant::now();
+        } else if due {
+            // Nothing new: still follow the batch horizon so covered windows get dropped.
+            state.commit(&store).await?;
+            last_commit = Instant::now();
+        }
+    }
+    state.commit(&store).await?;
+    tracing::info!(consumer = %state.consumer, "speed layer stopped after its final commit");
+    Ok(())
+}
+
+impl SpeedState {
+    async fn restore(config: SpeedConfig, partitions: i32, store: &ViewStore) -> Result<SpeedState, SpeedError> {
+        let consumer = speed_consumer(config.view_version);
+        let stored = store.consumer_offsets(&consumer, QUOTES_TOPIC).await?;
+        let offsets: Vec<ConsumerOffset> = (0..partitions)
+            .map(|p| {
+                stored.iter().find(|o| o.partition == p).copied().unwrap_or(ConsumerOffset {
+                    partition: p,
+                    next_offset: 0,
+                    max_event_ts_ms: None,
+                })
+            })
+            .collect();
+        let max_ts = offsets.iter().filter_map(|o| o.max_event_ts_ms).max();
+        let watermark = Watermark::restore(max_ts, config.allowed_lateness_ms);
+        let cache_floor_ms = watermark
+            .current_ms()
+            .map_or(i64::MIN, |w| window_start(w, OHLCV_WINDOW_MS) - OHLCV_WINDOW_MS);
+        let cache = store
+            .realtime_rows_since(config.view_version, cache_floor_ms)
+            .await?
+            .into_iter()
+            .map(|r| (r.key, r.agg))
+            .collect();
+        Ok(SpeedState {
+            consumer,
+            config,
+            offsets,
+            watermark,
+            cache,
+            cache_floor_ms,
+            dirty: HashSet::new(),
+            events_since_commit: 0,
+            dropped_through_ms: None,
+            wrote_behind_horizon: false,
+        })
+    }
+
+    async fn apply<L: EventLog>(&mut self, records: &[LogRecord], log: &L, store: &ViewStore) -> Result<(), SpeedError> {
+        let mut dead = Vec::new();
+        for r in records {
+            let pos = LogPosition { partition: r.partition, offset: r.offset };
+            match Quote::from_json(&r.value) {
+                Ok(quote) => {
+                    if self.watermark.observe(quote.ts) {
+                        metrics::counter!(telemetry::LATE_EVENTS_TOTAL).increment(1);
+                    }
+                    let (key, contribution) = ohlcv_contribution(&quote, pos);
+                    let current = match self.cache.get(&key) {
+                        Some(agg) => *agg,
+                        None if key.window_start_ms < self.cache_floor_ms => {
+                            store.realtime_row(self.config.view_version, &key).await?.unwrap_or_default()
+                        }
+                        None => Ohlcv::EMPTY,
+                    };
+                    self.cache.insert(key.clone(), current.merge(&contribution));
+                    self.dirty.insert(key);
+                    let o = &mut self.offsets[r.partition as usize];
+                    o.max_event_ts_ms = Some(o.max_event_ts_ms.map_or(quote.ts, |m| m.max(quote.ts)));
+                }
+                Err(e) => {
+                    metrics::counter!(telemetry::DEAD_LETTERS_TOTAL).increment(1);
+                    tracing::warn!(partition = r.partition, offset = r.offset, reason = %e, "malformed event to the dead-letter topic");
+                    let letter = DeadLetter {
+                        source: format!("{QUOTES_TOPIC}/{}@{}", r.partition, r.offset),
+                        reason: e.to_string(),
+                        payload: String::from_utf8_lossy(&r.value).into_owned(),
+                        rejected_at_ms: chrono_now_ms(),
+                    };
+                    dead.push(NewRecord::new(r.key.clone(), serde_json::to_vec(&letter).unwrap_or_default()));
+                }
+            }
+            self.offsets[r.partition as usize].next_offset = r.offset + 1;
+            self.events_since_commit += 1;
+        }
+        metrics::counter!(telemetry::EVENTS_TOTAL).increment(records.len() as u64);
+        if !dead.is_empty() {
+            log.append(DLQ_TOPIC, dead).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, store: &ViewStore) -> Result<(), SpeedError> {
+        let started = Instant::now();
+        let horizon = if self.config.drop_behind_batch_horizon {
+            store.serving_state().await?.batch_horizon_ms
+        } else {
+            None
+        };
+        let rows: Vec<OhlcvRow> = self
+            .dirty
+            .iter()
+            .filter_map(|k| self.cache.get(k).map(|agg| OhlcvRow { key: k.clone(), agg: *agg }))
+            .collect();
+        if let Some(h) = horizon {
+            self.wrote_behind_horizon |= rows.iter().any(|r| r.key.window_start_ms < h);
+        }
+        let drop_before = horizon.filter(|h| self.wrote_behind_horizon || self.dropped_through_ms.is_none_or(|d| *h > d));
+        if rows.is_empty() && drop_before.is_none() && self.events_since_commit == 0 {
+            return Ok(());
+        }
+        store
+            .commit_realtime(&self.consumer, QUOTES_TOPIC, self.config.view_version, &rows, &self.offsets, drop_before)
+            .await?;
+        if let Some(h) = drop_before {
+            self.dropped_through_ms = Some(h);
+            self.wrote_behind_horizon = false;
+        }
+        metrics::counter!(telemetry::COMMITS_TOTAL).increment(1);
+        metrics::histogram!(telemetry::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        if let Some(w) = self.watermark.current_ms() {
+            metrics::gauge!(telemetry::WATERMARK_MS).set(w as f64);
+        }
+        self.dirty.clear();
+        self.events_since_commit = 0;
+        self.evict();
+        Ok(())
+    }
+
+    /// Keeps in memory only windows that on-time events can still change (from one window
+    /// behind the watermark on); a late event for an older window reads its row from the store.
+    fn evict(&mut self) {
+        let Some(w) = self.watermark.current_ms() else { return };
+        let floor = window_start(w, OHLCV_WINDOW_MS) - OHLCV_WINDOW_MS;
+        if floor > self.cache_floor_ms {
+            self.cache.retain(|k, _| k.window_start_ms >= floor);
+            self.cache_floor_ms = floor;
+        }
+    }
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

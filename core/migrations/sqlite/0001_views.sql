@@ -92,3 +92,6 @@ CREATE TABLE ingest_counters (
     accepted INTEGER NOT NULL,
     refused  INTEGER NOT NULL
 );
+
+-- Range deletes behind the batch horizon and warm-cache loads scan by window start.
+CREATE INDEX ohlcv_realtime_by_window ON ohlcv_realtime (view_version, window_start_ms);

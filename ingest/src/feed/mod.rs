@@ -166,7 +166,7 @@ pub async fn run_feed<L: EventLog>(
         let records = day_records(day, &feed_id, seq_at_day_start, checkpoint.next_seq, config.trades_per_day);
         let n = records.len() as i64;
         log.append(QUOTES_TOPIC, records).await?;
-        metrics::counter!(crate::metrics::FEED_EVENTS_TOTAL).increment(n as u64);
+        metrics::counter!(crate::telemetry::FEED_EVENTS_TOTAL).increment(n as u64);
         appended_total += n;
         pending_accepted += n;
         days_sent_this_run += 1;
@@ -208,7 +208,7 @@ fn load_days(config: &FeedConfig) -> Result<(Vec<Day>, Vec<bars::RowError>), Fee
         for r in &file.refused {
             tracing::warn!(row = %r, "historical feed refused a row");
         }
-        metrics::counter!(crate::metrics::FEED_ROWS_REFUSED_TOTAL).increment(file.refused.len() as u64);
+        metrics::counter!(crate::telemetry::FEED_ROWS_REFUSED_TOTAL).increment(file.refused.len() as u64);
         all.extend(file.bars);
         refused.extend(file.refused);
     }

@@ -1,0 +1,224 @@
+//! The batch job: the master dataset → the `ohlcv` batch view, up to the batch horizon
+//! (DESIGN §5).
+//!
+//! Each run computes the horizon H from the archiver's committed progress, recomputes every
+//! 1-minute window that starts before H from the committed master-dataset files with the same
+//! view code as the speed layer ([`prism_core::ohlcv`]), writes the rows as a new batch-view
+//! version, and then publishes (H, version) in one transaction; older versions are deleted
+//! afterwards. A run is skipped when neither H nor the archive moved since the last one,
+//! unless it was requested explicitly.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prism_core::batch_run::{BatchRunReport, BatchRunRequest};
+use prism_core::config::ARCHIVER_CONSUMER;
+use prism_core::event::QUOTES_TOPIC;
+use prism_core::log::EventLog;
+use prism_core::ohlcv::{ohlcv_contribution, Ohlcv, OhlcvKey, OhlcvRow, OHLCV_WINDOW_MS};
+use prism_core::store::{ConsumerOffset, ViewStore};
+use prism_core::window::window_start;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::master;
+use crate::{telemetry, BatchError};
+
+/// Settings of the batch job.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// Root folder of the master dataset.
+    pub master_dir: PathBuf,
+    /// Allowed lateness, ms: the horizon trails each partition's archive by this much.
+    pub allowed_lateness_ms: i64,
+    /// Time between scheduled runs.
+    pub interval: Duration,
+}
+
+/// The batch horizon H (UTC ms) for the archiver's committed progress and the log's end
+/// offsets: the newest 1-minute window boundary that every partition's archive has passed by
+/// the allowed lateness. A partition whose archive has caught up with the log's end offset is
+/// idle and does not hold H back (like Flink's `withIdleness`); when all are idle, the most
+/// advanced partition sets H. `None` while nothing is archived.
+pub fn batch_horizon(archive: &[ConsumerOffset], log_end: &[i64], allowed_lateness_ms: i64) -> Option<i64> {
+    let active: Vec<Option<i64>> = log_end
+        .iter()
+        .enumerate()
+        .filter_map(|(p, end)| {
+            let a = archive.iter().find(|o| o.partition == p as i32);
+            let next = a.map_or(0, |o| o.next_offset);
+            (next < *end).then(|| a.and_then(|o| o.max_event_ts_ms))
+        })
+        .collect();
+    let edge = if active.is_empty() {
+        archive.iter().filter_map(|o| o.max_event_ts_ms).max()?
+    } else {
+        // An active partition with nothing archived yet holds everything back.
+        active.into_iter().collect::<Option<Vec<i64>>>()?.into_iter().min()?
+    };
+    Some(window_start(edge.saturating_sub(allowed_lateness_ms), OHLCV_WINDOW_MS))
+}
+
+/// Runs one batch job now. `previous` is the archive progress of the last run; the run is
+/// skipped (returning `Ok(None)`) when `force` is false and nothing moved.
+///
+/// Errors: [`BatchError`].
+pub async fn run_batch_once<L: EventLog>(
+    config: &BatchConfig,
+    log: &L,
+    store: &ViewStore,
+    previous: &mut Option<(Option<i64>, Vec<i64>)>,
+    force: bool,
+) -> Result<Option<BatchRunReport>, BatchError> {
+    let started = Instant::now();
+    let archive = store.consumer_offsets(ARCHIVER_CONSUMER, QUOTES_TOPIC).await?;
+    let log_end = log.end_offsets(QUOTES_TOPIC).await?;
+    let state = store.serving_state().await?;
+    let computed = batch_horizon(&archive, &log_end, config.allowed_lateness_ms);
+    // H never moves back.
+    let horizon = match (computed, state.batch_horizon_ms) {
+        (Some(h), Some(old)) => Some(h.max(old)),
+        (h, old) => h.or(old),
+    };
+    let progress = (horizon, archive.iter().map(|o| o.next_offset).collect::<Vec<_>>());
+    if !force && previous.as_ref() == Some(&progress) {
+        return Ok(None);
+    }
+    let Some(horizon) = horizon else {
+        *previous = Some(progress);
+        return Ok(Some(BatchRunReport {
+            view_version: None,
+            batch_horizon_ms: None,
+            files_read: 0,
+            events: 0,
+            rows: 0,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        }));
+    };
+
+    let committed: Vec<i64> = (0..log_end.len() as i32)
+        .map(|p| archive.iter().find(|o| o.partition == p).map_or(0, |o| o.next_offset))
+        .collect();
+    let root = config.master_dir.clone();
+    let (rows, files_read, events) = tokio::task::spawn_blocking(move || recompute(&root, &committed, horizon))
+        .await
+        .map_err(|e| BatchError::Task(e.to_string()))??;
+
+    store.delete_unpublished_batch_rows().await?;
+    let version = store.next_batch_version().await?;
+    store.write_batch_rows(version, &rows).await?;
+    store.publish_batch_version(version, horizon, rows.len() as i64, events as i64).await?;
+    store.delete_unpublished_batch_rows().await?;
+    *previous = Some(progress);
+
+    let report = BatchRunReport {
+        view_version: Some(version),
+        batch_horizon_ms: Some(horizon),
+        files_read,
+        events,
+        rows: rows.len() as u64,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    };
+    metrics::counter!(telemetry::BATCH_RUNS_TOTAL).increment(1);
+    metrics::gauge!(telemetry::BATCH_HORIZON_MS).set(horizon as f64);
+    metrics::histogram!(telemetry::BATCH_RUN_SECONDS).record(started.elapsed().as_secs_f64());
+    tracing::info!(
+        version, horizon = %prism_core::time::format_rfc3339(horizon), files = files_read, events,
+        rows = report.rows, elapsed_ms = report.elapsed_ms, "batch view published"
+    );
+    Ok(Some(report))
+}
+
+/// Aggregates every committed event with event time before `horizon` into 1-minute rows.
+fn recompute(root: &std::path::Path, committed: &[i64], horizon: i64) -> Result<(Vec<OhlcvRow>, u64, u64), BatchError> {
+    let files = master::list_files(root, QUOTES_TOPIC)?;
+    let mut views: HashMap<OhlcvKey, Ohlcv> = HashMap::new();
+    let (mut files_read, mut events) = (0u64, 0u64);
+    let mut last_progress = Instant::now();
+    let total = files.len();
+    for (i, f) in files.iter().enumerate() {
+        let is_committed = f.last_offset < committed.get(f.partition as usize).copied().unwrap_or(0);
+        // Hive partition pruning: an hour that starts at or after H holds nothing before H.
+        if !is_committed || f.hour_start_ms >= horizon {
+            continue;
+        }
+        files_read += 1;
+        for row in master::read_file(&f.path)? {
+            if row.quote.ts >= horizon {
+                continue;
+            }
+            let (key, contribution) = ohlcv_contribution(&row.quote, row.pos);
+            let agg = views.entry(key).or_default();
+            *agg = agg.merge(&contribution);
+            events += 1;
+        }
+        if last_progress.elapsed() >= Duration::from_secs(5) {
+            tracing::info!(files_done = i + 1, files_total = total, events, "batch job progress");
+            last_progress = Instant::now();
+        }
+    }
+    let mut rows: Vec<OhlcvRow> = views.into_iter().map(|(key, agg)| OhlcvRow { key, agg }).collect();
+    rows.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok((rows, files_read, events))
+}
+
+/// Runs the batch job every `config.interval` and whenever a request arrives on `requests`,
+/// until `cancel` fires.
+///
+/// Errors: [`BatchError`] from a scheduled run (a requested run's error goes to its requester).
+pub async fn run_batch_layer<L: EventLog>(
+    config: BatchConfig,
+    log: Arc<L>,
+    store: ViewStore,
+    mut requests: mpsc::Receiver<BatchRunRequest>,
+    cancel: CancellationToken,
+) -> Result<(), BatchError> {
+    let mut previous = None;
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = ticker.tick() => {
+                run_batch_once(&config, &*log, &store, &mut previous, false).await?;
+            }
+            Some(reply) = requests.recv() => {
+                let result = run_batch_once(&config, &*log, &store, &mut previous, true).await;
+                let answer = match result {
+                    Ok(report) => report.ok_or_else(|| "nothing to do".to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
+    tracing::info!("batch layer stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn off(p: i32, next: i64, max: Option<i64>) -> ConsumerOffset {
+        ConsumerOffset { partition: p, next_offset: next, max_event_ts_ms: max }
+    }
+
+    #[test]
+    fn horizon_waits_for_the_slowest_active_partition() {
+        let archive = [off(0, 10, Some(600_000)), off(1, 5, Some(300_000))];
+        assert_eq!(batch_horizon(&archive, &[20, 20], 5_000), Some(240_000));
+        // Partition 1 caught up with the log: idle, so it no longer holds H back.
+        assert_eq!(batch_horizon(&archive, &[20, 5], 5_000), Some(540_000));
+        // All idle: the most advanced partition sets H.
+        assert_eq!(batch_horizon(&archive, &[10, 5], 5_000), Some(540_000));
+        // A partition with unarchived data and nothing archived holds everything back.
+        assert_eq!(batch_horizon(&[off(0, 10, Some(600_000))], &[10, 3], 5_000), None);
+        // An empty partition never does.
+        assert_eq!(batch_horizon(&[off(0, 10, Some(600_000))], &[10, 0], 5_000), Some(540_000));
+        assert_eq!(batch_horizon(&[], &[0, 0], 5_000), None);
+    }
+}

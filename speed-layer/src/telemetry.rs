@@ -1,0 +1,14 @@
+//! Every metric the speed layer emits, named once.
+
+/// Records consumed from `prism.quotes` (valid or not).
+pub const EVENTS_TOTAL: &str = "prism_speed_events_total";
+/// Events behind the watermark when they arrived (applied anyway; the batch job corrects).
+pub const LATE_EVENTS_TOTAL: &str = "prism_speed_late_events_total";
+/// Malformed records sent to `prism.dlq`.
+pub const DEAD_LETTERS_TOTAL: &str = "prism_speed_dead_letters_total";
+/// Store transactions committed (rows + offsets).
+pub const COMMITS_TOTAL: &str = "prism_speed_commits_total";
+/// Duration of one commit, seconds.
+pub const COMMIT_SECONDS: &str = "prism_speed_commit_seconds";
+/// The realtime watermark, UTC ms.
+pub const WATERMARK_MS: &str = "prism_speed_watermark_ms";
