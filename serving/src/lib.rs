@@ -1,1 +1,75 @@
-//! stub
+//! Prism serving layer (DESIGN §5): an axum HTTP API, documented with utoipa, that answers
+//! queries by merging the batch and realtime views at the batch horizon.
+//!
+//! - [`bars`]: `GET /v1/bars/{symbol}`, `GET /v1/symbols`.
+//! - [`status`]: `GET /v1/status`.
+//! - [`admin`]: `POST /v1/admin/batch-runs`.
+//! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`merge`]: the merge and roll-up rule.
+//! - [`error`]: the JSON error body every endpoint answers with.
+
+pub mod admin;
+pub mod bars;
+pub mod error;
+pub mod merge;
+pub mod ops;
+pub mod status;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use prism_core::batch_run::BatchTrigger;
+use prism_core::config::Architecture;
+use prism_core::log::EventLog;
+use prism_core::store::ViewStore;
+use utoipa::OpenApi;
+
+/// Handles and settings the API reads.
+pub struct ServingState<L> {
+    /// The view store.
+    pub store: ViewStore,
+    /// The event log (for end offsets and lag in `/v1/status`).
+    pub log: Arc<L>,
+    /// Lambda or Kappa.
+    pub architecture: Architecture,
+    /// Allowed lateness, ms (the realtime watermark trails the max event time by this).
+    pub allowed_lateness_ms: i64,
+    /// Requests batch runs; `None` where there is no batch layer (Kappa).
+    pub batch_trigger: Option<BatchTrigger>,
+}
+
+impl<L> Clone for ServingState<L> {
+    fn clone(&self) -> Self {
+        ServingState {
+            store: self.store.clone(),
+            log: self.log.clone(),
+            architecture: self.architecture,
+            allowed_lateness_ms: self.allowed_lateness_ms,
+            batch_trigger: self.batch_trigger.clone(),
+        }
+    }
+}
+
+/// The serving API's OpenAPI fragment.
+#[derive(OpenApi)]
+#[openapi(
+    paths(bars::get_bars, bars::get_symbols, status::get_status, admin::post_batch_run),
+    components(schemas(
+        bars::BarsResponse, bars::Bar, bars::SymbolsResponse, error::ApiError,
+        status::StatusResponse, status::PartitionStatus, status::ConsumerLag, status::IngestStatus,
+        status::FeedStatus, admin::BatchRunResponse
+    )),
+    tags((name = "views", description = "Merged batch + realtime views"), (name = "admin", description = "Operations"))
+)]
+pub struct ServingApi;
+
+/// The serving routes.
+pub fn router<L: EventLog>(state: ServingState<L>) -> Router {
+    Router::new()
+        .route("/v1/bars/{symbol}", get(bars::get_bars::<L>))
+        .route("/v1/symbols", get(bars::get_symbols::<L>))
+        .route("/v1/status", get(status::get_status::<L>))
+        .route("/v1/admin/batch-runs", post(admin::post_batch_run::<L>))
+        .with_state(state)
+}

@@ -254,8 +254,15 @@ impl ViewStore {
     }
 
     /// Reads the rows a `/v1/bars` answer merges, in one transaction: windows starting in
-    /// `[from_ms, to_ms)` of `symbol`, batch rows before the horizon, realtime rows from it.
-    pub async fn bars_snapshot(&self, symbol: &str, from_ms: i64, to_ms: i64) -> Result<BarsSnapshot, StoreError> {
+    /// `[from_ms, to_ms)` of `symbol`, batch rows before the horizon, realtime rows from it,
+    /// at most `max_rows` of each (the earliest).
+    pub async fn bars_snapshot(
+        &self,
+        symbol: &str,
+        from_ms: i64,
+        to_ms: i64,
+        max_rows: i64,
+    ) -> Result<BarsSnapshot, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db("beginning a read"))?;
         let r = sqlx::query("SELECT batch_version, batch_horizon_ms, realtime_version FROM serving_state WHERE id = 1")
             .fetch_one(&mut *tx)
@@ -263,7 +270,7 @@ impl ViewStore {
             .map_err(db("reading the serving state"))?;
         let state = ServingState { batch_version: r.get(0), batch_horizon_ms: r.get(1), realtime_version: r.get(2) };
         let select = |t: &str| {
-            format!("SELECT {COLUMNS} FROM {t} WHERE view_version = ? AND symbol = ? AND window_start_ms >= ? AND window_start_ms < ? ORDER BY window_start_ms")
+            format!("SELECT {COLUMNS} FROM {t} WHERE view_version = ? AND symbol = ? AND window_start_ms >= ? AND window_start_ms < ? ORDER BY window_start_ms LIMIT ?")
         };
         let mut batch = Vec::new();
         let mut realtime_from = from_ms;
@@ -273,6 +280,7 @@ impl ViewStore {
                 .bind(symbol)
                 .bind(from_ms)
                 .bind(to_ms.min(h))
+                .bind(max_rows)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db("reading batch rows"))?;
@@ -284,12 +292,26 @@ impl ViewStore {
             .bind(symbol)
             .bind(realtime_from)
             .bind(to_ms)
+            .bind(max_rows)
             .fetch_all(&mut *tx)
             .await
             .map_err(db("reading realtime rows"))?;
         let realtime = rows.iter().map(decode_row).collect::<Result<_, _>>()?;
         tx.commit().await.map_err(db("ending a read"))?;
         Ok(BarsSnapshot { state, batch, realtime })
+    }
+
+    /// Whether `symbol` has any row in the served views (published batch or realtime version).
+    pub async fn symbol_known(&self, symbol: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM ohlcv_batch WHERE symbol = ?1 AND view_version = (SELECT batch_version FROM serving_state WHERE id = 1))
+                 OR EXISTS (SELECT 1 FROM ohlcv_realtime WHERE symbol = ?1 AND view_version = (SELECT realtime_version FROM serving_state WHERE id = 1))",
+        )
+        .bind(symbol)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("looking up a symbol"))?;
+        Ok(r.get::<i64, _>(0) != 0)
     }
 
     /// Symbols present in the served views (published batch version or realtime version).

@@ -1,0 +1,145 @@
+//! `GET /v1/status`: where every layer stands.
+
+use axum::extract::State;
+use axum::Json;
+use prism_core::event::QUOTES_TOPIC;
+use prism_core::log::EventLog;
+use prism_core::time::format_rfc3339;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::bars::realtime_watermark;
+use crate::error::ApiError;
+use crate::ServingState;
+
+/// Answer of `/v1/status`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StatusResponse {
+    /// `lambda` or `kappa`.
+    pub architecture: String,
+    /// Published batch horizon, RFC 3339.
+    pub batch_horizon: Option<String>,
+    /// Published batch-view version.
+    pub batch_version: Option<i64>,
+    /// Realtime view version in service.
+    pub realtime_version: i64,
+    /// Realtime watermark, RFC 3339.
+    pub realtime_watermark: Option<String>,
+    /// Per partition of `prism.quotes`: log end offset and each consumer's position and lag.
+    pub partitions: Vec<PartitionStatus>,
+    /// Events accepted and refused per ingest source.
+    pub ingest: Vec<IngestStatus>,
+    /// Historical feeds' progress.
+    pub feeds: Vec<FeedStatus>,
+}
+
+/// One partition.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PartitionStatus {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset the next record will get.
+    pub log_end_offset: i64,
+    /// Consumers with committed offsets here.
+    pub consumers: Vec<ConsumerLag>,
+}
+
+/// A consumer's position in one partition.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConsumerLag {
+    /// Consumer name (`speed-layer.v1`, `archiver`, …).
+    pub consumer: String,
+    /// Next offset it will read.
+    pub next_offset: i64,
+    /// Records behind the log end.
+    pub lag: i64,
+}
+
+/// One ingest source's counts.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct IngestStatus {
+    /// `http` or `feed`.
+    pub source: String,
+    /// Events appended.
+    pub accepted: i64,
+    /// Events or rows refused.
+    pub refused: i64,
+}
+
+/// One historical feed's progress.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FeedStatus {
+    /// Feed identity.
+    pub feed_id: String,
+    /// Trading days appended.
+    pub days_done: i64,
+    /// Trading days in the input.
+    pub days_total: i64,
+    /// Date of the last day appended.
+    pub current_date: Option<String>,
+    /// Input rows refused.
+    pub rows_refused: i64,
+    /// All input appended.
+    pub done: bool,
+}
+
+/// Where every layer stands.
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "admin",
+    responses((status = 200, description = "Status", body = StatusResponse), (status = 503, description = "A dependency failed", body = ApiError))
+)]
+pub async fn get_status<L: EventLog>(State(state): State<ServingState<L>>) -> Result<Json<StatusResponse>, ApiError> {
+    let serving = state.store.serving_state().await?;
+    let watermark = realtime_watermark(&state.store, serving.realtime_version, state.allowed_lateness_ms).await?;
+    let ends = state.log.end_offsets(QUOTES_TOPIC).await?;
+    let consumers = state.store.all_consumer_offsets(QUOTES_TOPIC).await?;
+    let partitions = ends
+        .iter()
+        .enumerate()
+        .map(|(p, end)| PartitionStatus {
+            topic: QUOTES_TOPIC.to_string(),
+            partition: p as i32,
+            log_end_offset: *end,
+            consumers: consumers
+                .iter()
+                .filter(|(_, o)| o.partition == p as i32)
+                .map(|(name, o)| ConsumerLag { consumer: name.clone(), next_offset: o.next_offset, lag: end - o.next_offset })
+                .collect(),
+        })
+        .collect();
+    let ingest = state
+        .store
+        .ingest_counters()
+        .await?
+        .into_iter()
+        .map(|c| IngestStatus { source: c.source, accepted: c.accepted, refused: c.refused })
+        .collect();
+    let feeds = state
+        .store
+        .feed_checkpoints()
+        .await?
+        .into_iter()
+        .map(|c| FeedStatus {
+            feed_id: c.feed_id,
+            days_done: c.days_done,
+            days_total: c.days_total,
+            current_date: c.current_date,
+            rows_refused: c.rows_refused,
+            done: c.done,
+        })
+        .collect();
+    Ok(Json(StatusResponse {
+        architecture: state.architecture.name().to_string(),
+        batch_horizon: serving.batch_horizon_ms.map(format_rfc3339),
+        batch_version: serving.batch_version,
+        realtime_version: serving.realtime_version,
+        realtime_watermark: watermark.map(format_rfc3339),
+        partitions,
+        ingest,
+        feeds,
+    }))
+}
