@@ -78,7 +78,7 @@ pub struct FeedStatus {
     /// Trading days in the input.
     pub days_total: i64,
     /// Date of the last day appended.
-    pub current_date: Option<String>,
+    pub feed_date: Option<String>,
     /// Input rows refused.
     pub rows_refused: i64,
     /// All input appended.
@@ -127,7 +127,7 @@ pub async fn get_status<L: EventLog>(State(state): State<ServingState<L>>) -> Re
             feed_id: c.feed_id,
             days_done: c.days_done,
             days_total: c.days_total,
-            current_date: c.current_date,
+            feed_date: c.feed_date,
             rows_refused: c.rows_refused,
             done: c.done,
         })

@@ -81,7 +81,7 @@ CREATE TABLE feed_checkpoints (
     days_done     INTEGER NOT NULL,
     days_total    INTEGER NOT NULL,
     rows_refused  INTEGER NOT NULL,
-    current_date  TEXT,
+    feed_date  TEXT,
     done          INTEGER NOT NULL,
     updated_at_ms INTEGER NOT NULL
 );

@@ -26,7 +26,7 @@ pub struct FeedCheckpoint {
     /// Input rows refused so far.
     pub rows_refused: i64,
     /// Date of the day in progress (`YYYY-MM-DD`).
-    pub current_date: Option<String>,
+    pub feed_date: Option<String>,
     /// All input appended.
     pub done: bool,
 }
@@ -46,7 +46,7 @@ impl ViewStore {
     /// The checkpoint of feed `feed_id`, if any.
     pub async fn feed_checkpoint(&self, feed_id: &str) -> Result<Option<FeedCheckpoint>, StoreError> {
         let row = sqlx::query(
-            "SELECT feed_id, fingerprint, next_seq, end_offsets, days_done, days_total, rows_refused, current_date, done
+            "SELECT feed_id, fingerprint, next_seq, end_offsets, days_done, days_total, rows_refused, feed_date, done
              FROM feed_checkpoints WHERE feed_id = ?",
         )
         .bind(feed_id)
@@ -64,7 +64,7 @@ impl ViewStore {
                 days_done: r.get(4),
                 days_total: r.get(5),
                 rows_refused: r.get(6),
-                current_date: r.get(7),
+                feed_date: r.get(7),
                 done: r.get::<i64, _>(8) != 0,
             })
         })
@@ -100,11 +100,11 @@ impl ViewStore {
         let mut tx = self.pool.begin().await.map_err(db("beginning a feed checkpoint"))?;
         sqlx::query(
             "INSERT INTO feed_checkpoints (feed_id, fingerprint, next_seq, end_offsets, days_done, days_total,
-                 rows_refused, current_date, done, updated_at_ms)
+                 rows_refused, feed_date, done, updated_at_ms)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (feed_id) DO UPDATE SET fingerprint = excluded.fingerprint, next_seq = excluded.next_seq,
                  end_offsets = excluded.end_offsets, days_done = excluded.days_done, days_total = excluded.days_total,
-                 rows_refused = excluded.rows_refused, current_date = excluded.current_date, done = excluded.done,
+                 rows_refused = excluded.rows_refused, feed_date = excluded.feed_date, done = excluded.done,
                  updated_at_ms = excluded.updated_at_ms",
         )
         .bind(&c.feed_id)
@@ -114,7 +114,7 @@ impl ViewStore {
         .bind(c.days_done)
         .bind(c.days_total)
         .bind(c.rows_refused)
-        .bind(&c.current_date)
+        .bind(&c.feed_date)
         .bind(c.done as i64)
         .bind(chrono::Utc::now().timestamp_millis())
         .execute(&mut *tx)

@@ -39,10 +39,13 @@ pub fn trade_count(bar: &DailyBar, trades_per_day: usize) -> usize {
     (trades_per_day as i64).min(bar.volume).max(0) as usize
 }
 
-struct SplitMix64(u64);
+/// SplitMix64 (Steele, Lea & Flood, OOPSLA 2014): a tiny deterministic generator whose output
+/// never changes across library versions, used for the lab's trades and the bench workload.
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -51,7 +54,7 @@ impl SplitMix64 {
     }
 
     /// Uniform in `0..n` (n > 0), by multiply-shift.
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         ((self.next() as u128 * n as u128) >> 64) as u64
     }
 }

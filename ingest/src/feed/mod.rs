@@ -172,7 +172,7 @@ pub async fn run_feed<L: EventLog>(
         days_sent_this_run += 1;
         checkpoint.next_seq = day_end_seq;
         checkpoint.days_done = day_index as i64 + 1;
-        checkpoint.current_date = Some(day.date.clone());
+        checkpoint.feed_date = Some(day.date.clone());
         if last_checkpoint.elapsed() >= Duration::from_millis(200) {
             checkpoint.end_offsets = log.end_offsets(QUOTES_TOPIC).await?;
             store.save_feed_checkpoint(&checkpoint, pending_accepted, 0).await?;
@@ -322,7 +322,7 @@ fn new_checkpoint(feed_id: &str, fingerprint: &str, days: &[Day], refused: &[bar
         days_done: 0,
         days_total: days.len() as i64,
         rows_refused: refused.len() as i64,
-        current_date: None,
+        feed_date: None,
         done: days.is_empty(),
     }
 }

@@ -1,0 +1,78 @@
+//! The HTTP application of `prism up`: ingest, views, admin, ops, the OpenAPI document and
+//! Swagger UI (assets vendored into the binary, so `/docs` works with no internet).
+
+use std::sync::{Arc, OnceLock};
+
+use axum::routing::get;
+use axum::{Json, Router};
+use prism_core::batch_run::BatchTrigger;
+use prism_core::config::Architecture;
+use prism_core::log::EventLog;
+use prism_core::store::ViewStore;
+use prism_ingest::http::{IngestApi, IngestState};
+use prism_serving::ops::OpsState;
+use prism_serving::{ServingApi, ServingState};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+/// What the app is built from.
+pub struct AppParts<L> {
+    /// The event log.
+    pub log: Arc<L>,
+    /// The view store.
+    pub store: ViewStore,
+    /// Lambda or Kappa.
+    pub architecture: Architecture,
+    /// Allowed lateness, ms.
+    pub allowed_lateness_ms: i64,
+    /// Batch-run requests; `None` without a batch layer.
+    pub batch_trigger: Option<BatchTrigger>,
+    /// HTTP ingest body limit, bytes.
+    pub max_body_bytes: usize,
+}
+
+/// The whole OpenAPI document: serving + ingest.
+pub fn api_doc() -> utoipa::openapi::OpenApi {
+    let mut doc = ServingApi::openapi();
+    doc.merge(IngestApi::openapi());
+    doc.info.title = "Prism".into();
+    doc.info.version = env!("CARGO_PKG_VERSION").into();
+    doc.info.description = Some(
+        "Lambda/Kappa reference platform: ingest quotes, query bars merged from the batch and realtime views at the batch horizon."
+            .into(),
+    );
+    doc.info.license = Some(utoipa::openapi::License::new("Apache-2.0"));
+    doc
+}
+
+/// Installs the process-wide Prometheus recorder once and returns its renderer.
+pub fn metrics_renderer() -> prism_serving::ops::MetricsRenderer {
+    static HANDLE: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> = OnceLock::new();
+    let handle = HANDLE.get_or_init(|| metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok());
+    match handle.clone() {
+        Some(h) => Arc::new(move || h.render()),
+        None => Arc::new(|| "# metrics recorder unavailable\n".to_string()),
+    }
+}
+
+/// Builds the router.
+pub fn build_app<L: EventLog>(parts: AppParts<L>) -> Router {
+    let serving = ServingState {
+        store: parts.store.clone(),
+        log: parts.log.clone(),
+        architecture: parts.architecture,
+        allowed_lateness_ms: parts.allowed_lateness_ms,
+        batch_trigger: parts.batch_trigger,
+    };
+    let ingest = IngestState { log: parts.log, store: parts.store.clone() };
+    let doc = api_doc();
+    let doc_json = doc.clone();
+    Router::new()
+        .merge(prism_serving::router(serving))
+        .merge(prism_ingest::http::router(ingest, parts.max_body_bytes))
+        .merge(prism_serving::ops::router(OpsState { store: parts.store, metrics: metrics_renderer() }))
+        .route("/openapi.json", get(move || async move { Json(doc_json) }))
+        .merge(SwaggerUi::new("/docs").url("/docs/openapi.json", doc))
+        .layer(TraceLayer::new_for_http())
+}

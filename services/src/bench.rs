@@ -1,0 +1,288 @@
+//! `prism bench`: throughput of each layer on one workload, printed as a JSON report.
+//!
+//! Workload: a JSONL file of `{"symbol": "S001", "ts": <UTC ms>, "price": 123.45, "size": 100}`
+//! lines, a Parquet file with those columns, or `--generate N` such events (500 symbols, event
+//! times 1 ms apart with up to 2 s of arrival jitter, a random walk of prices on a cent grid;
+//! deterministic for a given `--seed`).
+//!
+//! Stages, measured one after another on a fresh folder: embedded-log append, speed layer
+//! (log → view store), archiver (log → Parquet) and batch job (Parquet → batch view). The
+//! report gives events/s per stage and the process's peak RSS (VmHWM). Numbers are for this
+//! machine and build profile; run with `--release` for meaningful ones.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use arrow::array::{Array, Decimal128Array, Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
+use clap::Args;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use prism_batch::archiver::{run_archiver, ArchiverConfig};
+use prism_batch::batch_job::{run_batch_once, BatchConfig};
+use prism_core::config::{speed_consumer, ARCHIVER_CONSUMER};
+use prism_core::decimal::Decimal6;
+use prism_core::event::{Quote, QUOTES_TOPIC};
+use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
+use prism_core::log::{EventLog, NewRecord};
+use prism_core::store::ViewStore;
+use prism_ingest::feed::expand::SplitMix64;
+use prism_speed::{run_speed_layer, SpeedConfig};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::up::DataDir;
+
+/// Flags of `prism bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchConfig {
+    /// Workload file: JSONL (`.jsonl`/`.ndjson`) or Parquet (`.parquet`).
+    #[arg(long, env = "PRISM_BENCH_WORKLOAD", conflicts_with = "generate")]
+    pub workload: Option<PathBuf>,
+    /// Generate this many events instead of reading a file (default 1,000,000).
+    #[arg(long, env = "PRISM_BENCH_GENERATE")]
+    pub generate: Option<usize>,
+    /// Seed of the generated workload.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Partitions of `prism.quotes`.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Folder to work in (created fresh; removed afterwards unless --keep). Default: a new
+    /// folder under the system temp dir.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep the working folder.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// The report `prism bench` prints.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    /// Prism version.
+    pub prism_version: String,
+    /// Build profile (`release` or `debug`).
+    pub profile: String,
+    /// Logical CPUs.
+    pub cpus: usize,
+    /// Where the workload came from.
+    pub workload: String,
+    /// Events in the workload.
+    pub events: usize,
+    /// Distinct symbols.
+    pub symbols: usize,
+    /// One entry per stage.
+    pub stages: Vec<StageResult>,
+    /// Peak resident set size of the process, bytes (Linux VmHWM).
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// One measured stage.
+#[derive(Debug, Serialize)]
+pub struct StageResult {
+    /// `log_append`, `speed_layer`, `archiver`, `batch_job`.
+    pub stage: String,
+    /// Events processed.
+    pub events: u64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// events / seconds.
+    pub events_per_second: f64,
+}
+
+fn stage(name: &str, events: u64, elapsed: Duration) -> StageResult {
+    let seconds = elapsed.as_secs_f64();
+    StageResult {
+        stage: name.into(),
+        events,
+        seconds,
+        events_per_second: if seconds > 0.0 { events as f64 / seconds } else { 0.0 },
+    }
+}
+
+/// Runs the benchmark. Errors: workload or I/O problems, with context.
+pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
+    let (quotes, source) = match (&config.workload, config.generate) {
+        (Some(path), _) => (read_workload(path)?, path.display().to_string()),
+        (None, n) => {
+            let n = n.unwrap_or(1_000_000);
+            (generate_workload(n, config.seed), format!("generated: {n} events, 500 symbols, seed {}", config.seed))
+        }
+    };
+    if quotes.is_empty() {
+        bail!("the workload has no events");
+    }
+    let dir = match &config.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("prism-bench-{}", std::process::id())),
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = bench_in(&dir, &config, &quotes).await;
+    if !config.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let stages = result?;
+    let symbols = quotes.iter().map(|q| q.symbol.as_str()).collect::<std::collections::HashSet<_>>().len();
+    Ok(BenchReport {
+        prism_version: env!("CARGO_PKG_VERSION").into(),
+        profile: if cfg!(debug_assertions) { "debug" } else { "release" }.into(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        workload: source,
+        events: quotes.len(),
+        symbols,
+        stages,
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+async fn bench_in(dir: &Path, config: &BenchConfig, quotes: &[Quote]) -> anyhow::Result<Vec<StageResult>> {
+    let dirs = DataDir::new(dir);
+    let log = Arc::new(EmbeddedLog::open(&dirs.log, EmbeddedLogConfig { fsync: FsyncPolicy::Interval(Duration::from_secs(1)), ..Default::default() })?);
+    log.ensure_topic(QUOTES_TOPIC, config.partitions).await?;
+    let store = ViewStore::open_sqlite(&dirs.store).await?;
+    let n = quotes.len() as u64;
+    let mut stages = Vec::new();
+
+    let started = Instant::now();
+    for chunk in quotes.chunks(1_000) {
+        let records = chunk.iter().map(|q| NewRecord::new(q.symbol.clone(), q.to_json())).collect();
+        log.append(QUOTES_TOPIC, records).await?;
+    }
+    log.flush().await?;
+    stages.push(stage("log_append", n, started.elapsed()));
+    let ends = log.end_offsets(QUOTES_TOPIC).await?;
+
+    let started = Instant::now();
+    let stop = CancellationToken::new();
+    let speed = tokio::spawn(run_speed_layer(
+        SpeedConfig { partitions: config.partitions, ..SpeedConfig::default() },
+        log.clone(),
+        store.clone(),
+        stop.clone(),
+    ));
+    wait_for_consumer(&store, &speed_consumer(1), &ends).await?;
+    stages.push(stage("speed_layer", n, started.elapsed()));
+    stop.cancel();
+    speed.await??;
+
+    let started = Instant::now();
+    let stop = CancellationToken::new();
+    let archiver = ArchiverConfig { master_dir: dirs.master.clone(), flush_rows: 200_000, flush_interval: Duration::from_secs(1), partitions: config.partitions };
+    let task = tokio::spawn(run_archiver(archiver, log.clone(), store.clone(), stop.clone()));
+    wait_for_consumer(&store, ARCHIVER_CONSUMER, &ends).await?;
+    stages.push(stage("archiver", n, started.elapsed()));
+    stop.cancel();
+    task.await??;
+
+    let started = Instant::now();
+    let batch = BatchConfig { master_dir: dirs.master.clone(), allowed_lateness_ms: 5_000, interval: Duration::from_secs(3600) };
+    let report = run_batch_once(&batch, &*log, &store, &mut None, true).await?;
+    let events = report.map_or(0, |r| r.events);
+    stages.push(stage("batch_job", events, started.elapsed()));
+    store.close().await;
+    Ok(stages)
+}
+
+async fn wait_for_consumer(store: &ViewStore, consumer: &str, ends: &[i64]) -> anyhow::Result<()> {
+    loop {
+        let offsets = store.consumer_offsets(consumer, QUOTES_TOPIC).await?;
+        let caught_up = ends.iter().enumerate().all(|(p, end)| {
+            *end == 0 || offsets.iter().any(|o| o.partition == p as i32 && o.next_offset >= *end)
+        });
+        if caught_up {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The generated workload (see the module doc).
+pub fn generate_workload(n: usize, seed: u64) -> Vec<Quote> {
+    let mut rng = SplitMix64(seed);
+    let start_ms = 1_704_205_800_000i64; // 2024-01-02T14:30:00Z
+    let mut prices: Vec<i128> = (0..500).map(|_| 10_000_000 + rng.below(490_000_000) as i128 / 10_000 * 10_000).collect();
+    (0..n)
+        .map(|i| {
+            let s = rng.below(500) as usize;
+            let step = (rng.below(21) as i128 - 10) * 10_000;
+            prices[s] = (prices[s] + step).max(10_000);
+            Quote {
+                symbol: format!("S{s:03}"),
+                ts: start_ms + i as i64 - rng.below(2_000) as i64,
+                price: Decimal6::from_units(prices[s]),
+                size: 1 + rng.below(1_000) as i64,
+                bid: None,
+                ask: None,
+                exchange: None,
+            }
+        })
+        .collect()
+}
+
+/// Reads a JSONL or Parquet workload. Errors: unreadable file, bad line or column, with where.
+pub fn read_workload(path: &Path) -> anyhow::Result<Vec<Quote>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.starts_with(b"PAR1") {
+        return read_parquet_workload(path);
+    }
+    let mut out = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        let q = Quote::from_json(line).with_context(|| format!("{}:{}", path.display(), i + 1))?;
+        out.push(q);
+    }
+    Ok(out)
+}
+
+fn read_parquet_workload(path: &Path) -> anyhow::Result<Vec<Quote>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        let col = |name: &str| batch.column_by_name(name).with_context(|| format!("{}: no column {name}", path.display()));
+        let symbols = col("symbol")?.as_any().downcast_ref::<StringArray>().context("symbol must be Utf8")?;
+        let ts = col("ts")?;
+        let price = col("price")?;
+        let size = col("size")?.as_any().downcast_ref::<Int64Array>().context("size must be Int64")?;
+        for i in 0..batch.num_rows() {
+            let ts_ms = if let Some(a) = ts.as_any().downcast_ref::<TimestampMillisecondArray>() {
+                a.value(i)
+            } else if let Some(a) = ts.as_any().downcast_ref::<Int64Array>() {
+                a.value(i)
+            } else {
+                bail!("{}: ts must be Timestamp(ms) or Int64 ms", path.display());
+            };
+            let price = if let Some(a) = price.as_any().downcast_ref::<Decimal128Array>() {
+                let scale = a.scale();
+                if !(0..=6).contains(&scale) {
+                    bail!("{}: price scale {scale} is not within 0..=6", path.display());
+                }
+                Decimal6::from_units(a.value(i) * 10i128.pow((6 - scale) as u32))
+            } else if let Some(a) = price.as_any().downcast_ref::<Float64Array>() {
+                // Shortest round-trip text of the float, then the exact parser (refuses > 6 decimals).
+                a.value(i).to_string().parse().with_context(|| format!("{} row {i}: price", path.display()))?
+            } else {
+                bail!("{}: price must be Decimal128 or Float64", path.display());
+            };
+            let q = Quote { symbol: symbols.value(i).to_string(), ts: ts_ms, price, size: size.value(i), bid: None, ask: None, exchange: None };
+            q.validate().with_context(|| format!("{} row {i}", path.display()))?;
+            out.push(q);
+        }
+    }
+    Ok(out)
+}
+
+/// Peak RSS of this process (Linux `VmHWM`), bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,13 @@
+//! The `prism` binary's library: one module per subcommand, plus what they share.
+//!
+//! - [`up`]: everything in one process on embedded defaults.
+//! - [`bench`]: the benchmark that prints a JSON report.
+//! - [`app`]: the HTTP application (routes, OpenAPI, Swagger UI, metrics).
+//! - [`lab`]: the bundled stock-quote lab data.
+//! - [`duration`]: duration flags.
+
+pub mod app;
+pub mod bench;
+pub mod duration;
+pub mod lab;
+pub mod up;
