@@ -131,8 +131,10 @@ pub async fn run_batch_once<L: EventLog>(
     Ok(Some(report))
 }
 
-/// Aggregates every committed event with event time before `horizon` into 1-minute rows.
-fn recompute(root: &std::path::Path, committed: &[i64], horizon: i64) -> Result<(Vec<OhlcvRow>, u64, u64), BatchError> {
+/// Aggregates every committed event (offset below `committed[partition]`) with event time
+/// before `horizon` into 1-minute rows, sorted by key. Returns (rows, files read, events).
+/// Errors: [`BatchError::Master`] when a file cannot be listed or read.
+pub fn recompute(root: &std::path::Path, committed: &[i64], horizon: i64) -> Result<(Vec<OhlcvRow>, u64, u64), BatchError> {
     let files = master::list_files(root, QUOTES_TOPIC)?;
     let mut views: HashMap<OhlcvKey, Ohlcv> = HashMap::new();
     let (mut files_read, mut events) = (0u64, 0u64);

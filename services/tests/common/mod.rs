@@ -1,0 +1,178 @@
+//! Helpers shared by the end-to-end tests: start `prism up` in-process or as a process, wait
+//! until every layer has caught up, and read bars over HTTP like a user.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use prism::up::{run_up, UpConfig};
+use prism_core::config::Architecture;
+use prism_core::log::embedded::FsyncPolicy;
+use prism_ingest::feed::FeedSpeed;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// An in-process `prism up`.
+pub struct Running {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<anyhow::Result<()>>,
+}
+
+/// `prism up` settings for tests: port 0, 1 partition, batch runs only on request.
+pub fn test_config(data_dir: &Path) -> UpConfig {
+    UpConfig {
+        data_dir: data_dir.to_path_buf(),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        feed: Vec::new(),
+        no_feed: false,
+        feed_symbol: None,
+        feed_speed: FeedSpeed::Max,
+        feed_trades_per_day: 4,
+        batch_interval: Duration::from_secs(3600),
+        architecture: Architecture::Lambda,
+        partitions: 1,
+        fsync: FsyncPolicy::Never,
+        allowed_lateness_ms: 5_000,
+        commit_interval: Duration::from_millis(100),
+        commit_max_events: 10_000,
+        max_body_bytes: 1 << 20,
+    }
+}
+
+pub async fn start(config: UpConfig) -> Running {
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let handle = tokio::spawn(run_up(config, shutdown.clone(), Some(tx)));
+    let addr: SocketAddr = tokio::time::timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("prism up listens within 60 s")
+        .expect("prism up reports its address");
+    Running { base: format!("http://{addr}"), client: reqwest::Client::new(), shutdown, handle }
+}
+
+impl Running {
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        get_json(&self.client, &self.base, path).await
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.expect("join").expect("prism up stops cleanly");
+    }
+}
+
+pub async fn get_json(client: &reqwest::Client, base: &str, path: &str) -> (u16, Value) {
+    let resp = client.get(format!("{base}{path}")).send().await.expect("GET");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until every feed is done and every consumer has reached the log end, then runs the
+/// batch job once and returns its answer.
+pub async fn settle_and_run_batch(client: &reqwest::Client, base: &str, timeout: Duration) -> Value {
+    wait_caught_up(client, base, true, timeout).await;
+    let resp = client.post(format!("{base}/v1/admin/batch-runs")).send().await.expect("POST batch run");
+    assert_eq!(resp.status().as_u16(), 201, "batch run answers 201");
+    resp.json().await.expect("batch run JSON")
+}
+
+/// Waits until every consumer is at the log end (and, with `expect_feed`, a feed exists and
+/// every feed is done).
+pub async fn wait_caught_up(client: &reqwest::Client, base: &str, expect_feed: bool, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (code, status) = get_json(client, base, "/v1/status").await;
+        if code == 200 && caught_up(&status, expect_feed) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "layers did not catch up in {timeout:?}: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn caught_up(status: &Value, expect_feed: bool) -> bool {
+    let feeds = status["feeds"].as_array().cloned().unwrap_or_default();
+    let feeds_done = (!expect_feed || !feeds.is_empty()) && feeds.iter().all(|f| f["done"] == true);
+    let partitions = status["partitions"].as_array().cloned().unwrap_or_default();
+    let consumers_done = partitions.iter().all(|p| {
+        let consumers = p["consumers"].as_array().cloned().unwrap_or_default();
+        let end = p["log_end_offset"].as_i64().unwrap_or(-1);
+        // Both the speed layer and the archiver must have committed, and be at the end.
+        (end == 0 || consumers.len() >= 2) && consumers.iter().all(|c| c["lag"] == 0)
+    });
+    feeds_done && consumers_done
+}
+
+/// Every bar of `symbol` at `interval`, following `next_from` pages.
+pub async fn all_bars(client: &reqwest::Client, base: &str, symbol: &str, interval: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let path = match &from {
+            Some(f) => format!("/v1/bars/{symbol}?interval={interval}&limit=100000&from={f}"),
+            None => format!("/v1/bars/{symbol}?interval={interval}&limit=100000"),
+        };
+        let (code, body) = get_json(client, base, &path).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        out.extend(body["bars"].as_array().cloned().unwrap_or_default());
+        match body["next_from"].as_str() {
+            Some(next) => from = Some(next.to_string()),
+            None => return out,
+        }
+    }
+}
+
+/// One daily bar of the lab CSV, parsed independently of Prism's feed code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvBar {
+    pub symbol: String,
+    pub date: String,
+    pub open: String,
+    pub high: String,
+    pub low: String,
+    pub close: String,
+    pub volume: i64,
+}
+
+/// The repository's copy of the lab data.
+pub fn lab_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/stocks-daily-2000-2013.csv.gz")
+}
+
+pub fn read_lab_csv() -> Vec<CsvBar> {
+    let bytes = std::fs::read(lab_file()).expect("lab file");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut text).expect("gunzip");
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            CsvBar {
+                symbol: f[0].into(),
+                date: f[1].into(),
+                open: f[2].into(),
+                high: f[3].into(),
+                low: f[4].into(),
+                close: f[5].into(),
+                volume: f[6].parse::<f64>().expect("volume") as i64,
+            }
+        })
+        .collect()
+}
+
+/// Decimal text equality by value (`118.5` == `118.500000`).
+pub fn same_decimal(a: &str, b: &str) -> bool {
+    let norm = |s: &str| -> String {
+        let (i, f) = s.split_once('.').unwrap_or((s, ""));
+        let f = f.trim_end_matches('0');
+        let i = i.trim_start_matches('0');
+        format!("{}.{}", if i.is_empty() { "0" } else { i }, f)
+    };
+    norm(a) == norm(b)
+}
