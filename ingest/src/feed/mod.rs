@@ -110,7 +110,7 @@ pub async fn run_feed<L: EventLog>(
     let (days, refused) = load_days(&config)?;
     let feed_id = feed_id(&config);
     let fingerprint = fingerprint(&config, &days);
-    let partitions = log.ensure_topic(QUOTES_TOPIC, config.partitions).await?;
+    log.ensure_topic(QUOTES_TOPIC, config.partitions).await?;
     log.ensure_topic(DLQ_TOPIC, 1).await?;
 
     let mut checkpoint = match store.feed_checkpoint(&feed_id).await? {
@@ -121,7 +121,16 @@ pub async fn run_feed<L: EventLog>(
             )))
         }
         Some(mut c) => {
-            c.next_seq = c.next_seq.max(recover_next_seq(&*log, &feed_id, &c.end_offsets).await?);
+            // Trades appended after the checkpoint (before a crash) are in the log: skip them,
+            // and count them now, since the checkpoint that would have counted them never came.
+            let recovered = recover_next_seq(&*log, &feed_id, &c.end_offsets).await?;
+            if recovered > c.next_seq {
+                let uncounted = recovered - c.next_seq;
+                tracing::info!(feed = %feed_id, trades = uncounted, "feed found trades appended after its last checkpoint");
+                c.next_seq = recovered;
+                c.end_offsets = log.end_offsets(QUOTES_TOPIC).await?;
+                store.save_feed_checkpoint(&c, uncounted, 0).await?;
+            }
             c
         }
         None => {
@@ -192,7 +201,6 @@ pub async fn run_feed<L: EventLog>(
     checkpoint.done = checkpoint.days_done as usize == days.len();
     checkpoint.end_offsets = log.end_offsets(QUOTES_TOPIC).await?;
     store.save_feed_checkpoint(&checkpoint, pending_accepted, 0).await?;
-    let _ = partitions;
     tracing::info!(
         feed = %feed_id, appended = appended_total, complete = checkpoint.done,
         elapsed_ms = started.elapsed().as_millis() as u64, "historical feed stopped"
