@@ -101,6 +101,23 @@ pub async fn run_batch_once<L: EventLog>(
     let committed: Vec<i64> = (0..log_end.len() as i32)
         .map(|p| archive.iter().find(|o| o.partition == p).map_or(0, |o| o.next_offset))
         .collect();
+    let report = build_and_publish(config, store, committed, horizon, started).await?;
+    *previous = Some(progress);
+    Ok(Some(report))
+}
+
+/// Recomputes the batch view below `horizon` from the files committed below `committed`
+/// offsets (per partition), writes it as a new version and publishes (horizon, version).
+/// `started` is when the run began (for the report's elapsed time).
+///
+/// Errors: [`BatchError`].
+pub async fn build_and_publish(
+    config: &BatchConfig,
+    store: &ViewStore,
+    committed: Vec<i64>,
+    horizon: i64,
+    started: Instant,
+) -> Result<BatchRunReport, BatchError> {
     let root = config.master_dir.clone();
     let (rows, files_read, events) = tokio::task::spawn_blocking(move || recompute(&root, &committed, horizon))
         .await
@@ -111,7 +128,6 @@ pub async fn run_batch_once<L: EventLog>(
     store.write_batch_rows(version, &rows).await?;
     store.publish_batch_version(version, horizon, rows.len() as i64, events as i64).await?;
     store.delete_unpublished_batch_rows().await?;
-    *previous = Some(progress);
 
     let report = BatchRunReport {
         view_version: Some(version),
@@ -128,7 +144,7 @@ pub async fn run_batch_once<L: EventLog>(
         version, horizon = %prism_core::time::format_rfc3339(horizon), files = files_read, events,
         rows = report.rows, elapsed_ms = report.elapsed_ms, "batch view published"
     );
-    Ok(Some(report))
+    Ok(report)
 }
 
 /// Aggregates every committed event (offset below `committed[partition]`) with event time

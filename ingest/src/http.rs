@@ -1,7 +1,7 @@
 //! HTTP ingest: `POST /v1/events/quotes`.
 //!
 //! The body is one JSON quote object or an NDJSON batch (one object per line; blank lines
-//! ignored). Every line is validated first; the batch is then either appended whole and made
+//! ignored); a JSON array of quote objects is accepted too (errors then count array items). Every line is validated first; the batch is then either appended whole and made
 //! durable (flushed to disk) before `202 Accepted` with each event's offset, or refused whole
 //! with `400` naming each bad line — nothing of a refused batch is appended. A body over the
 //! limit gets `413`.
@@ -99,6 +99,29 @@ fn refused(status: StatusCode, error: impl Into<String>, lines: Vec<LineError>) 
 pub fn parse_quotes(body: &[u8]) -> Result<Vec<Quote>, Vec<LineError>> {
     if let Ok(q) = Quote::from_json(body) {
         return Ok(vec![q]);
+    }
+    // Clients that send a JSON array of quotes are served too; errors then name array items.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        let items: Vec<serde_json::Value> = serde_json::from_slice(body)
+            .map_err(|e| vec![LineError { line: 1, reason: format!("malformed JSON array: {e}") }])?;
+        let mut quotes = Vec::new();
+        let mut errors = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let parsed = serde_json::to_vec(item)
+                .map_err(|e| prism_core::event::EventError::Malformed(e.to_string()))
+                .and_then(|bytes| Quote::from_json(&bytes));
+            match parsed {
+                Ok(q) => quotes.push(q),
+                Err(e) => errors.push(LineError { line: i + 1, reason: format!("array item {}: {e}", i + 1) }),
+            }
+        }
+        return if errors.is_empty() && !quotes.is_empty() {
+            Ok(quotes)
+        } else if errors.is_empty() {
+            Err(vec![LineError { line: 1, reason: "empty array".into() }])
+        } else {
+            Err(errors)
+        };
     }
     let mut quotes = Vec::new();
     let mut errors = Vec::new();

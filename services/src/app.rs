@@ -74,5 +74,8 @@ pub fn build_app<L: EventLog>(parts: AppParts<L>) -> Router {
         .merge(prism_serving::ops::router(OpsState { store: parts.store, metrics: metrics_renderer() }))
         .route("/openapi.json", get(move || async move { Json(doc_json) }))
         .merge(SwaggerUi::new("/docs").url("/docs/openapi.json", doc))
+        .fallback(|uri: axum::http::Uri| async move {
+            prism_serving::error::ApiError::not_found(format!("no endpoint {uri}; see /docs"))
+        })
         .layer(TraceLayer::new_for_http())
 }

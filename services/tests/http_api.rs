@@ -75,6 +75,11 @@ async fn ingest_refuses_bad_input_and_serves_good_input() {
     assert_eq!(answer["accepted"], 4);
     assert_eq!(answer["offsets"].as_array().map(|a| a.len()), Some(4));
     assert_eq!(total_log_end(&up).await, 4);
+    // A JSON array with one bad item is refused whole, naming the item.
+    let (code, answer) = post(&up, r#"[{"symbol":"BOLT","ts":1,"price":1,"size":1},{"symbol":"BOLT","ts":1,"price":1}]"#).await;
+    assert_eq!(code, 400, "{answer}");
+    assert_eq!(answer["lines"][0]["line"], 2, "{answer}");
+    assert_eq!(total_log_end(&up).await, 4);
     // One JSON object (not NDJSON) is accepted too.
     let (code, _) = post(&up, "{\n  \"symbol\": \"BOLT\", \"ts\": 1704205806000,\n  \"price\": 100, \"size\": 2\n}").await;
     assert_eq!(code, 202);
@@ -107,6 +112,8 @@ async fn ingest_refuses_bad_input_and_serves_good_input() {
         ("/v1/bars/ACME?limit=0", 400),
         ("/v1/bars/ACME?limit=abc", 400),
         ("/v1/bars/AC%20ME", 400),
+        ("/v1/nothing-here", 404),
+        ("/v1/bars/", 404),
     ] {
         let (got, body) = up.get(path).await;
         assert_eq!(got, code, "{path}: {body}");

@@ -57,3 +57,73 @@ async fn every_daily_bar_equals_the_csv() {
     }
     up.stop().await;
 }
+
+/// Other daily-bar files of the documented shape: gzip with a `symbol` column and its own
+/// column order and date format, and a plain file without a symbol column (named by
+/// `--feed-symbol`), with rows out of order and one bad row that is refused and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_daily_bar_files_roll_up_exactly() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // (symbol, date, open, high, low, close, volume): a random walk, deterministic.
+    let mut bars = Vec::new();
+    let mut state: u64 = 12345;
+    let mut next = |n: u64| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    for (symbol, base) in [("ZED", 2_000u64), ("QQQX", 50_000)] {
+        let mut price = base; // cents
+        for day in 0..120u64 {
+            let date = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).expect("date") + chrono::Duration::days(day as i64);
+            let open = price;
+            let close = (price + next(200)).saturating_sub(100).max(100);
+            let high = open.max(close) + next(150);
+            let low = open.min(close).saturating_sub(next(150)).max(1);
+            let volume = 1 + next(5_000_000);
+            price = close;
+            bars.push((symbol, date, open, high, low, close, volume));
+        }
+    }
+    let cents = |c: u64| format!("{}.{:02}", c / 100, c % 100);
+    let gz_path = dir.path().join("zed.csv.gz");
+    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&gz_path).expect("create"), flate2::Compression::default());
+    writeln!(gz, "DATE,Symbol,Close,Low,High,Open,Volume,Adj Close").expect("write");
+    for (s, d, o, h, l, c, v) in bars.iter().filter(|b| b.0 == "ZED").rev() {
+        writeln!(gz, "{} 00:00:00,{s},{},{},{},{},{v},0", d, cents(*c), cents(*l), cents(*h), cents(*o)).expect("write");
+    }
+    gz.finish().expect("gzip");
+    let plain_path = dir.path().join("qqqx.csv");
+    let mut plain = std::fs::File::create(&plain_path).expect("create");
+    writeln!(plain, "date,open,high,low,close,volume").expect("write");
+    for (_, d, o, h, l, c, v) in bars.iter().filter(|b| b.0 == "QQQX") {
+        writeln!(plain, "{},{},{},{},{},{v}", d.format("%m/%d/%Y"), cents(*o), cents(*h), cents(*l), cents(*c)).expect("write");
+    }
+    writeln!(plain, "2021-01-01,5,4,6,5,100").expect("a bad row: high < low");
+    drop(plain);
+
+    let mut config = test_config(dir.path());
+    config.data_dir = dir.path().join("data");
+    config.feed = vec![gz_path, plain_path];
+    config.feed_symbol = Some("QQQX".into());
+    config.feed_trades_per_day = 390;
+    config.partitions = 3;
+    let up = start(config).await;
+    settle_and_run_batch(&up.client, &up.base, Duration::from_secs(300)).await;
+    for symbol in ["ZED", "QQQX"] {
+        let served = all_bars(&up.client, &up.base, symbol, "1d").await;
+        let expected: Vec<_> = bars.iter().filter(|b| b.0 == symbol).collect();
+        assert_eq!(served.len(), expected.len(), "{symbol}");
+        for (bar, (_, d, o, h, l, c, v)) in served.iter().zip(expected) {
+            assert_eq!(bar["start"], format!("{d}T00:00:00Z"));
+            for (field, want) in [("open", o), ("high", h), ("low", l), ("close", c)] {
+                assert!(same_decimal(bar[field].as_str().unwrap_or(""), &cents(*want)), "{symbol} {d} {field}: {bar}");
+            }
+            assert_eq!(bar["volume"].as_u64(), Some(*v), "{symbol} {d}");
+            assert_eq!(bar["trades"].as_u64(), Some((*v).min(390)), "{symbol} {d}");
+        }
+    }
+    let (_, status) = up.get("/v1/status").await;
+    assert_eq!(status["feeds"][0]["rows_refused"], 1, "{status}");
+    up.stop().await;
+}

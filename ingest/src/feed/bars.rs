@@ -3,7 +3,8 @@
 //! Columns are found by header name, in any case and order: `date`, `open`, `high`, `low`,
 //! `close`, `volume`, and `ticker` or `symbol` (a file without one takes the feed's symbol
 //! option). Other columns (`Adj Close`, …) are ignored. Dates are `YYYY-MM-DD` (also
-//! `YYYY/MM/DD`, `YYYYMMDD`, or an RFC 3339 timestamp whose date part is used).
+//! `YYYY/MM/DD`, `YYYYMMDD`, `MM/DD/YYYY`, or a date followed by a time of day, whose date part
+//! is used). Rows may come in any order.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -206,9 +207,17 @@ fn parse_row(symbol: &str, date: &str, prices: [&str; 4], volume: &str) -> Resul
 }
 
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
-    for format in ["%Y-%m-%d", "%Y/%m/%d", "%Y%m%d"] {
+    for format in ["%Y-%m-%d", "%Y/%m/%d", "%Y%m%d", "%m/%d/%Y"] {
         if let Ok(d) = NaiveDate::parse_from_str(s, format) {
             return Ok(d);
+        }
+    }
+    // `2013-03-01 00:00:00` and the like: a date followed by a time of day.
+    if let (Some(date), Some(sep)) = (s.get(..10), s.as_bytes().get(10)) {
+        if matches!(sep, b' ' | b'T') {
+            if let Ok(d) = NaiveDate::parse_from_str(date, "%Y-%m-%d") {
+                return Ok(d);
+            }
         }
     }
     if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(s) {
@@ -252,6 +261,10 @@ mod tests {
         let f = parse_bars(csv.as_bytes(), "y.csv", Some("XYZ")).expect("parse");
         assert_eq!(f.bars[0].symbol, "XYZ");
         let bad = "date,open,high,low,volume\n";
+        for date in ["2001-01-02 00:00:00", "01/02/2001", "2001/01/02", "20010102", "2001-01-02T00:00:00Z"] {
+            assert_eq!(parse_date(date), Ok(chrono::NaiveDate::from_ymd_opt(2001, 1, 2).expect("date")), "{date}");
+        }
+        assert!(parse_date("02-01-2001x").is_err());
         assert!(matches!(
             parse_bars(bad.as_bytes(), "z.csv", Some("X")),
             Err(BarFileError::MissingColumn { column: "close", .. })

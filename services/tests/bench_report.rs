@@ -1,0 +1,87 @@
+//! `prism bench` produces an honest report: every stage processes the whole workload, read
+//! from a generated set, a JSONL file or a Parquet file.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Decimal128Array, Int64Array, StringArray, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use prism::bench::{generate_workload, read_workload, run_bench, BenchConfig};
+
+fn config(dir: &std::path::Path) -> BenchConfig {
+    BenchConfig { workload: None, generate: Some(3_000), seed: 7, partitions: 2, dir: Some(dir.join("work")), keep: false }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_workload_runs_every_stage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = run_bench(config(dir.path())).await.expect("bench");
+    assert_eq!(report.events, 3_000);
+    let distinct: std::collections::HashSet<String> = generate_workload(3_000, 7).into_iter().map(|q| q.symbol).collect();
+    assert_eq!(report.symbols, distinct.len());
+    assert!(distinct.len() > 450 && distinct.iter().all(|s| s.len() == 4 && s.starts_with('S')), "500 symbols S000..S499");
+    let names: Vec<&str> = report.stages.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(names, ["log_append", "speed_layer", "archiver", "batch_job"]);
+    for s in &report.stages {
+        assert_eq!(s.events, 3_000, "{s:?}");
+        assert!(s.events_per_second > 0.0 && s.seconds > 0.0, "{s:?}");
+    }
+    assert!(report.peak_rss_bytes.unwrap_or(0) > 1 << 20);
+    assert!(!dir.path().join("work").exists(), "the working folder is removed");
+    let json = serde_json::to_value(&report).expect("json");
+    assert!(json["stages"][0]["events_per_second"].is_number());
+}
+
+#[test]
+fn generated_workload_is_deterministic_and_valid() {
+    let a = generate_workload(1_000, 3);
+    assert_eq!(a, generate_workload(1_000, 3));
+    assert_ne!(a, generate_workload(1_000, 4));
+    assert!(a.iter().all(|q| q.validate().is_ok()));
+    let span = a.iter().map(|q| q.ts).max().unwrap_or(0) - a.iter().map(|q| q.ts).min().unwrap_or(0);
+    assert!(span > 1_000 && span < 1_000 + 2_000, "1 ms apart with up to 2 s of jitter: {span}");
+}
+
+#[test]
+fn reads_jsonl_and_parquet_workloads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jsonl = dir.path().join("w.jsonl");
+    let mut f = std::fs::File::create(&jsonl).expect("create");
+    writeln!(f, r#"{{"symbol": "S001", "ts": 1704205800000, "price": 123.45, "size": 100}}"#).expect("write");
+    writeln!(f).expect("blank line");
+    writeln!(f, r#"{{"symbol": "S002", "ts": 1704205800001, "price": "7.000001", "size": 1}}"#).expect("write");
+    drop(f);
+    let quotes = read_workload(&jsonl).expect("jsonl");
+    assert_eq!(quotes.len(), 2);
+    assert_eq!(quotes[1].price.units(), 7_000_001);
+
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"symbol\": \"S\", \"ts\": 1, \"price\": 1.1234567, \"size\": 1}\n").expect("write");
+    let err = read_workload(&bad).expect_err("7 decimals refused");
+    assert!(format!("{err:#}").contains("bad.jsonl:1"), "{err:#}");
+
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("symbol", DataType::Utf8, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+        Field::new("price", DataType::Decimal128(10, 2), false),
+        Field::new("size", DataType::Int64, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec!["S001", "S002"])),
+        Arc::new(TimestampMillisecondArray::from(vec![1_704_205_800_000, 1_704_205_800_500])),
+        Arc::new(Decimal128Array::from(vec![12_345, 99]).with_precision_and_scale(10, 2).expect("decimal")),
+        Arc::new(Int64Array::from(vec![100, 5])),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns).expect("batch");
+    let parquet_path = dir.path().join("w.parquet");
+    let file = std::fs::File::create(&parquet_path).expect("create");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+    let quotes = read_workload(&parquet_path).expect("parquet");
+    assert_eq!(quotes.len(), 2);
+    assert_eq!(quotes[0].price.units(), 123_450_000);
+    assert_eq!(quotes[1].price.units(), 990_000);
+    assert_eq!(quotes[1].ts, 1_704_205_800_500);
+}
