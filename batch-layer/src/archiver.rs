@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use prism_core::config::ARCHIVER_CONSUMER;
 use prism_core::event::{LogPosition, Quote, QUOTES_TOPIC};
 use prism_core::log::EventLog;
+use prism_core::consumer::StoreConsumer;
 use prism_core::store::{ConsumerOffset, ViewStore};
 use tokio_util::sync::CancellationToken;
 
@@ -44,17 +45,8 @@ pub async fn run_archiver<L: EventLog>(
     cancel: CancellationToken,
 ) -> Result<(), BatchError> {
     let partitions = log.ensure_topic(QUOTES_TOPIC, config.partitions).await?;
-    let stored = store.consumer_offsets(ARCHIVER_CONSUMER, QUOTES_TOPIC).await?;
-    let mut offsets: Vec<ConsumerOffset> = (0..partitions)
-        .map(|p| {
-            stored.iter().find(|o| o.partition == p).copied().unwrap_or(ConsumerOffset {
-                partition: p,
-                next_offset: 0,
-                max_event_ts_ms: None,
-            })
-        })
-        .collect();
-    let committed: Vec<i64> = offsets.iter().map(|o| o.next_offset).collect();
+    let mut consumer = StoreConsumer::resume(&store, ARCHIVER_CONSUMER, QUOTES_TOPIC, partitions).await?;
+    let committed = consumer.next_offsets();
     let root = config.master_dir.clone();
     let removed = tokio::task::spawn_blocking(move || master::remove_uncommitted(&root, QUOTES_TOPIC, &committed))
         .await
@@ -62,52 +54,40 @@ pub async fn run_archiver<L: EventLog>(
     if removed > 0 {
         tracing::warn!(removed, "archiver removed files written after its last commit; they will be written again");
     }
-    tracing::info!(partitions, offsets = ?offsets.iter().map(|o| o.next_offset).collect::<Vec<_>>(), "archiver starting");
+    tracing::info!(partitions, offsets = ?consumer.next_offsets(), "archiver starting");
 
     let mut buffer: Vec<ArchivedQuote> = Vec::new();
     let mut consumed_since_flush = 0usize;
     let mut last_flush = Instant::now();
-    let mut partition = 0usize;
-    let mut idle_rounds = 0usize;
     loop {
-        if cancel.is_cancelled() {
-            break;
-        }
-        let wait = if idle_rounds >= partitions as usize { Duration::from_millis(50) } else { Duration::ZERO };
-        let from = offsets[partition].next_offset;
         let records = tokio::select! {
-            r = log.read(QUOTES_TOPIC, partition as i32, from, 10_000, wait) => r?,
+            r = consumer.poll(&*log, 10_000) => r?,
             _ = cancel.cancelled() => break,
         };
-        if records.is_empty() {
-            idle_rounds += 1;
-        } else {
-            idle_rounds = 0;
-        }
         for r in &records {
             // Malformed records are the speed layer's to dead-letter; the archive skips them.
             match Quote::from_json(&r.value) {
                 Ok(quote) => {
-                    let o = &mut offsets[partition];
-                    o.max_event_ts_ms = Some(o.max_event_ts_ms.map_or(quote.ts, |m| m.max(quote.ts)));
+                    consumer.advance(r, Some(quote.ts));
                     buffer.push(ArchivedQuote { quote, pos: LogPosition { partition: r.partition, offset: r.offset } });
                 }
-                Err(_) => metrics::counter!(telemetry::ARCHIVER_SKIPPED_TOTAL).increment(1),
+                Err(_) => {
+                    metrics::counter!(telemetry::ARCHIVER_SKIPPED_TOTAL).increment(1);
+                    consumer.advance(r, None);
+                }
             }
-            offsets[partition].next_offset = r.offset + 1;
             consumed_since_flush += 1;
         }
-        partition = (partition + 1) % partitions as usize;
         if consumed_since_flush > 0
             && (buffer.len() >= config.flush_rows || last_flush.elapsed() >= config.flush_interval)
         {
-            flush(&config, &store, &mut buffer, &offsets).await?;
+            flush(&config, &store, &mut buffer, &consumer.offsets).await?;
             consumed_since_flush = 0;
             last_flush = Instant::now();
         }
     }
     if consumed_since_flush > 0 {
-        flush(&config, &store, &mut buffer, &offsets).await?;
+        flush(&config, &store, &mut buffer, &consumer.offsets).await?;
     }
     tracing::info!("archiver stopped after its final flush");
     Ok(())

@@ -19,6 +19,9 @@ pub enum BatchError {
     /// The view store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Consuming the log failed.
+    #[error(transparent)]
+    Consumer(#[from] prism_core::consumer::ConsumerError),
     /// The master dataset failed.
     #[error(transparent)]
     Master(#[from] master::MasterError),

@@ -8,10 +8,12 @@
 //! - [`log`]: the [`log::EventLog`] trait and the embedded log.
 //! - [`store`]: the view store on `sqlx`.
 //! - [`config`]: settings shared by every service.
+//! - [`consumer`]: a consumer whose offsets live in the view store.
 //! - [`batch_run`]: the batch-run request/report passed between serving and the batch layer.
 
 pub mod batch_run;
 pub mod config;
+pub mod consumer;
 pub mod decimal;
 pub mod event;
 pub mod log;

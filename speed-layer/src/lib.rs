@@ -21,7 +21,8 @@ use prism_core::config::speed_consumer;
 use prism_core::event::{DeadLetter, LogPosition, Quote, DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::log::{EventLog, LogError, LogRecord, NewRecord};
 use prism_core::ohlcv::{ohlcv_contribution, Ohlcv, OhlcvKey, OhlcvRow, OHLCV_WINDOW_MS};
-use prism_core::store::{ConsumerOffset, StoreError, ViewStore};
+use prism_core::consumer::StoreConsumer;
+use prism_core::store::{StoreError, ViewStore};
 use prism_core::window::{window_start, Watermark};
 use tokio_util::sync::CancellationToken;
 
@@ -64,13 +65,16 @@ pub enum SpeedError {
     /// The view store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Consuming the log failed.
+    #[error(transparent)]
+    Consumer(#[from] prism_core::consumer::ConsumerError),
 }
 
 /// The speed layer's state between commits.
 struct SpeedState {
-    consumer: String,
+    consumer_name: String,
     config: SpeedConfig,
-    offsets: Vec<ConsumerOffset>,
+    consumer: StoreConsumer,
     watermark: Watermark,
     /// Windows with start ≥ `cache_floor_ms` are all here (or absent from the store too).
     cache: HashMap<OhlcvKey, Ohlcv>,
@@ -93,61 +97,35 @@ pub async fn run_speed_layer<L: EventLog>(
     let partitions = log.ensure_topic(QUOTES_TOPIC, config.partitions).await?;
     log.ensure_topic(DLQ_TOPIC, 1).await?;
     let mut state = SpeedState::restore(config, partitions, &store).await?;
-    tracing::info!(
-        consumer = %state.consumer, partitions,
-        offsets = ?state.offsets.iter().map(|o| o.next_offset).collect::<Vec<_>>(),
-        "speed layer starting"
-    );
+    tracing::info!(consumer = %state.consumer_name, partitions, offsets = ?state.consumer.next_offsets(), "speed layer starting");
     let mut last_commit = Instant::now();
-    let mut partition = 0usize;
-    let mut idle_rounds = 0usize;
     loop {
-        if cancel.is_cancelled() {
-            break;
-        }
-        // Round-robin over partitions; wait briefly only after a whole round found nothing.
-        let wait = if idle_rounds >= partitions as usize { Duration::from_millis(50) } else { Duration::ZERO };
-        let from = state.offsets[partition].next_offset;
         let records = tokio::select! {
-            r = log.read(QUOTES_TOPIC, partition as i32, from, 5_000, wait) => r?,
+            r = state.consumer.poll(&*log, 5_000) => r?,
             _ = cancel.cancelled() => break,
         };
-        if records.is_empty() {
-            idle_rounds += 1;
-        } else {
-            idle_rounds = 0;
+        if !records.is_empty() {
             state.apply(&records, &*log, &store).await?;
         }
-        partition = (partition + 1) % partitions as usize;
-        let due = last_commit.elapsed() >= state.config.commit_interval;
-        if state.events_since_commit >= state.config.commit_max_events || (due && state.events_since_commit > 0) {
-            state.commit(&store).await?;
-            last_commit = Instant::now();
-        } else if due {
-            // Nothing new: still follow the batch horizon so covered windows get dropped.
+        // Commit every interval (also with nothing new, to follow the batch horizon and drop
+        // the windows it covers) or once enough events are waiting.
+        if state.events_since_commit >= state.config.commit_max_events
+            || last_commit.elapsed() >= state.config.commit_interval
+        {
             state.commit(&store).await?;
             last_commit = Instant::now();
         }
     }
     state.commit(&store).await?;
-    tracing::info!(consumer = %state.consumer, "speed layer stopped after its final commit");
+    tracing::info!(consumer = %state.consumer_name, "speed layer stopped after its final commit");
     Ok(())
 }
 
 impl SpeedState {
     async fn restore(config: SpeedConfig, partitions: i32, store: &ViewStore) -> Result<SpeedState, SpeedError> {
-        let consumer = speed_consumer(config.view_version);
-        let stored = store.consumer_offsets(&consumer, QUOTES_TOPIC).await?;
-        let offsets: Vec<ConsumerOffset> = (0..partitions)
-            .map(|p| {
-                stored.iter().find(|o| o.partition == p).copied().unwrap_or(ConsumerOffset {
-                    partition: p,
-                    next_offset: 0,
-                    max_event_ts_ms: None,
-                })
-            })
-            .collect();
-        let max_ts = offsets.iter().filter_map(|o| o.max_event_ts_ms).max();
+        let consumer_name = speed_consumer(config.view_version);
+        let consumer = StoreConsumer::resume(store, &consumer_name, QUOTES_TOPIC, partitions).await?;
+        let max_ts = consumer.offsets.iter().filter_map(|o| o.max_event_ts_ms).max();
         let watermark = Watermark::restore(max_ts, config.allowed_lateness_ms);
         let cache_floor_ms = watermark
             .current_ms()
@@ -159,9 +137,9 @@ impl SpeedState {
             .map(|r| (r.key, r.agg))
             .collect();
         Ok(SpeedState {
-            consumer,
+            consumer_name,
             config,
-            offsets,
+            consumer,
             watermark,
             cache,
             cache_floor_ms,
@@ -191,8 +169,7 @@ impl SpeedState {
                     };
                     self.cache.insert(key.clone(), current.merge(&contribution));
                     self.dirty.insert(key);
-                    let o = &mut self.offsets[r.partition as usize];
-                    o.max_event_ts_ms = Some(o.max_event_ts_ms.map_or(quote.ts, |m| m.max(quote.ts)));
+                    self.consumer.advance(r, Some(quote.ts));
                 }
                 Err(e) => {
                     metrics::counter!(telemetry::DEAD_LETTERS_TOTAL).increment(1);
@@ -204,9 +181,9 @@ impl SpeedState {
                         rejected_at_ms: chrono_now_ms(),
                     };
                     dead.push(NewRecord::new(r.key.clone(), serde_json::to_vec(&letter).unwrap_or_default()));
+                    self.consumer.advance(r, None);
                 }
             }
-            self.offsets[r.partition as usize].next_offset = r.offset + 1;
             self.events_since_commit += 1;
         }
         metrics::counter!(telemetry::EVENTS_TOTAL).increment(records.len() as u64);
@@ -236,7 +213,7 @@ impl SpeedState {
             return Ok(());
         }
         store
-            .commit_realtime(&self.consumer, QUOTES_TOPIC, self.config.view_version, &rows, &self.offsets, drop_before)
+            .commit_realtime(&self.consumer_name, QUOTES_TOPIC, self.config.view_version, &rows, &self.consumer.offsets, drop_before)
             .await?;
         if let Some(h) = drop_before {
             self.dropped_through_ms = Some(h);
