@@ -1,0 +1,130 @@
+//! The view store's contract. Each test body takes a fresh store, so every backend runs the
+//! same bodies (SQLite now; PostgreSQL joins through `backends()`).
+
+use prism_core::decimal::Decimal6;
+use prism_core::ohlcv::{EventKey, Ohlcv, OhlcvKey, OhlcvRow};
+use prism_core::store::{ConsumerOffset, FeedCheckpoint, ViewStore};
+
+/// A fresh, empty store per backend, and the guard that keeps its files alive.
+async fn backends() -> Vec<(&'static str, ViewStore, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("sqlite");
+    vec![("sqlite", sqlite, dir)]
+}
+
+fn row(symbol: &str, minute: i64, price_units: i128, size: i64, offset: i64) -> OhlcvRow {
+    let ts = minute * 60_000;
+    OhlcvRow {
+        key: OhlcvKey { symbol: symbol.into(), window_start_ms: ts },
+        agg: Ohlcv::of_trade(EventKey { ts_ms: ts + 1, partition: 1, offset }, Decimal6::from_units(price_units), size),
+    }
+}
+
+fn off(partition: i32, next_offset: i64, max: Option<i64>) -> ConsumerOffset {
+    ConsumerOffset { partition, next_offset, max_event_ts_ms: max }
+}
+
+#[tokio::test]
+async fn realtime_rows_and_offsets_commit_together() {
+    for (name, store, _dir) in backends().await {
+        assert!(store.consumer_offsets("c", "t").await.expect("offsets").is_empty(), "{name}");
+        let a = row("AAA", 10, 1_500_000, 10, 0);
+        let b = row("BBB", 10, 2_000_000, 5, 1);
+        store.commit_realtime("c", "t", 1, &[a.clone(), b.clone()], &[off(0, 2, Some(600_001))], None).await.expect("commit");
+        assert_eq!(store.consumer_offsets("c", "t").await.expect("offsets"), vec![off(0, 2, Some(600_001))], "{name}");
+        // An upsert replaces the row; other versions are separate.
+        let a2 = OhlcvRow { key: a.key.clone(), agg: a.agg.merge(&row("AAA", 10, 1_400_000, 1, 7).agg) };
+        store.commit_realtime("c", "t", 1, &[a2.clone()], &[off(0, 8, Some(600_001)), off(1, 3, None)], None).await.expect("commit");
+        store.commit_realtime("c", "t", 2, &[row("AAA", 10, 9_000_000, 1, 9)], &[], None).await.expect("commit v2");
+        let mut rows = store.realtime_rows_since(1, i64::MIN).await.expect("rows");
+        rows.sort_by(|x, y| x.key.cmp(&y.key));
+        assert_eq!(rows, vec![a2.clone(), b.clone()], "{name}");
+        assert_eq!(store.realtime_row(1, &a.key).await.expect("row"), Some(a2.agg), "{name}");
+        assert_eq!(store.realtime_row(1, &OhlcvKey { symbol: "ZZZ".into(), window_start_ms: 0 }).await.expect("row"), None);
+        assert_eq!(store.realtime_rows_since(1, 11 * 60_000).await.expect("rows"), vec![], "{name}");
+        // Dropping behind a horizon deletes older windows of that version only.
+        store.commit_realtime("c", "t", 1, &[row("AAA", 12, 1_000_000, 1, 10)], &[], Some(11 * 60_000)).await.expect("drop");
+        let rows = store.realtime_rows_since(1, i64::MIN).await.expect("rows");
+        assert_eq!(rows.iter().map(|r| r.key.window_start_ms).collect::<Vec<_>>(), vec![12 * 60_000], "{name}");
+        assert_eq!(store.realtime_rows_since(2, i64::MIN).await.expect("rows").len(), 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn money_survives_beyond_i64() {
+    for (name, store, _dir) in backends().await {
+        // Notional past i64's 9.2e18 micro-units: 10^12 shares at 10^6 per share.
+        let big = Ohlcv::of_trade(EventKey { ts_ms: 0, partition: 0, offset: 0 }, Decimal6::from_units(999_999_999_999_999_999), 1_000_000_000_000);
+        let key = OhlcvKey { symbol: "BIG".into(), window_start_ms: 0 };
+        store.commit_realtime("c", "t", 1, &[OhlcvRow { key: key.clone(), agg: big }], &[], None).await.expect("commit");
+        let back = store.realtime_row(1, &key).await.expect("row").expect("present");
+        assert_eq!(back, big, "{name}");
+        assert_eq!(back.notional.units(), 999_999_999_999_999_999i128 * 1_000_000_000_000, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn batch_versions_publish_atomically() {
+    for (name, store, _dir) in backends().await {
+        let state = store.serving_state().await.expect("state");
+        assert_eq!((state.batch_version, state.batch_horizon_ms, state.realtime_version), (None, None, 1), "{name}");
+        let v1 = store.next_batch_version().await.expect("version");
+        assert_eq!(v1, 1);
+        let rows: Vec<OhlcvRow> = (0..2_500).map(|m| row("AAA", m, 1_000_000 + m as i128, 1, m)).collect();
+        store.write_batch_rows(v1, &rows).await.expect("write");
+        // Written but unpublished: serving does not see it.
+        let snap = store.bars_snapshot("AAA", i64::MIN, i64::MAX, 10_000).await.expect("snapshot");
+        assert!(snap.batch.is_empty(), "{name}");
+        assert!(!store.symbol_known("AAA").await.expect("known"), "{name}");
+        store.publish_batch_version(v1, 2_000 * 60_000, 2_500, 2_500).await.expect("publish");
+        assert!(store.symbol_known("AAA").await.expect("known"), "{name}");
+        // Batch rows are read below the horizon only, realtime rows from it on.
+        store.commit_realtime("c", "t", 1, &[row("AAA", 1_999, 7, 1, 1), row("AAA", 2_000, 8, 1, 2)], &[], None).await.expect("rt");
+        let snap = store.bars_snapshot("AAA", i64::MIN, i64::MAX, 10_000).await.expect("snapshot");
+        assert_eq!(snap.batch.len(), 2_000, "{name}");
+        assert_eq!(snap.realtime.iter().map(|r| r.key.window_start_ms).collect::<Vec<_>>(), vec![2_000 * 60_000], "{name}");
+        let snap = store.bars_snapshot("AAA", 100 * 60_000, 110 * 60_000, 5).await.expect("snapshot");
+        assert_eq!(snap.batch.iter().map(|r| r.key.window_start_ms / 60_000).collect::<Vec<_>>(), vec![100, 101, 102, 103, 104], "{name}");
+        assert_eq!(store.symbols().await.expect("symbols"), vec!["AAA".to_string()], "{name}");
+
+        // A second version replaces the first; leftovers of an unpublished run are deleted.
+        let v2 = store.next_batch_version().await.expect("version");
+        assert_eq!(v2, 2);
+        store.write_batch_rows(v2, &rows[..10]).await.expect("write v2");
+        store.write_batch_rows(99, &rows[..3]).await.expect("an abandoned run");
+        assert_eq!(store.next_batch_version().await.expect("version"), 100, "{name}: above every written version");
+        store.publish_batch_version(v2, 3_000 * 60_000, 10, 10).await.expect("publish v2");
+        let deleted = store.delete_unpublished_batch_rows().await.expect("delete");
+        assert_eq!(deleted, 2_503, "{name}");
+        let snap = store.bars_snapshot("AAA", i64::MIN, i64::MAX, 10_000).await.expect("snapshot");
+        assert_eq!((snap.state.batch_version, snap.batch.len()), (Some(2), 10), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn feed_checkpoints_and_counters() {
+    for (name, store, _dir) in backends().await {
+        assert_eq!(store.feed_checkpoint("f").await.expect("read"), None);
+        let mut c = FeedCheckpoint {
+            feed_id: "f".into(),
+            fingerprint: "tpd=4".into(),
+            next_seq: 10,
+            end_offsets: vec![4, 6],
+            days_done: 2,
+            days_total: 9,
+            rows_refused: 1,
+            feed_date: Some("2001-01-02".into()),
+            done: false,
+        };
+        store.save_feed_checkpoint(&c, 10, 1).await.expect("save");
+        c.next_seq = 20;
+        c.done = true;
+        store.save_feed_checkpoint(&c, 10, 0).await.expect("save");
+        assert_eq!(store.feed_checkpoint("f").await.expect("read"), Some(c.clone()), "{name}");
+        assert_eq!(store.feed_checkpoints().await.expect("all"), vec![c], "{name}");
+        store.add_ingest_counts("http", 3, 2).await.expect("count");
+        let counters = store.ingest_counters().await.expect("counters");
+        let by_source: Vec<(String, i64, i64)> = counters.into_iter().map(|c| (c.source, c.accepted, c.refused)).collect();
+        assert_eq!(by_source, vec![("feed".into(), 20, 1), ("http".into(), 3, 2)], "{name}");
+    }
+}
