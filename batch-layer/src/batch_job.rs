@@ -19,7 +19,8 @@ use prism_core::event::QUOTES_TOPIC;
 use prism_core::log::EventLog;
 use prism_core::ohlcv::{ohlcv_contribution, Ohlcv, OhlcvKey, OhlcvRow, OHLCV_WINDOW_MS};
 use prism_core::store::{ConsumerOffset, ViewStore};
-use prism_core::window::window_start;
+use prism_core::time::DAY_MS;
+use prism_core::window::{window_start, Interval};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -118,15 +119,30 @@ pub async fn build_and_publish(
     horizon: i64,
     started: Instant,
 ) -> Result<BatchRunReport, BatchError> {
-    let root = config.master_dir.clone();
-    let (rows, files_read, events) = tokio::task::spawn_blocking(move || recompute(&root, &committed, horizon))
-        .await
-        .map_err(|e| BatchError::Task(e.to_string()))??;
-
     store.delete_unpublished_batch_rows().await?;
     let version = store.next_batch_version().await?;
-    store.write_batch_rows(version, &rows).await?;
-    store.publish_batch_version(version, horizon, rows.len() as i64, events as i64).await?;
+    // The recompute runs on a blocking thread and hands over finished hours (and days) of rows;
+    // they are written as they come, so memory holds about one hour of the master dataset.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<IntervalRows>>(4);
+    let root = config.master_dir.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        recompute_streaming(&root, &committed, horizon, &mut |chunk| {
+            tx.blocking_send(chunk).map_err(|_| BatchError::Task("the batch writer stopped".into()))
+        })
+    });
+    let mut rows_written = 0u64;
+    let mut pending: std::collections::BTreeMap<i64, Vec<OhlcvRow>> = std::collections::BTreeMap::new();
+    while let Some(chunk) = rx.recv().await {
+        for (interval_ms, rows) in chunk {
+            pending.entry(interval_ms).or_default().extend(rows);
+        }
+        if pending.values().map(Vec::len).sum::<usize>() >= 50_000 {
+            rows_written += write_pending(store, version, &mut pending).await?;
+        }
+    }
+    rows_written += write_pending(store, version, &mut pending).await?;
+    let (files_read, events) = reader.await.map_err(|e| BatchError::Task(e.to_string()))??;
+    store.publish_batch_version(version, horizon, rows_written as i64, events as i64).await?;
     store.delete_unpublished_batch_rows().await?;
 
     let report = BatchRunReport {
@@ -134,7 +150,7 @@ pub async fn build_and_publish(
         batch_horizon_ms: Some(horizon),
         files_read,
         events,
-        rows: rows.len() as u64,
+        rows: rows_written,
         elapsed_ms: started.elapsed().as_millis() as u64,
     };
     metrics::counter!(telemetry::BATCH_RUNS_TOTAL).increment(1);
@@ -147,39 +163,125 @@ pub async fn build_and_publish(
     Ok(report)
 }
 
-/// Aggregates every committed event (offset below `committed[partition]`) with event time
-/// before `horizon` into 1-minute rows, sorted by key. Returns (rows, files read, events).
-/// Errors: [`BatchError::Master`] when a file cannot be listed or read.
-pub fn recompute(root: &std::path::Path, committed: &[i64], horizon: i64) -> Result<(Vec<OhlcvRow>, u64, u64), BatchError> {
-    let files = master::list_files(root, QUOTES_TOPIC)?;
-    let mut views: HashMap<OhlcvKey, Ohlcv> = HashMap::new();
+/// Rows of one interval: (interval length in ms, rows).
+pub type IntervalRows = (i64, Vec<OhlcvRow>);
+
+async fn write_pending(
+    store: &ViewStore,
+    version: i64,
+    pending: &mut std::collections::BTreeMap<i64, Vec<OhlcvRow>>,
+) -> Result<u64, BatchError> {
+    let mut written = 0;
+    for (interval_ms, rows) in std::mem::take(pending) {
+        store.write_batch_rows(version, interval_ms, &rows).await?;
+        written += rows.len() as u64;
+    }
+    Ok(written)
+}
+
+/// Recomputes the batch view from every committed event (offset below `committed[partition]`)
+/// with event time before `horizon`, one hour partition at a time (a 1-minute window never
+/// crosses an hour). For each hour it emits the 1-minute rows and their 5m, 15m and 1h
+/// roll-ups; 1d roll-ups are emitted when their UTC day is complete. Returns (files read,
+/// events aggregated).
+///
+/// Errors: [`BatchError::Master`] when a file cannot be listed or read; whatever `emit` returns.
+pub fn recompute_streaming(
+    root: &std::path::Path,
+    committed: &[i64],
+    horizon: i64,
+    emit: &mut dyn FnMut(Vec<IntervalRows>) -> Result<(), BatchError>,
+) -> Result<(u64, u64), BatchError> {
+    let files: Vec<master::MasterFile> = master::list_files(root, QUOTES_TOPIC)?
+        .into_iter()
+        // Only committed files; and Hive partition pruning: an hour at or after H holds nothing
+        // before H.
+        .filter(|f| f.last_offset < committed.get(f.partition as usize).copied().unwrap_or(0) && f.hour_start_ms < horizon)
+        .collect();
     let (mut files_read, mut events) = (0u64, 0u64);
+    let mut days: HashMap<OhlcvKey, Ohlcv> = HashMap::new();
+    let mut current_day: Option<i64> = None;
     let mut last_progress = Instant::now();
     let total = files.len();
-    for (i, f) in files.iter().enumerate() {
-        let is_committed = f.last_offset < committed.get(f.partition as usize).copied().unwrap_or(0);
-        // Hive partition pruning: an hour that starts at or after H holds nothing before H.
-        if !is_committed || f.hour_start_ms >= horizon {
-            continue;
+    for hour in files.chunk_by(|a, b| a.hour_start_ms == b.hour_start_ms) {
+        let hour_start = hour[0].hour_start_ms;
+        let day = window_start(hour_start, DAY_MS);
+        if current_day.is_some_and(|d| d != day) {
+            emit(vec![(DAY_MS, sorted(std::mem::take(&mut days)))])?;
         }
-        files_read += 1;
-        for row in master::read_file(&f.path)? {
-            if row.quote.ts >= horizon {
-                continue;
+        current_day = Some(day);
+        let mut minutes: HashMap<OhlcvKey, Ohlcv> = HashMap::new();
+        for f in hour {
+            files_read += 1;
+            for row in master::read_file(&f.path)? {
+                if row.quote.ts >= horizon {
+                    continue;
+                }
+                let (key, contribution) = ohlcv_contribution(&row.quote, row.pos);
+                let agg = minutes.entry(key).or_default();
+                *agg = agg.merge(&contribution);
+                events += 1;
             }
-            let (key, contribution) = ohlcv_contribution(&row.quote, row.pos);
-            let agg = views.entry(key).or_default();
-            *agg = agg.merge(&contribution);
-            events += 1;
         }
+        let minute_rows = sorted(minutes);
+        let mut chunk = Vec::with_capacity(4);
+        for interval in [Interval::M5, Interval::M15, Interval::H1] {
+            chunk.push((interval.size_ms(), roll_up(&minute_rows, interval.size_ms())));
+        }
+        for r in roll_up(&minute_rows, DAY_MS) {
+            let agg = days.entry(r.key).or_default();
+            *agg = agg.merge(&r.agg);
+        }
+        chunk.push((OHLCV_WINDOW_MS, minute_rows));
+        emit(chunk)?;
         if last_progress.elapsed() >= Duration::from_secs(5) {
-            tracing::info!(files_done = i + 1, files_total = total, events, "batch job progress");
+            tracing::info!(files_done = files_read, files_total = total, events, "batch job progress");
             last_progress = Instant::now();
         }
     }
-    let mut rows: Vec<OhlcvRow> = views.into_iter().map(|(key, agg)| OhlcvRow { key, agg }).collect();
+    if !days.is_empty() {
+        emit(vec![(DAY_MS, sorted(days))])?;
+    }
+    Ok((files_read, events))
+}
+
+fn sorted(map: HashMap<OhlcvKey, Ohlcv>) -> Vec<OhlcvRow> {
+    let mut rows: Vec<OhlcvRow> = map.into_iter().map(|(key, agg)| OhlcvRow { key, agg }).collect();
     rows.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok((rows, files_read, events))
+    rows
+}
+
+/// Merges rows into windows of `size_ms` (the monoid's roll-up), sorted by key.
+fn roll_up(rows: &[OhlcvRow], size_ms: i64) -> Vec<OhlcvRow> {
+    let mut out: HashMap<OhlcvKey, Ohlcv> = HashMap::new();
+    for r in rows {
+        let key = OhlcvKey { symbol: r.key.symbol.clone(), window_start_ms: window_start(r.key.window_start_ms, size_ms) };
+        let agg = out.entry(key).or_default();
+        *agg = agg.merge(&r.agg);
+    }
+    sorted(out)
+}
+
+/// The whole recompute collected in memory, by interval (for tests and small datasets):
+/// (rows by interval length in ms, files read, events).
+///
+/// Errors: as [`recompute_streaming`].
+pub fn recompute(
+    root: &std::path::Path,
+    committed: &[i64],
+    horizon: i64,
+) -> Result<(std::collections::BTreeMap<i64, Vec<OhlcvRow>>, u64, u64), BatchError> {
+    let mut all: std::collections::BTreeMap<i64, Vec<OhlcvRow>> = std::collections::BTreeMap::new();
+    let (files, events) = recompute_streaming(root, committed, horizon, &mut |chunk| {
+        for (interval, rows) in chunk {
+            all.entry(interval).or_default().extend(rows);
+        }
+        Ok(())
+    })?;
+    for rows in all.values_mut() {
+        rows.sort_by(|a, b| a.key.cmp(&b.key));
+    }
+    Ok((all, files, events))
 }
 
 /// Runs the batch job every `config.interval` and whenever a request arrives on `requests`,

@@ -71,32 +71,45 @@ async fn batch_versions_publish_atomically() {
         let v1 = store.next_batch_version().await.expect("version");
         assert_eq!(v1, 1);
         let rows: Vec<OhlcvRow> = (0..2_500).map(|m| row("AAA", m, 1_000_000 + m as i128, 1, m)).collect();
-        store.write_batch_rows(v1, &rows).await.expect("write");
+        store.write_batch_rows(v1, 60_000, &rows).await.expect("write");
+        // Roll-ups as the batch job writes them: hours (partial last hour included) and the day.
+        let hours: Vec<OhlcvRow> = (0..42)
+            .map(|h| OhlcvRow { key: OhlcvKey { symbol: "AAA".into(), window_start_ms: h * 3_600_000 }, agg: rows[(h * 60) as usize].agg })
+            .collect();
+        store.write_batch_rows(v1, 3_600_000, &hours).await.expect("write hours");
+        store.write_batch_rows(v1, 86_400_000, &[OhlcvRow { key: OhlcvKey { symbol: "AAA".into(), window_start_ms: 0 }, agg: rows[0].agg }]).await.expect("write day");
         // Written but unpublished: serving does not see it.
-        let snap = store.bars_snapshot("AAA", i64::MIN, i64::MAX, 10_000).await.expect("snapshot");
+        let snap = store.bars_snapshot("AAA", i64::MIN, i64::MAX, 60_000, 10_000).await.expect("snapshot");
         assert!(snap.batch.is_empty(), "{name}");
         assert!(!store.symbol_known("AAA").await.expect("known"), "{name}");
         store.publish_batch_version(v1, 2_000 * 60_000, 2_500, 2_500).await.expect("publish");
         assert!(store.symbol_known("AAA").await.expect("known"), "{name}");
         // Batch rows are read below the horizon only, realtime rows from it on.
         store.commit_realtime("c", "t", 1, &[row("AAA", 1_999, 7, 1, 1), row("AAA", 2_000, 8, 1, 2)], &[], None).await.expect("rt");
-        let snap = store.bars_snapshot("AAA", i64::MIN, i64::MAX, 10_000).await.expect("snapshot");
+        let snap = store.bars_snapshot("AAA", i64::MIN, i64::MAX, 60_000, 10_000).await.expect("snapshot");
         assert_eq!(snap.batch.len(), 2_000, "{name}");
         assert_eq!(snap.realtime.iter().map(|r| r.key.window_start_ms).collect::<Vec<_>>(), vec![2_000 * 60_000], "{name}");
-        let snap = store.bars_snapshot("AAA", 100 * 60_000, 110 * 60_000, 5).await.expect("snapshot");
+        let snap = store.bars_snapshot("AAA", 100 * 60_000, 110 * 60_000, 60_000, 5).await.expect("snapshot");
         assert_eq!(snap.batch.iter().map(|r| r.key.window_start_ms / 60_000).collect::<Vec<_>>(), vec![100, 101, 102, 103, 104], "{name}");
         assert_eq!(store.symbols().await.expect("symbols"), vec!["AAA".to_string()], "{name}");
+        // At 1h: whole hours before H pre-rolled (H = minute 2000 = 33h 20m), then the 1-minute
+        // rows of the hour holding H, then realtime from H.
+        let snap = store.bars_snapshot("AAA", 30 * 3_600_000, i64::MAX, 3_600_000, 10_000).await.expect("snapshot");
+        let starts: Vec<i64> = snap.batch.iter().map(|r| r.key.window_start_ms / 60_000).collect();
+        assert_eq!(starts, [1800, 1860, 1920].into_iter().chain(1980..2000).collect::<Vec<_>>(), "{name}");
+        assert_eq!(snap.batch[0].agg, rows[1800].agg, "{name}: the pre-rolled hour row");
+        assert_eq!(snap.realtime.len(), 1, "{name}");
 
         // A second version replaces the first; leftovers of an unpublished run are deleted.
         let v2 = store.next_batch_version().await.expect("version");
         assert_eq!(v2, 2);
-        store.write_batch_rows(v2, &rows[..10]).await.expect("write v2");
-        store.write_batch_rows(99, &rows[..3]).await.expect("an abandoned run");
+        store.write_batch_rows(v2, 60_000, &rows[..10]).await.expect("write v2");
+        store.write_batch_rows(99, 60_000, &rows[..3]).await.expect("an abandoned run");
         assert_eq!(store.next_batch_version().await.expect("version"), 100, "{name}: above every written version");
         store.publish_batch_version(v2, 3_000 * 60_000, 10, 10).await.expect("publish v2");
         let deleted = store.delete_unpublished_batch_rows().await.expect("delete");
-        assert_eq!(deleted, 2_503, "{name}");
-        let snap = store.bars_snapshot("AAA", i64::MIN, i64::MAX, 10_000).await.expect("snapshot");
+        assert_eq!(deleted, 2_500 + 42 + 1 + 3, "{name}");
+        let snap = store.bars_snapshot("AAA", i64::MIN, i64::MAX, 60_000, 10_000).await.expect("snapshot");
         assert_eq!((snap.state.batch_version, snap.batch.len()), (Some(2), 10), "{name}");
     }
 }

@@ -3,7 +3,7 @@
 //! horizon gives the same bars as either layer alone. Runs the real components over a real
 //! embedded log and SQLite view store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,8 +54,13 @@ async fn wait_for(store: &ViewStore, consumer: &str, ends: &[i64]) {
 }
 
 /// Runs both layers over `events` appended in their given order; returns (speed rows, batch
-/// rows below `horizon`, the rows computed directly from the events).
-async fn run_layers(events: Vec<Quote>, partitions: i32, chunk: usize, horizon: i64) -> (Vec<OhlcvRow>, Vec<OhlcvRow>, Vec<OhlcvRow>) {
+/// rows below `horizon` by interval, the 1-minute rows computed directly from the events).
+async fn run_layers(
+    events: Vec<Quote>,
+    partitions: i32,
+    chunk: usize,
+    horizon: i64,
+) -> (Vec<OhlcvRow>, BTreeMap<i64, Vec<OhlcvRow>>, Vec<OhlcvRow>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Arc::new(EmbeddedLog::open(dir.path().join("log"), EmbeddedLogConfig { fsync: FsyncPolicy::Never, ..Default::default() }).expect("log"));
     log.ensure_topic(QUOTES_TOPIC, partitions).await.expect("topic");
@@ -107,17 +112,27 @@ proptest! {
         let horizon = T0 + horizon_minute * 60_000;
         let (realtime, batch, expected) = runtime.block_on(run_layers(events, partitions, chunk, horizon));
 
-        // The speed layer saw everything; the batch job everything before H.
+        // The speed layer saw everything; the batch job everything before H, at every interval.
         prop_assert_eq!(&realtime, &expected);
         let expected_before: Vec<OhlcvRow> = expected.iter().filter(|r| r.key.window_start_ms < horizon).cloned().collect();
-        prop_assert_eq!(&batch, &expected_before);
-
-        // The serving merge at H equals either layer alone, at every interval.
-        let realtime_from: Vec<OhlcvRow> = realtime.iter().filter(|r| r.key.window_start_ms >= horizon).cloned().collect();
+        let empty = Vec::new();
+        prop_assert_eq!(batch.get(&60_000).unwrap_or(&empty), &expected_before);
         for symbol in ["AAA", "BBB", "CCC"] {
             let of = |rows: &[OhlcvRow]| rows.iter().filter(|r| r.key.symbol == symbol).cloned().collect::<Vec<_>>();
             for interval in Interval::ALL {
-                let merged = merge_bars(&of(&batch), &of(&realtime_from), interval);
+                let rolled: Vec<(i64, Ohlcv)> = of(batch.get(&interval.size_ms()).unwrap_or(&empty)).into_iter().map(|r| (r.key.window_start_ms, r.agg)).collect();
+                let direct: Vec<(i64, Ohlcv)> = merge_bars(&of(&expected_before), &[], interval).into_iter().map(|b| (b.start_ms, b.agg)).collect();
+                prop_assert_eq!(rolled, direct, "{} {:?}", symbol, interval);
+            }
+        }
+
+        // The serving merge at H equals either layer alone, at every interval.
+        let realtime_from: Vec<OhlcvRow> = realtime.iter().filter(|r| r.key.window_start_ms >= horizon).cloned().collect();
+        let batch_1m = batch.get(&60_000).cloned().unwrap_or_default();
+        for symbol in ["AAA", "BBB", "CCC"] {
+            let of = |rows: &[OhlcvRow]| rows.iter().filter(|r| r.key.symbol == symbol).cloned().collect::<Vec<_>>();
+            for interval in Interval::ALL {
+                let merged = merge_bars(&of(&batch_1m), &of(&realtime_from), interval);
                 let alone = merge_bars(&[], &of(&expected), interval);
                 prop_assert_eq!(merged.len(), alone.len());
                 for (m, a) in merged.iter().zip(&alone) {

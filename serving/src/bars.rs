@@ -152,10 +152,11 @@ pub async fn get_bars<L: EventLog>(
     // starts at or before `to`.
     let row_from = from.map_or(i64::MIN, |f| window_start(f.saturating_add(size - 1), size));
     let row_to = to.map_or(i64::MAX, |t| window_start(t, size).saturating_add(size));
-    let ratio = (size / prism_core::time::MINUTE_MS) as i64;
+    // Each bucket is one pre-rolled batch row or at most `ratio` 1-minute rows.
+    let ratio = size / prism_core::time::MINUTE_MS;
     let max_rows = (limit as i64 + 1).saturating_mul(ratio);
 
-    let snapshot = state.store.bars_snapshot(&symbol, row_from, row_to, max_rows).await?;
+    let snapshot = state.store.bars_snapshot(&symbol, row_from, row_to, size, max_rows).await?;
     if snapshot.batch.is_empty() && snapshot.realtime.is_empty() && !state.store.symbol_known(&symbol).await? {
         return Err(ApiError::not_found(format!("no bars for symbol {symbol:?}; see /v1/symbols")));
     }

@@ -6,24 +6,27 @@
 //! changed rows together with the consumed offsets in one store transaction every commit
 //! interval. After a crash it resumes from those offsets, so each event counts exactly once.
 //!
-//! Malformed records go to `prism.dlq` with the reason. Late events (behind the watermark) are
-//! still applied and counted in metrics; in Lambda mode the batch job corrects them anyway.
+//! Malformed records go to `prism.dlq` with the reason. Late events (behind their partition's
+//! watermark) are still applied and counted in metrics; in Lambda mode the batch job corrects
+//! them anyway. The reported realtime watermark is the max event time over all partitions −
+//! allowed lateness (DESIGN §4).
 //! Realtime windows older than the published batch horizon are deleted once a batch version
 //! covers them.
 
 pub mod telemetry;
+pub mod window_cache;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prism_core::config::speed_consumer;
 use prism_core::event::{DeadLetter, LogPosition, Quote, DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::log::{EventLog, LogError, LogRecord, NewRecord};
-use prism_core::ohlcv::{ohlcv_contribution, Ohlcv, OhlcvKey, OhlcvRow, OHLCV_WINDOW_MS};
+use prism_core::ohlcv::{ohlcv_contribution, OhlcvRow};
 use prism_core::consumer::StoreConsumer;
 use prism_core::store::{StoreError, ViewStore};
-use prism_core::window::{window_start, Watermark};
+use window_cache::{cache_floor, WindowCache};
+use prism_core::window::Watermark;
 use tokio_util::sync::CancellationToken;
 
 /// Settings of the speed layer.
@@ -76,10 +79,8 @@ struct SpeedState {
     config: SpeedConfig,
     consumer: StoreConsumer,
     watermark: Watermark,
-    /// Windows with start ≥ `cache_floor_ms` are all here (or absent from the store too).
-    cache: HashMap<OhlcvKey, Ohlcv>,
-    cache_floor_ms: i64,
-    dirty: HashSet<OhlcvKey>,
+    /// One window cache per partition.
+    caches: Vec<WindowCache>,
     events_since_commit: usize,
     dropped_through_ms: Option<i64>,
     wrote_behind_horizon: bool,
@@ -127,23 +128,29 @@ impl SpeedState {
         let consumer = StoreConsumer::resume(store, &consumer_name, QUOTES_TOPIC, partitions).await?;
         let max_ts = consumer.offsets.iter().filter_map(|o| o.max_event_ts_ms).max();
         let watermark = Watermark::restore(max_ts, config.allowed_lateness_ms);
-        let cache_floor_ms = watermark
-            .current_ms()
-            .map_or(i64::MIN, |w| window_start(w, OHLCV_WINDOW_MS) - OHLCV_WINDOW_MS);
-        let cache = store
-            .realtime_rows_since(config.view_version, cache_floor_ms)
-            .await?
-            .into_iter()
-            .map(|r| (r.key, r.agg))
+        let floors: Vec<Option<i64>> = consumer
+            .offsets
+            .iter()
+            .map(|o| o.max_event_ts_ms.map(|m| cache_floor(m, config.allowed_lateness_ms)))
             .collect();
+        // Partitions that never saw an event have nothing stored; the others need their rows
+        // from their floor on.
+        let mut by_partition: Vec<Vec<OhlcvRow>> = (0..partitions).map(|_| Vec::new()).collect();
+        if let Some(lowest) = floors.iter().flatten().min() {
+            for row in store.realtime_rows_since(config.view_version, *lowest).await? {
+                let p = row.agg.open.map_or(0, |o| o.key.partition) as usize;
+                if let Some(rows) = by_partition.get_mut(p) {
+                    rows.push(row);
+                }
+            }
+        }
+        let caches = by_partition.into_iter().zip(&floors).map(|(rows, floor)| WindowCache::new(rows, *floor)).collect();
         Ok(SpeedState {
             consumer_name,
             config,
             consumer,
             watermark,
-            cache,
-            cache_floor_ms,
-            dirty: HashSet::new(),
+            caches,
             events_since_commit: 0,
             dropped_through_ms: None,
             wrote_behind_horizon: false,
@@ -156,19 +163,26 @@ impl SpeedState {
             let pos = LogPosition { partition: r.partition, offset: r.offset };
             match Quote::from_json(&r.value) {
                 Ok(quote) => {
-                    if self.watermark.observe(quote.ts) {
+                    // Late = behind its own partition's progress (stream time per partition, as
+                    // in Kafka Streams); partitions advance at their own pace.
+                    let partition_max = self.consumer.offsets.get(r.partition as usize).and_then(|o| o.max_event_ts_ms);
+                    if partition_max.is_some_and(|m| quote.ts < m - self.config.allowed_lateness_ms) {
                         metrics::counter!(telemetry::LATE_EVENTS_TOTAL).increment(1);
                     }
+                    self.watermark.observe(quote.ts);
                     let (key, contribution) = ohlcv_contribution(&quote, pos);
-                    let current = match self.cache.get(&key) {
-                        Some(agg) => *agg,
-                        None if key.window_start_ms < self.cache_floor_ms => {
-                            store.realtime_row(self.config.view_version, &key).await?.unwrap_or_default()
-                        }
-                        None => Ohlcv::EMPTY,
+                    let Some(cache) = self.caches.get_mut(r.partition as usize) else {
+                        return Err(SpeedError::Log(prism_core::log::LogError::OutOfRange(format!(
+                            "record from partition {} beyond the {} known",
+                            r.partition,
+                            self.consumer.offsets.len()
+                        ))));
                     };
-                    self.cache.insert(key.clone(), current.merge(&contribution));
-                    self.dirty.insert(key);
+                    let current = match cache.get(&key) {
+                        Some(agg) => agg,
+                        None => store.realtime_row(self.config.view_version, &key).await?.unwrap_or_default(),
+                    };
+                    cache.put(key, current.merge(&contribution));
                     self.consumer.advance(r, Some(quote.ts));
                 }
                 Err(e) => {
@@ -200,11 +214,7 @@ impl SpeedState {
         } else {
             None
         };
-        let rows: Vec<OhlcvRow> = self
-            .dirty
-            .iter()
-            .filter_map(|k| self.cache.get(k).map(|agg| OhlcvRow { key: k.clone(), agg: *agg }))
-            .collect();
+        let rows: Vec<OhlcvRow> = self.caches.iter().flat_map(|c| c.dirty_rows()).collect();
         if let Some(h) = horizon {
             self.wrote_behind_horizon |= rows.iter().any(|r| r.key.window_start_ms < h);
         }
@@ -224,22 +234,15 @@ impl SpeedState {
         if let Some(w) = self.watermark.current_ms() {
             metrics::gauge!(telemetry::WATERMARK_MS).set(w as f64);
         }
-        self.dirty.clear();
         self.events_since_commit = 0;
-        self.evict();
+        let lateness = self.config.allowed_lateness_ms;
+        for (cache, offset) in self.caches.iter_mut().zip(&self.consumer.offsets) {
+            cache.committed(offset.max_event_ts_ms, lateness);
+        }
+        metrics::gauge!(telemetry::CACHED_WINDOWS).set(self.caches.iter().map(WindowCache::len).sum::<usize>() as f64);
         Ok(())
     }
 
-    /// Keeps in memory only windows that on-time events can still change (from one window
-    /// behind the watermark on); a late event for an older window reads its row from the store.
-    fn evict(&mut self) {
-        let Some(w) = self.watermark.current_ms() else { return };
-        let floor = window_start(w, OHLCV_WINDOW_MS) - OHLCV_WINDOW_MS;
-        if floor > self.cache_floor_ms {
-            self.cache.retain(|k, _| k.window_start_ms >= floor);
-            self.cache_floor_ms = floor;
-        }
-    }
 }
 
 fn chrono_now_ms() -> i64 {

@@ -12,3 +12,5 @@ pub const COMMITS_TOTAL: &str = "prism_speed_commits_total";
 pub const COMMIT_SECONDS: &str = "prism_speed_commit_seconds";
 /// The realtime watermark, UTC ms.
 pub const WATERMARK_MS: &str = "prism_speed_watermark_ms";
+/// Windows held in memory across all partitions' caches.
+pub const CACHED_WINDOWS: &str = "prism_speed_cached_windows";

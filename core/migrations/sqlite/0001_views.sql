@@ -13,7 +13,8 @@ CREATE TABLE consumer_offsets (
     PRIMARY KEY (consumer, topic, partition)
 );
 
--- The ohlcv view at 1 minute, one table per layer; view_version separates versions.
+-- The ohlcv view, one table per layer; view_version separates versions. Realtime rows are
+-- 1-minute windows.
 CREATE TABLE ohlcv_realtime (
     view_version    INTEGER NOT NULL,
     symbol          TEXT    NOT NULL,
@@ -34,8 +35,11 @@ CREATE TABLE ohlcv_realtime (
     PRIMARY KEY (view_version, symbol, window_start_ms)
 );
 
+-- The batch view is stored at every served interval (1m, 5m, 15m, 1h, 1d): the batch job
+-- rolls each up once, so queries over years read few rows.
 CREATE TABLE ohlcv_batch (
     view_version    INTEGER NOT NULL,
+    interval_ms     INTEGER NOT NULL,
     symbol          TEXT    NOT NULL,
     window_start_ms INTEGER NOT NULL,
     open_units      INTEGER NOT NULL,
@@ -51,7 +55,7 @@ CREATE TABLE ohlcv_batch (
     volume          INTEGER NOT NULL,
     notional        TEXT    NOT NULL,
     trades          INTEGER NOT NULL,
-    PRIMARY KEY (view_version, symbol, window_start_ms)
+    PRIMARY KEY (view_version, interval_ms, symbol, window_start_ms)
 );
 
 -- Every batch-view version built, with the horizon it covers.

@@ -32,28 +32,33 @@ pub struct ServingState {
 pub struct BarsSnapshot {
     /// The pointer the rows were read under.
     pub state: ServingState,
-    /// Batch rows with window start in `[from, min(to, H))`, ascending.
+    /// Batch rows before H: rows at the asked interval, then 1-minute rows of the bucket that
+    /// holds H (see [`ViewStore::bars_snapshot`]), each part ascending.
     pub batch: Vec<OhlcvRow>,
     /// Realtime rows with window start in `[max(from, H), to)`, ascending.
     pub realtime: Vec<OhlcvRow>,
 }
 
-fn table(batch: bool) -> &'static str {
-    if batch {
-        "ohlcv_batch"
-    } else {
-        "ohlcv_realtime"
-    }
+/// Where rows go: the realtime table (1-minute windows), or the batch table at one interval.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Realtime,
+    Batch { interval_ms: i64 },
 }
 
 async fn insert_rows(
     conn: &mut sqlx::SqliteConnection,
-    batch: bool,
+    target: Target,
     version: i64,
     rows: &[OhlcvRow],
 ) -> Result<(), StoreError> {
+    let (table, extra_column, interval_ms) = match target {
+        Target::Realtime => ("ohlcv_realtime", "", None),
+        Target::Batch { interval_ms } => ("ohlcv_batch", "interval_ms, ", Some(interval_ms)),
+    };
+    let conflict_key = if interval_ms.is_some() { "view_version, interval_ms, symbol, window_start_ms" } else { "view_version, symbol, window_start_ms" };
     for chunk in rows.chunks(CHUNK_ROWS) {
-        let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO {} (view_version, {COLUMNS}) ", table(batch)));
+        let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO {table} (view_version, {extra_column}{COLUMNS}) "));
         let mut bad = None;
         q.push_values(chunk, |mut b, row| {
             let a = &row.agg;
@@ -61,8 +66,11 @@ async fn insert_rows(
                 bad = Some(row.key.clone());
                 return;
             };
-            b.push_bind(version)
-                .push_bind(row.key.symbol.as_str())
+            b.push_bind(version);
+            if let Some(i) = interval_ms {
+                b.push_bind(i);
+            }
+            b.push_bind(row.key.symbol.as_str())
                 .push_bind(row.key.window_start_ms)
                 .push_bind(open.price.units() as i64)
                 .push_bind(open.key.ts_ms)
@@ -81,15 +89,15 @@ async fn insert_rows(
         if let Some(key) = bad {
             return Err(StoreError::BadValue(format!("empty aggregate for {key:?} cannot be stored")));
         }
-        q.push(
-            " ON CONFLICT (view_version, symbol, window_start_ms) DO UPDATE SET
+        q.push(format!(
+            " ON CONFLICT ({conflict_key}) DO UPDATE SET
               open_units = excluded.open_units, open_ts_ms = excluded.open_ts_ms,
               open_partition = excluded.open_partition, open_offset = excluded.open_offset,
               high_units = excluded.high_units, low_units = excluded.low_units,
               close_units = excluded.close_units, close_ts_ms = excluded.close_ts_ms,
               close_partition = excluded.close_partition, close_offset = excluded.close_offset,
-              volume = excluded.volume, notional = excluded.notional, trades = excluded.trades",
-        );
+              volume = excluded.volume, notional = excluded.notional, trades = excluded.trades"
+        ));
         q.build().execute(&mut *conn).await.map_err(db("writing ohlcv rows"))?;
     }
     Ok(())
@@ -132,7 +140,7 @@ impl ViewStore {
         drop_before_ms: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db("beginning a realtime commit"))?;
-        insert_rows(&mut tx, false, version, rows).await?;
+        insert_rows(&mut tx, Target::Realtime, version, rows).await?;
         if let Some(h) = drop_before_ms {
             sqlx::query("DELETE FROM ohlcv_realtime WHERE view_version = ? AND window_start_ms < ?")
                 .bind(version)
@@ -193,12 +201,13 @@ impl ViewStore {
         Ok(r.get::<Option<i64>, _>(0).unwrap_or(0) + 1)
     }
 
-    /// Writes rows of an unpublished batch version (in chunks of their own transactions:
-    /// nobody reads a version before [`ViewStore::publish_batch_version`] points at it).
-    pub async fn write_batch_rows(&self, version: i64, rows: &[OhlcvRow]) -> Result<(), StoreError> {
+    /// Writes rows of an unpublished batch version at one interval (`interval_ms`: 60,000 for
+    /// the 1-minute base rows, or a roll-up's length), in chunks of their own transactions:
+    /// nobody reads a version before [`ViewStore::publish_batch_version`] points at it.
+    pub async fn write_batch_rows(&self, version: i64, interval_ms: i64, rows: &[OhlcvRow]) -> Result<(), StoreError> {
         for chunk in rows.chunks(20 * CHUNK_ROWS) {
             let mut tx = self.pool.begin().await.map_err(db("beginning a batch write"))?;
-            insert_rows(&mut tx, true, version, chunk).await?;
+            insert_rows(&mut tx, Target::Batch { interval_ms }, version, chunk).await?;
             tx.commit().await.map_err(db("committing batch rows"))?;
         }
         Ok(())
@@ -253,14 +262,20 @@ impl ViewStore {
         }
     }
 
-    /// Reads the rows a `/v1/bars` answer merges, in one transaction: windows starting in
-    /// `[from_ms, to_ms)` of `symbol`, batch rows before the horizon, realtime rows from it,
-    /// at most `max_rows` of each (the earliest).
+    /// Reads the rows a `/v1/bars` answer at `interval_ms` merges, in one transaction, for
+    /// windows of `symbol` starting in `[from_ms, to_ms)` (`from_ms` aligned to the interval):
+    ///
+    /// - batch rows **at the interval** for buckets that end at or before the horizon H;
+    /// - batch 1-minute rows from the start of the bucket holding H up to H;
+    /// - realtime 1-minute rows from H on (all of them before the first batch run).
+    ///
+    /// At most `max_rows` rows of each read (the earliest) are returned.
     pub async fn bars_snapshot(
         &self,
         symbol: &str,
         from_ms: i64,
         to_ms: i64,
+        interval_ms: i64,
         max_rows: i64,
     ) -> Result<BarsSnapshot, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db("beginning a read"))?;
@@ -269,33 +284,47 @@ impl ViewStore {
             .await
             .map_err(db("reading the serving state"))?;
         let state = ServingState { batch_version: r.get(0), batch_horizon_ms: r.get(1), realtime_version: r.get(2) };
-        let select = |t: &str| {
-            format!("SELECT {COLUMNS} FROM {t} WHERE view_version = ? AND symbol = ? AND window_start_ms >= ? AND window_start_ms < ? ORDER BY window_start_ms LIMIT ?")
-        };
+        const BATCH: &str = "SELECT symbol, window_start_ms, open_units, open_ts_ms, open_partition, open_offset, \
+            high_units, low_units, close_units, close_ts_ms, close_partition, close_offset, volume, notional, trades \
+            FROM ohlcv_batch WHERE view_version = ? AND interval_ms = ? AND symbol = ? AND window_start_ms >= ? AND window_start_ms < ? \
+            ORDER BY window_start_ms LIMIT ?";
         let mut batch = Vec::new();
         let mut realtime_from = from_ms;
         if let (Some(v), Some(h)) = (state.batch_version, state.batch_horizon_ms) {
-            let rows = sqlx::query(&select("ohlcv_batch"))
-                .bind(v)
-                .bind(symbol)
-                .bind(from_ms)
-                .bind(to_ms.min(h))
-                .bind(max_rows)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db("reading batch rows"))?;
-            batch = rows.iter().map(decode_row).collect::<Result<_, _>>()?;
+            // Buckets wholly before H come pre-rolled; the bucket holding H from 1-minute rows.
+            let cut = crate::window::window_start(h, interval_ms).max(from_ms);
+            let reads = [(interval_ms, from_ms, to_ms.min(cut)), (crate::time::MINUTE_MS, cut, to_ms.min(h))];
+            for (i, (read_interval, lo, hi)) in reads.into_iter().enumerate() {
+                if lo >= hi || (i == 1 && read_interval == interval_ms) {
+                    continue;
+                }
+                let rows = sqlx::query(BATCH)
+                    .bind(v)
+                    .bind(read_interval)
+                    .bind(symbol)
+                    .bind(lo)
+                    .bind(hi)
+                    .bind(max_rows)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db("reading batch rows"))?;
+                for row in &rows {
+                    batch.push(decode_row(row)?);
+                }
+            }
             realtime_from = from_ms.max(h);
         }
-        let rows = sqlx::query(&select("ohlcv_realtime"))
-            .bind(state.realtime_version)
-            .bind(symbol)
-            .bind(realtime_from)
-            .bind(to_ms)
-            .bind(max_rows)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db("reading realtime rows"))?;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM ohlcv_realtime WHERE view_version = ? AND symbol = ? AND window_start_ms >= ? AND window_start_ms < ? ORDER BY window_start_ms LIMIT ?"
+        ))
+        .bind(state.realtime_version)
+        .bind(symbol)
+        .bind(realtime_from)
+        .bind(to_ms)
+        .bind(max_rows)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("reading realtime rows"))?;
         let realtime = rows.iter().map(decode_row).collect::<Result<_, _>>()?;
         tx.commit().await.map_err(db("ending a read"))?;
         Ok(BarsSnapshot { state, batch, realtime })
@@ -304,7 +333,7 @@ impl ViewStore {
     /// Whether `symbol` has any row in the served views (published batch or realtime version).
     pub async fn symbol_known(&self, symbol: &str) -> Result<bool, StoreError> {
         let r = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM ohlcv_batch WHERE symbol = ?1 AND view_version = (SELECT batch_version FROM serving_state WHERE id = 1))
+            "SELECT EXISTS (SELECT 1 FROM ohlcv_batch WHERE interval_ms = 86400000 AND symbol = ?1 AND view_version = (SELECT batch_version FROM serving_state WHERE id = 1))
                  OR EXISTS (SELECT 1 FROM ohlcv_realtime WHERE symbol = ?1 AND view_version = (SELECT realtime_version FROM serving_state WHERE id = 1))",
         )
         .bind(symbol)
@@ -317,7 +346,7 @@ impl ViewStore {
     /// Symbols present in the served views (published batch version or realtime version).
     pub async fn symbols(&self) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
-            "SELECT DISTINCT symbol FROM ohlcv_batch WHERE view_version = (SELECT batch_version FROM serving_state WHERE id = 1)
+            "SELECT DISTINCT symbol FROM ohlcv_batch WHERE interval_ms = 86400000 AND view_version = (SELECT batch_version FROM serving_state WHERE id = 1)
              UNION SELECT DISTINCT symbol FROM ohlcv_realtime WHERE view_version = (SELECT realtime_version FROM serving_state WHERE id = 1)
              ORDER BY 1",
         )

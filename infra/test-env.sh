@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Starts (or stops) the servers Prism's tests need, on 127.0.0.1 with free ports:
+#   - PostgreSQL 15: initdb into a temp dir, wal_level=logical (for CDC), trust auth, db "prism";
+#   - a Kafka-protocol broker: Tansu 0.6.0 (Apache-2.0, Rust), SQLite storage in a fresh state dir.
+# Installs what is missing (Debian's postgresql-15; Tansu from crates.io, 8-13 min on 2 cores,
+# reused when already installed).
+#
+#   eval "$(infra/test-env.sh start)"   # exports PRISM_DATABASE_URL, PRISM_KAFKA_BROKERS, PRISM_TEST_ENV_DIR
+#   infra/test-env.sh stop "$PRISM_TEST_ENV_DIR"
+#
+# Progress goes to stderr; stdout carries only the export lines.
+set -euo pipefail
+
+log() { echo "test-env: $*" >&2; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+pg_bindir() {
+  for d in /usr/lib/postgresql/15/bin "$(dirname "$(command -v initdb 2>/dev/null || echo /nonexistent/x)")"; do
+    if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then echo "$d"; return 0; fi
+  done
+  return 1
+}
+
+ensure_postgres() {
+  if ! pg_bindir >/dev/null; then
+    log "installing postgresql-15"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15) >&2
+  fi
+  pg_bindir
+}
+
+ensure_tansu() {
+  if command -v tansu >/dev/null 2>&1; then command -v tansu; return 0; fi
+  if [ -x "$HOME/.cargo/bin/tansu" ]; then echo "$HOME/.cargo/bin/tansu"; return 0; fi
+  log "installing tansu 0.6.0 from crates.io (8-13 min on 2 cores)"
+  local build; build=$(mktemp -d)
+  CARGO_TARGET_DIR="$build" cargo install tansu --version 0.6.0 --locked --no-default-features --features libsql,dynostore >&2
+  rm -rf "$build"
+  echo "$HOME/.cargo/bin/tansu"
+}
+
+wait_port() { # host port seconds
+  local deadline=$((SECONDS + $3))
+  until python3 -c "import socket,sys; socket.create_connection(('$1',$2),1)" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.2
+  done
+}
+
+start() {
+  local dir; dir=$(mktemp -d /tmp/prism-test-env.XXXXXX)
+  chmod 755 "$dir"
+  local bindir; bindir=$(ensure_postgres)
+  local tansu; tansu=$(ensure_tansu)
+
+  # PostgreSQL refuses to run as root: run it as an unprivileged user.
+  local pg_user=postgres
+  id "$pg_user" >/dev/null 2>&1 || { pg_user=prismtest; id "$pg_user" >/dev/null 2>&1 || useradd --system --no-create-home "$pg_user"; }
+  local pg_port; pg_port=$(free_port)
+  mkdir -p "$dir/pg"
+  chown "$pg_user" "$dir/pg"
+  as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u "$pg_user" -- "$@"; else "$@"; fi; }
+  log "starting PostgreSQL on 127.0.0.1:$pg_port"
+  as_pg "$bindir/initdb" -D "$dir/pg/data" -U prism --auth=trust -E UTF8 >/dev/null
+  as_pg "$bindir/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/server.log" -w -t 60 \
+    -o "-p $pg_port -k $dir/pg -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 -c fsync=off" start >/dev/null
+  as_pg "$bindir/createdb" -h 127.0.0.1 -p "$pg_port" -U prism prism
+  head -1 "$dir/pg/data/postmaster.pid" > "$dir/postgres.pid"
+  echo "$bindir" > "$dir/pg_bindir"
+  echo "$pg_user" > "$dir/pg_user"
+
+  local kafka_port; kafka_port=$(free_port)
+  mkdir -p "$dir/tansu"
+  log "starting Tansu on 127.0.0.1:$kafka_port"
+  (cd "$dir/tansu" && exec "$tansu" broker \
+      --listener-url "tcp://127.0.0.1:$kafka_port" \
+      --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
+      --storage-engine "sqlite://tansu.db" >"$dir/tansu/broker.log" 2>&1) &
+  echo $! > "$dir/tansu.pid"
+  wait_port 127.0.0.1 "$kafka_port" 60 || { log "Tansu did not listen; see $dir/tansu/broker.log"; tail -20 "$dir/tansu/broker.log" >&2; exit 1; }
+
+  echo "export PRISM_TEST_ENV_DIR=$dir"
+  echo "export PRISM_DATABASE_URL=postgres://prism@127.0.0.1:$pg_port/prism"
+  echo "export PRISM_KAFKA_BROKERS=127.0.0.1:$kafka_port"
+}
+
+stop() {
+  local dir=${1:-${PRISM_TEST_ENV_DIR:-}}
+  [ -n "$dir" ] && [ -d "$dir" ] || { log "nothing to stop"; return 0; }
+  if [ -f "$dir/tansu.pid" ]; then kill "$(cat "$dir/tansu.pid")" 2>/dev/null || true; fi
+  if [ -f "$dir/pg_bindir" ]; then
+    local bindir pg_user; bindir=$(cat "$dir/pg_bindir"); pg_user=$(cat "$dir/pg_user")
+    if [ "$(id -u)" = 0 ]; then runuser -u "$pg_user" -- "$bindir/pg_ctl" -D "$dir/pg/data" -m fast stop >/dev/null 2>&1 || true
+    else "$bindir/pg_ctl" -D "$dir/pg/data" -m fast stop >/dev/null 2>&1 || true; fi
+  fi
+  rm -rf "$dir"
+  log "stopped"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop "${2:-}" ;;
+  *) echo "usage: $0 start | stop [dir]" >&2; exit 2 ;;
+esac
