@@ -1,11 +1,13 @@
 //! The event log (DESIGN §7): partitioned, append-only, offset-addressed topics.
 //!
 //! [`EventLog`] has the shape of a Kafka client's data path so that the embedded log
-//! ([`embedded::EmbeddedLog`], the single-machine default) and Kafka are interchangeable.
+//! ([`embedded::EmbeddedLog`], the single-machine default) and Kafka ([`kafka::KafkaLog`]) are
+//! interchangeable.
 //! Records are keyed; the key picks the partition with Kafka's default partitioner
 //! ([`partitioner::partition_for_key`]), so a key lands in the same partition on both.
 
 pub mod embedded;
+pub mod kafka;
 pub mod partitioner;
 mod record;
 
