@@ -2,7 +2,7 @@
 # Starts (or stops) the servers Prism's tests need, on 127.0.0.1 with free ports:
 #   - PostgreSQL 15: initdb into a temp dir, wal_level=logical (for CDC), trust auth, db "prism";
 #   - a Kafka-protocol broker: Tansu 0.6.0 (Apache-2.0, Rust), SQLite storage in a fresh state dir.
-# Installs what is missing (Debian's postgresql-15; Tansu from crates.io, 8-13 min on 2 cores,
+# Installs what is missing (Debian's postgresql-15; Tansu with cargo install, 8-13 min on 2 cores,
 # reused when already installed).
 #
 #   eval "$(infra/test-env.sh start)"   # exports PRISM_DATABASE_URL, PRISM_KAFKA_BROKERS, PRISM_TEST_ENV_DIR
@@ -33,7 +33,7 @@ ensure_postgres() {
 ensure_tansu() {
   if command -v tansu >/dev/null 2>&1; then command -v tansu; return 0; fi
   if [ -x "$HOME/.cargo/bin/tansu" ]; then echo "$HOME/.cargo/bin/tansu"; return 0; fi
-  log "installing tansu 0.6.0 from crates.io (8-13 min on 2 cores)"
+  log "installing tansu 0.6.0 with cargo install (8-13 min on 2 cores)"
   local build; build=$(mktemp -d)
   CARGO_TARGET_DIR="$build" cargo install tansu --version 0.6.0 --locked --no-default-features --features libsql,dynostore >&2
   rm -rf "$build"
