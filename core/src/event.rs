@@ -9,6 +9,12 @@ pub const QUOTES_TOPIC: &str = "prism.quotes";
 /// Dead-letter topic: rejected bytes, their source, the reason and the time.
 pub const DLQ_TOPIC: &str = "prism.dlq";
 
+/// Earliest accepted event time: 0001-01-01T00:00:00Z, UTC ms (what RFC 3339 and SQL
+/// timestamps can carry).
+pub const MIN_TS_MS: i64 = -62_135_596_800_000;
+/// Latest accepted event time: 9999-12-31T23:59:59.999Z, UTC ms.
+pub const MAX_TS_MS: i64 = 253_402_300_799_999;
+
 /// Largest accepted trade size, shares (keeps every sum far from overflow).
 pub const MAX_SIZE_SHARES: i64 = 1_000_000_000_000;
 
@@ -108,7 +114,7 @@ impl Quote {
             ));
         }
         // Years 0001..9999: what RFC 3339 and SQL timestamps can carry.
-        if !(-62_135_596_800_000..=253_402_300_799_999).contains(&self.ts) {
+        if !(MIN_TS_MS..=MAX_TS_MS).contains(&self.ts) {
             return bad(format!("ts {} ms is outside years 0001–9999", self.ts));
         }
         Ok(())

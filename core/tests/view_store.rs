@@ -1,15 +1,35 @@
 //! The view store's contract. Each test body takes a fresh store, so every backend runs the
 //! same bodies (SQLite now; PostgreSQL joins through `backends()`).
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
 use prism_core::decimal::Decimal6;
 use prism_core::ohlcv::{EventKey, Ohlcv, OhlcvKey, OhlcvRow};
 use prism_core::store::{ConsumerOffset, FeedCheckpoint, ViewStore};
 
-/// A fresh, empty store per backend, and the guard that keeps its files alive.
+/// A fresh, empty store per backend, and the guard that keeps its files alive. PostgreSQL is
+/// the server at `PRISM_DATABASE_URL` (started by `./infra/test.sh`); each call creates a new
+/// database there. Without the server the tests fail: they are never skipped.
 async fn backends() -> Vec<(&'static str, ViewStore, tempfile::TempDir)> {
     let dir = tempfile::tempdir().expect("tempdir");
     let sqlite = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("sqlite");
-    vec![("sqlite", sqlite, dir)]
+    let postgres = ViewStore::connect_postgres(&fresh_postgres_database().await, Duration::from_secs(10)).await.expect("postgres");
+    vec![("sqlite", sqlite, dir), ("postgres", postgres, tempfile::tempdir().expect("tempdir"))]
+}
+
+/// Creates an empty database on the test server and returns its URL.
+async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let url = std::env::var("PRISM_DATABASE_URL")
+        .expect("PRISM_DATABASE_URL is not set: run ./infra/test.sh, which starts PostgreSQL");
+    let name = format!("prism_test_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+    let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect to the test server");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut admin).await.expect("drop");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
+    let (base, _) = url.rsplit_once('/').expect("a database in the URL");
+    format!("{base}/{name}")
 }
 
 fn row(symbol: &str, minute: i64, price_units: i128, size: i64, offset: i64) -> OhlcvRow {

@@ -1,6 +1,8 @@
 -- Prism view store, SQLite dialect (DESIGN §7).
--- Money: SQLite has no exact decimal type, so prices are INTEGER micro-units (scale 6) and
--- sums of money (which can pass i64) are TEXT decimals at scale 6. Times: INTEGER UTC ms.
+-- Column names match the PostgreSQL dialect; the types differ. Money: SQLite has no exact
+-- decimal type, so prices (*_price) are INTEGER micro-units (scale 6) and sums of money
+-- (notional, which can pass i64) are TEXT decimals at scale 6. Times (window_start, *_ts,
+-- batch_horizon, created_at, updated_at) are INTEGER UTC milliseconds.
 
 -- Consumed positions per consumer (speed-layer, archiver, replay-vN), written in the same
 -- transaction as what the consumer derived from them: the basis of exactly-once.
@@ -9,7 +11,7 @@ CREATE TABLE consumer_offsets (
     topic           TEXT    NOT NULL,
     partition       INTEGER NOT NULL,
     next_offset     INTEGER NOT NULL,
-    max_event_ts_ms INTEGER,
+    max_event_ts    INTEGER,
     PRIMARY KEY (consumer, topic, partition)
 );
 
@@ -18,21 +20,21 @@ CREATE TABLE consumer_offsets (
 CREATE TABLE ohlcv_realtime (
     view_version    INTEGER NOT NULL,
     symbol          TEXT    NOT NULL,
-    window_start_ms INTEGER NOT NULL,
-    open_units      INTEGER NOT NULL,
-    open_ts_ms      INTEGER NOT NULL,
+    window_start    INTEGER NOT NULL,
+    open_price      INTEGER NOT NULL,
+    open_ts         INTEGER NOT NULL,
     open_partition  INTEGER NOT NULL,
     open_offset     INTEGER NOT NULL,
-    high_units      INTEGER NOT NULL,
-    low_units       INTEGER NOT NULL,
-    close_units     INTEGER NOT NULL,
-    close_ts_ms     INTEGER NOT NULL,
+    high_price      INTEGER NOT NULL,
+    low_price       INTEGER NOT NULL,
+    close_price     INTEGER NOT NULL,
+    close_ts        INTEGER NOT NULL,
     close_partition INTEGER NOT NULL,
     close_offset    INTEGER NOT NULL,
     volume          INTEGER NOT NULL,
     notional        TEXT    NOT NULL,
     trades          INTEGER NOT NULL,
-    PRIMARY KEY (view_version, symbol, window_start_ms)
+    PRIMARY KEY (view_version, symbol, window_start)
 );
 
 -- The batch view is stored at every served interval (1m, 5m, 15m, 1h, 1d): the batch job
@@ -41,40 +43,40 @@ CREATE TABLE ohlcv_batch (
     view_version    INTEGER NOT NULL,
     interval_ms     INTEGER NOT NULL,
     symbol          TEXT    NOT NULL,
-    window_start_ms INTEGER NOT NULL,
-    open_units      INTEGER NOT NULL,
-    open_ts_ms      INTEGER NOT NULL,
+    window_start    INTEGER NOT NULL,
+    open_price      INTEGER NOT NULL,
+    open_ts         INTEGER NOT NULL,
     open_partition  INTEGER NOT NULL,
     open_offset     INTEGER NOT NULL,
-    high_units      INTEGER NOT NULL,
-    low_units       INTEGER NOT NULL,
-    close_units     INTEGER NOT NULL,
-    close_ts_ms     INTEGER NOT NULL,
+    high_price      INTEGER NOT NULL,
+    low_price       INTEGER NOT NULL,
+    close_price     INTEGER NOT NULL,
+    close_ts        INTEGER NOT NULL,
     close_partition INTEGER NOT NULL,
     close_offset    INTEGER NOT NULL,
     volume          INTEGER NOT NULL,
     notional        TEXT    NOT NULL,
     trades          INTEGER NOT NULL,
-    PRIMARY KEY (view_version, interval_ms, symbol, window_start_ms)
+    PRIMARY KEY (view_version, interval_ms, symbol, window_start)
 );
 
 -- Every batch-view version built, with the horizon it covers.
 CREATE TABLE batch_versions (
     view_version     INTEGER PRIMARY KEY,
-    batch_horizon_ms INTEGER NOT NULL,
+    batch_horizon    INTEGER NOT NULL,
     rows             INTEGER NOT NULL,
     events           INTEGER NOT NULL,
-    created_at_ms    INTEGER NOT NULL
+    created_at       INTEGER NOT NULL
 );
 
 -- What serving reads: the published batch version and horizon, and the realtime version.
 CREATE TABLE serving_state (
     id               INTEGER PRIMARY KEY CHECK (id = 1),
     batch_version    INTEGER,
-    batch_horizon_ms INTEGER,
+    batch_horizon    INTEGER,
     realtime_version INTEGER NOT NULL
 );
-INSERT INTO serving_state (id, batch_version, batch_horizon_ms, realtime_version) VALUES (1, NULL, NULL, 1);
+INSERT INTO serving_state (id, batch_version, batch_horizon, realtime_version) VALUES (1, NULL, NULL, 1);
 
 -- Historical feed position (see prism-ingest's feed module).
 CREATE TABLE feed_checkpoints (
@@ -87,7 +89,7 @@ CREATE TABLE feed_checkpoints (
     rows_refused  INTEGER NOT NULL,
     feed_date  TEXT,
     done          INTEGER NOT NULL,
-    updated_at_ms INTEGER NOT NULL
+    updated_at    INTEGER NOT NULL
 );
 
 -- Events accepted and refused per ingest source.
@@ -98,4 +100,4 @@ CREATE TABLE ingest_counters (
 );
 
 -- Range deletes behind the batch horizon and warm-cache loads scan by window start.
-CREATE INDEX ohlcv_realtime_by_window ON ohlcv_realtime (view_version, window_start_ms);
+CREATE INDEX ohlcv_realtime_by_window ON ohlcv_realtime (view_version, window_start);

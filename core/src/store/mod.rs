@@ -1,10 +1,18 @@
 //! The view store (DESIGN §7): realtime and batch views, consumer offsets, the serving pointer
-//! and service progress, on `sqlx`. The embedded default is a SQLite file (WAL mode,
-//! `synchronous=FULL`); schema changes are migrations under `core/migrations/`.
+//! and service progress, on `sqlx`, in one of two backends:
+//!
+//! - **SQLite**, a file (the embedded default): WAL mode, `synchronous=FULL`; money as exact
+//!   integers/text (SQLite has no exact decimal type);
+//! - **PostgreSQL** (the distributed deployment): `NUMERIC` money, `timestamptz` times.
+//!
+//! One set of queries serves both: each query body is written once and expanded for each
+//! backend's typed pool ([`with_pool!`]); [`Dialect`] supplies placeholders and the conversions
+//! of money and time. Schema changes are migrations under `core/migrations/<dialect>/`.
 //!
 //! Every write that derives state from the log writes the consumed offsets in the same
 //! transaction (exactly-once, DESIGN §5).
 
+mod dialect;
 mod feed;
 mod offsets;
 mod ohlcv;
@@ -13,9 +21,11 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::{PgPool, SqlitePool};
 
+pub use dialect::Dialect;
 pub use feed::{FeedCheckpoint, IngestCounters};
 pub use offsets::ConsumerOffset;
 pub use ohlcv::{BarsSnapshot, ServingState};
@@ -23,7 +33,7 @@ pub use ohlcv::{BarsSnapshot, ServingState};
 /// Errors of the view store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database refused or failed a statement.
+    /// The database refused or failed a statement, or could not be reached.
     #[error("view store: {context}: {source}")]
     Db {
         /// What the store was doing.
@@ -44,10 +54,28 @@ pub(crate) fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreErro
     move |source| StoreError::Db { context, source }
 }
 
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the store's typed pool, expanding the body once per
+/// backend: one source, two type-checked copies.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite($pool) => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
 /// A handle on the view store; cheap to clone (a connection pool).
 #[derive(Clone, Debug)]
 pub struct ViewStore {
-    pool: SqlitePool,
+    backend: Backend,
 }
 
 impl ViewStore {
@@ -68,17 +96,52 @@ impl ViewStore {
             .await
             .map_err(db("opening the SQLite file"))?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(ViewStore { pool })
+        Ok(ViewStore { backend: Backend::Sqlite(pool) })
+    }
+
+    /// Connects to PostgreSQL at `url` (`postgres://user@host:port/db`) and runs its migrations.
+    ///
+    /// Errors: [`StoreError::Db`] when the server cannot be reached within `connect_timeout` or
+    /// refuses the login, [`StoreError::Migrate`].
+    pub async fn connect_postgres(url: &str, connect_timeout: Duration) -> Result<ViewStore, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(db("parsing the PostgreSQL URL"))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(connect_timeout)
+            .connect_with(options)
+            .await
+            .map_err(db("connecting to PostgreSQL"))?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(ViewStore { backend: Backend::Postgres(pool) })
+    }
+
+    /// Opens the store a URL names: `postgres://…` or `postgresql://…` for PostgreSQL,
+    /// `sqlite://<path>` or a plain path for SQLite.
+    ///
+    /// Errors: as [`ViewStore::open_sqlite`] and [`ViewStore::connect_postgres`].
+    pub async fn open_url(url: &str, connect_timeout: Duration) -> Result<ViewStore, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            ViewStore::connect_postgres(url, connect_timeout).await
+        } else {
+            ViewStore::open_sqlite(Path::new(url.strip_prefix("sqlite://").unwrap_or(url))).await
+        }
+    }
+
+    /// The SQL dialect of this store.
+    pub fn dialect(&self) -> Dialect {
+        match self.backend {
+            Backend::Sqlite(_) => Dialect::Sqlite,
+            Backend::Postgres(_) => Dialect::Postgres,
+        }
     }
 
     /// Checks that the store answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db("ping"))?;
-        Ok(())
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()).map_err(db("ping")))
     }
 
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
-        self.pool.close().await;
+        with_pool!(self, pool => pool.close().await)
     }
 }

@@ -1,18 +1,18 @@
-//! The `ohlcv` view's tables: `ohlcv_realtime` (speed layer), `ohlcv_batch` (batch job), the
-//! serving pointer, and the one-snapshot read that the serving layer merges.
+//! The `ohlcv` view's tables: `ohlcv_realtime` (speed layer, 1-minute windows), `ohlcv_batch`
+//! (batch job, every served interval), the serving pointer, and the one-snapshot read that the
+//! serving layer merges.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::offsets::{write_offsets, ConsumerOffset};
-use super::{db, StoreError, ViewStore};
+use super::offsets::{col, write_offsets, ConsumerOffset};
+use super::{db, with_pool, Dialect, StoreError, ViewStore};
 use crate::decimal::Decimal6;
 use crate::ohlcv::{EventKey, Ohlcv, OhlcvKey, OhlcvRow, PricePoint};
 
-const COLUMNS: &str = "symbol, window_start_ms, open_units, open_ts_ms, open_partition, open_offset, \
-    high_units, low_units, close_units, close_ts_ms, close_partition, close_offset, volume, notional, trades";
-/// Rows per multi-row statement: 16 binds a row stays under SQLite's 32,766 variables.
+/// Rows per multi-row statement: 17 binds a row stays under SQLite's 32,766 variables.
 const CHUNK_ROWS: usize = 1_000;
+/// 1-minute rows.
+const MINUTE_MS: i64 = crate::time::MINUTE_MS;
 
 /// What the serving layer reads first: the published batch version and its horizon, and the
 /// realtime view version.
@@ -39,89 +39,139 @@ pub struct BarsSnapshot {
     pub realtime: Vec<OhlcvRow>,
 }
 
-/// Where rows go: the realtime table (1-minute windows), or the batch table at one interval.
-#[derive(Debug, Clone, Copy)]
-enum Target {
-    Realtime,
-    Batch { interval_ms: i64 },
+/// The columns of a view row, read as plain integers and text in every dialect.
+fn select_columns(d: Dialect) -> String {
+    format!(
+        "symbol, {}, {}, {}, open_partition, open_offset, {}, {}, {}, {}, close_partition, close_offset, volume, {}, trades",
+        d.time_column("window_start"),
+        d.price_column("open_price"),
+        d.time_column("open_ts"),
+        d.price_column("high_price"),
+        d.price_column("low_price"),
+        d.price_column("close_price"),
+        d.time_column("close_ts"),
+        d.sum_column("notional"),
+    )
 }
 
-async fn insert_rows(
-    conn: &mut sqlx::SqliteConnection,
-    target: Target,
-    version: i64,
-    rows: &[OhlcvRow],
-) -> Result<(), StoreError> {
-    let (table, extra_column, interval_ms) = match target {
-        Target::Realtime => ("ohlcv_realtime", "", None),
-        Target::Batch { interval_ms } => ("ohlcv_batch", "interval_ms, ", Some(interval_ms)),
+fn state_sql(d: Dialect) -> String {
+    format!("SELECT batch_version, {}, realtime_version FROM serving_state WHERE id = 1", d.time_column("batch_horizon"))
+}
+
+/// The upsert of `rows` view rows into the realtime table, or the batch table (which has an
+/// `interval_ms` column). Binds per row: version, [interval], symbol, window start, open price,
+/// open ts, open partition, open offset, high, low, close price, close ts, close partition,
+/// close offset, volume, notional, trades.
+pub(crate) fn insert_sql(d: Dialect, batch: bool, rows: usize) -> String {
+    let (table, interval_col, interval_param, key) = if batch {
+        ("ohlcv_batch", "interval_ms, ", "?, ", "view_version, interval_ms, symbol, window_start")
+    } else {
+        ("ohlcv_realtime", "", "", "view_version, symbol, window_start")
     };
-    let conflict_key = if interval_ms.is_some() { "view_version, interval_ms, symbol, window_start_ms" } else { "view_version, symbol, window_start_ms" };
-    for chunk in rows.chunks(CHUNK_ROWS) {
-        let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO {table} (view_version, {extra_column}{COLUMNS}) "));
-        let mut bad = None;
-        q.push_values(chunk, |mut b, row| {
+    let (t, p) = (d.time_param(), d.price_param());
+    let one = format!("(?, {interval_param}?, {t}, {p}, {t}, ?, ?, {p}, {p}, {p}, {t}, ?, ?, ?, {}, ?)", d.sum_param());
+    let values = vec![one; rows].join(", ");
+    d.sql(&format!(
+        "INSERT INTO {table} (view_version, {interval_col}symbol, window_start, open_price, open_ts, open_partition, open_offset,
+             high_price, low_price, close_price, close_ts, close_partition, close_offset, volume, notional, trades)
+         VALUES {values}
+         ON CONFLICT ({key}) DO UPDATE SET
+             open_price = excluded.open_price, open_ts = excluded.open_ts,
+             open_partition = excluded.open_partition, open_offset = excluded.open_offset,
+             high_price = excluded.high_price, low_price = excluded.low_price,
+             close_price = excluded.close_price, close_ts = excluded.close_ts,
+             close_partition = excluded.close_partition, close_offset = excluded.close_offset,
+             volume = excluded.volume, notional = excluded.notional, trades = excluded.trades"
+    ))
+}
+
+/// Checks rows can be stored (no empty aggregate) and returns their bind values.
+fn bind_values(rows: &[OhlcvRow]) -> Result<Vec<RowBinds<'_>>, StoreError> {
+    rows.iter()
+        .map(|row| {
             let a = &row.agg;
             let (Some(open), Some(high), Some(low), Some(close)) = (a.open, a.high, a.low, a.close) else {
-                bad = Some(row.key.clone());
-                return;
+                return Err(StoreError::BadValue(format!("empty aggregate for {:?} cannot be stored", row.key)));
             };
-            b.push_bind(version);
-            if let Some(i) = interval_ms {
-                b.push_bind(i);
-            }
-            b.push_bind(row.key.symbol.as_str())
-                .push_bind(row.key.window_start_ms)
-                .push_bind(open.price.units() as i64)
-                .push_bind(open.key.ts_ms)
-                .push_bind(open.key.partition as i64)
-                .push_bind(open.key.offset)
-                .push_bind(high.units() as i64)
-                .push_bind(low.units() as i64)
-                .push_bind(close.price.units() as i64)
-                .push_bind(close.key.ts_ms)
-                .push_bind(close.key.partition as i64)
-                .push_bind(close.key.offset)
-                .push_bind(a.volume)
-                .push_bind(a.notional.to_string())
-                .push_bind(a.trades);
-        });
-        if let Some(key) = bad {
-            return Err(StoreError::BadValue(format!("empty aggregate for {key:?} cannot be stored")));
-        }
-        q.push(format!(
-            " ON CONFLICT ({conflict_key}) DO UPDATE SET
-              open_units = excluded.open_units, open_ts_ms = excluded.open_ts_ms,
-              open_partition = excluded.open_partition, open_offset = excluded.open_offset,
-              high_units = excluded.high_units, low_units = excluded.low_units,
-              close_units = excluded.close_units, close_ts_ms = excluded.close_ts_ms,
-              close_partition = excluded.close_partition, close_offset = excluded.close_offset,
-              volume = excluded.volume, notional = excluded.notional, trades = excluded.trades"
-        ));
-        q.build().execute(&mut *conn).await.map_err(db("writing ohlcv rows"))?;
-    }
-    Ok(())
+            Ok(RowBinds {
+                symbol: &row.key.symbol,
+                window_start: row.key.window_start_ms,
+                ints: [
+                    open.price.units() as i64,
+                    open.key.ts_ms,
+                    open.key.partition as i64,
+                    open.key.offset,
+                    high.units() as i64,
+                    low.units() as i64,
+                    close.price.units() as i64,
+                    close.key.ts_ms,
+                    close.key.partition as i64,
+                    close.key.offset,
+                    a.volume,
+                ],
+                notional: a.notional.to_string(),
+                trades: a.trades,
+            })
+        })
+        .collect()
 }
 
-fn decode_row(r: &SqliteRow) -> Result<OhlcvRow, StoreError> {
-    let notional: String = r.get(13);
-    let notional: Decimal6 = notional
-        .parse()
-        .map_err(|e| StoreError::BadValue(format!("notional {notional:?}: {e}")))?;
-    let point = |units: i64, ts: i64, p: i64, o: i64| PricePoint {
-        key: EventKey { ts_ms: ts, partition: p as i32, offset: o },
-        price: Decimal6::from_units(units as i128),
+pub(crate) struct RowBinds<'a> {
+    pub symbol: &'a str,
+    pub window_start: i64,
+    pub ints: [i64; 11],
+    pub notional: String,
+    pub trades: i64,
+}
+
+/// Upserts view rows inside a caller's transaction, in multi-row statements.
+macro_rules! insert_rows {
+    ($tx:expr, $dialect:expr, $version:expr, $interval:expr, $rows:expr) => {{
+        let interval: Option<i64> = $interval;
+        for chunk in $rows.chunks(CHUNK_ROWS) {
+            let binds = bind_values(chunk)?;
+            let sql = insert_sql($dialect, interval.is_some(), chunk.len());
+            let mut q = sqlx::query(&sql);
+            for b in &binds {
+                q = q.bind($version);
+                if let Some(i) = interval {
+                    q = q.bind(i);
+                }
+                q = q.bind(b.symbol).bind(b.window_start);
+                for v in b.ints {
+                    q = q.bind(v);
+                }
+                q = q.bind(b.notional.as_str()).bind(b.trades);
+            }
+            q.execute(&mut **$tx).await.map_err(db("writing ohlcv rows"))?;
+        }
+    }};
+}
+
+fn decode_row<'r, R>(r: &'r R) -> Result<OhlcvRow, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let notional: String = col(r, 13)?;
+    let notional: Decimal6 = notional.parse().map_err(|e| StoreError::BadValue(format!("notional {notional:?}: {e}")))?;
+    let i = |n: usize| col::<R, i64>(r, n);
+    let price = |n: usize| Ok::<_, StoreError>(Decimal6::from_units(col::<R, i64>(r, n)? as i128));
+    let point = |p: usize, ts: usize, part: usize, off: usize| -> Result<PricePoint, StoreError> {
+        Ok(PricePoint { key: EventKey { ts_ms: i(ts)?, partition: i(part)? as i32, offset: i(off)? }, price: price(p)? })
     };
     Ok(OhlcvRow {
-        key: OhlcvKey { symbol: r.get(0), window_start_ms: r.get(1) },
+        key: OhlcvKey { symbol: col(r, 0)?, window_start_ms: i(1)? },
         agg: Ohlcv {
-            open: Some(point(r.get(2), r.get(3), r.get(4), r.get(5))),
-            high: Some(Decimal6::from_units(r.get::<i64, _>(6) as i128)),
-            low: Some(Decimal6::from_units(r.get::<i64, _>(7) as i128)),
-            close: Some(point(r.get(8), r.get(9), r.get(10), r.get(11))),
-            volume: r.get(12),
+            open: Some(point(2, 3, 4, 5)?),
+            high: Some(price(6)?),
+            low: Some(price(7)?),
+            close: Some(point(8, 9, 10, 11)?),
+            volume: i(12)?,
             notional,
-            trades: r.get(14),
+            trades: i(14)?,
         },
     })
 }
@@ -139,122 +189,129 @@ impl ViewStore {
         offsets: &[ConsumerOffset],
         drop_before_ms: Option<i64>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("beginning a realtime commit"))?;
-        insert_rows(&mut tx, Target::Realtime, version, rows).await?;
-        if let Some(h) = drop_before_ms {
-            sqlx::query("DELETE FROM ohlcv_realtime WHERE view_version = ? AND window_start_ms < ?")
-                .bind(version)
-                .bind(h)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("dropping realtime windows behind the batch horizon"))?;
-        }
-        write_offsets(&mut tx, consumer, topic, offsets).await?;
-        tx.commit().await.map_err(db("committing realtime rows"))
+        let d = self.dialect();
+        let drop_sql = d.sql(&format!("DELETE FROM ohlcv_realtime WHERE view_version = ? AND window_start < {}", d.time_param()));
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(db("beginning a realtime commit"))?;
+            insert_rows!(&mut tx, d, version, None, rows);
+            if let Some(h) = drop_before_ms {
+                sqlx::query(&drop_sql)
+                    .bind(version)
+                    .bind(h)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("dropping realtime windows behind the batch horizon"))?;
+            }
+            write_offsets!(&mut tx, d, consumer, topic, offsets);
+            tx.commit().await.map_err(db("committing realtime rows"))
+        })
     }
 
     /// Realtime rows of `version` with window start ≥ `from_ms` (the speed layer's warm cache).
     pub async fn realtime_rows_since(&self, version: i64, from_ms: i64) -> Result<Vec<OhlcvRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM ohlcv_realtime WHERE view_version = ? AND window_start_ms >= ?"
-        ))
-        .bind(version)
-        .bind(from_ms)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("reading realtime rows"))?;
-        rows.iter().map(decode_row).collect()
+        let d = self.dialect();
+        let sql = d.sql(&format!(
+            "SELECT {} FROM ohlcv_realtime WHERE view_version = ? AND window_start >= {}",
+            select_columns(d),
+            d.time_param()
+        ));
+        let from_ms = from_ms.max(crate::event::MIN_TS_MS);
+        with_pool!(self, pool => {
+            let rows = sqlx::query(&sql).bind(version).bind(from_ms).fetch_all(pool).await.map_err(db("reading realtime rows"))?;
+            rows.iter().map(decode_row).collect()
+        })
     }
 
     /// One realtime row, if stored.
     pub async fn realtime_row(&self, version: i64, key: &OhlcvKey) -> Result<Option<Ohlcv>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM ohlcv_realtime WHERE view_version = ? AND symbol = ? AND window_start_ms = ?"
-        ))
-        .bind(version)
-        .bind(&key.symbol)
-        .bind(key.window_start_ms)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("reading a realtime row"))?;
-        row.as_ref().map(decode_row).transpose().map(|r| r.map(|r| r.agg))
+        let d = self.dialect();
+        let sql = d.sql(&format!(
+            "SELECT {} FROM ohlcv_realtime WHERE view_version = ? AND symbol = ? AND window_start = {}",
+            select_columns(d),
+            d.time_param()
+        ));
+        with_pool!(self, pool => {
+            let row = sqlx::query(&sql)
+                .bind(version)
+                .bind(&key.symbol)
+                .bind(key.window_start_ms)
+                .fetch_optional(pool)
+                .await
+                .map_err(db("reading a realtime row"))?;
+            row.as_ref().map(decode_row).transpose().map(|r| r.map(|r| r.agg))
+        })
     }
 
     /// The pointer serving reads.
     pub async fn serving_state(&self) -> Result<ServingState, StoreError> {
-        let r = sqlx::query("SELECT batch_version, batch_horizon_ms, realtime_version FROM serving_state WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db("reading the serving state"))?;
-        Ok(ServingState { batch_version: r.get(0), batch_horizon_ms: r.get(1), realtime_version: r.get(2) })
+        let sql = state_sql(self.dialect());
+        with_pool!(self, pool => {
+            let r = sqlx::query(&sql).fetch_one(pool).await.map_err(db("reading the serving state"))?;
+            Ok(ServingState { batch_version: col(&r, 0)?, batch_horizon_ms: col(&r, 1)?, realtime_version: col(&r, 2)? })
+        })
     }
 
     /// A fresh batch-view version number (above every version ever written, published or not).
     pub async fn next_batch_version(&self) -> Result<i64, StoreError> {
-        let r = sqlx::query(
-            "SELECT MAX(v) FROM (SELECT MAX(view_version) AS v FROM batch_versions
-             UNION ALL SELECT MAX(view_version) FROM ohlcv_batch)",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db("reading batch versions"))?;
-        Ok(r.get::<Option<i64>, _>(0).unwrap_or(0) + 1)
+        let sql = "SELECT MAX(v) FROM (SELECT MAX(view_version) AS v FROM batch_versions
+                   UNION ALL SELECT MAX(view_version) AS v FROM ohlcv_batch) AS versions";
+        with_pool!(self, pool => {
+            let r = sqlx::query(sql).fetch_one(pool).await.map_err(db("reading batch versions"))?;
+            Ok(col::<_, Option<i64>>(&r, 0)?.unwrap_or(0) + 1)
+        })
     }
 
     /// Writes rows of an unpublished batch version at one interval (`interval_ms`: 60,000 for
     /// the 1-minute base rows, or a roll-up's length), in chunks of their own transactions:
     /// nobody reads a version before [`ViewStore::publish_batch_version`] points at it.
     pub async fn write_batch_rows(&self, version: i64, interval_ms: i64, rows: &[OhlcvRow]) -> Result<(), StoreError> {
-        for chunk in rows.chunks(20 * CHUNK_ROWS) {
-            let mut tx = self.pool.begin().await.map_err(db("beginning a batch write"))?;
-            insert_rows(&mut tx, Target::Batch { interval_ms }, version, chunk).await?;
-            tx.commit().await.map_err(db("committing batch rows"))?;
+        let d = self.dialect();
+        for part in rows.chunks(20 * CHUNK_ROWS) {
+            with_pool!(self, pool => {
+                let mut tx = pool.begin().await.map_err(db("beginning a batch write"))?;
+                insert_rows!(&mut tx, d, version, Some(interval_ms), part);
+                tx.commit().await.map_err(db("committing batch rows"))?;
+            });
         }
         Ok(())
     }
 
     /// Publishes (horizon, version) in one transaction; queries switch to it atomically.
-    pub async fn publish_batch_version(
-        &self,
-        version: i64,
-        batch_horizon_ms: i64,
-        rows: i64,
-        events: i64,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("beginning a batch publish"))?;
-        sqlx::query(
-            "INSERT INTO batch_versions (view_version, batch_horizon_ms, rows, events, created_at_ms) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(version)
-        .bind(batch_horizon_ms)
-        .bind(rows)
-        .bind(events)
-        .bind(chrono::Utc::now().timestamp_millis())
-        .execute(&mut *tx)
-        .await
-        .map_err(db("recording a batch version"))?;
-        sqlx::query("UPDATE serving_state SET batch_version = ?, batch_horizon_ms = ? WHERE id = 1")
-            .bind(version)
-            .bind(batch_horizon_ms)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("publishing a batch version"))?;
-        tx.commit().await.map_err(db("committing a batch publish"))
+    pub async fn publish_batch_version(&self, version: i64, batch_horizon_ms: i64, rows: i64, events: i64) -> Result<(), StoreError> {
+        let d = self.dialect();
+        let insert = d.sql(&format!(
+            "INSERT INTO batch_versions (view_version, batch_horizon, rows, events, created_at) VALUES (?, {t}, ?, ?, {t})",
+            t = d.time_param()
+        ));
+        let update = d.sql(&format!("UPDATE serving_state SET batch_version = ?, batch_horizon = {} WHERE id = 1", d.time_param()));
+        let now = chrono::Utc::now().timestamp_millis();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(db("beginning a batch publish"))?;
+            sqlx::query(&insert)
+                .bind(version)
+                .bind(batch_horizon_ms)
+                .bind(rows)
+                .bind(events)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("recording a batch version"))?;
+            sqlx::query(&update).bind(version).bind(batch_horizon_ms).execute(&mut *tx).await.map_err(db("publishing a batch version"))?;
+            tx.commit().await.map_err(db("committing a batch publish"))
+        })
     }
 
     /// Deletes batch rows of every version but the published one (old versions, and the
     /// leftovers of a run that crashed before publishing), in small transactions.
     pub async fn delete_unpublished_batch_rows(&self) -> Result<u64, StoreError> {
+        let id = self.dialect().row_id();
+        let sql = format!(
+            "DELETE FROM ohlcv_batch WHERE {id} IN (SELECT {id} FROM ohlcv_batch
+             WHERE view_version IS DISTINCT FROM (SELECT batch_version FROM serving_state WHERE id = 1) LIMIT 20000)"
+        );
         let mut deleted = 0;
         loop {
-            let done = sqlx::query(
-                "DELETE FROM ohlcv_batch WHERE rowid IN (SELECT rowid FROM ohlcv_batch
-                 WHERE view_version IS NOT (SELECT batch_version FROM serving_state WHERE id = 1) LIMIT 20000)",
-            )
-            .execute(&self.pool)
-            .await
-            .map_err(db("deleting old batch versions"))?
-            .rows_affected();
+            let done = with_pool!(self, pool => sqlx::query(&sql).execute(pool).await.map_err(db("deleting old batch versions"))?.rows_affected());
             deleted += done;
             if done == 0 {
                 return Ok(deleted);
@@ -278,81 +335,88 @@ impl ViewStore {
         interval_ms: i64,
         max_rows: i64,
     ) -> Result<BarsSnapshot, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("beginning a read"))?;
-        let r = sqlx::query("SELECT batch_version, batch_horizon_ms, realtime_version FROM serving_state WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db("reading the serving state"))?;
-        let state = ServingState { batch_version: r.get(0), batch_horizon_ms: r.get(1), realtime_version: r.get(2) };
-        const BATCH: &str = "SELECT symbol, window_start_ms, open_units, open_ts_ms, open_partition, open_offset, \
-            high_units, low_units, close_units, close_ts_ms, close_partition, close_offset, volume, notional, trades \
-            FROM ohlcv_batch WHERE view_version = ? AND interval_ms = ? AND symbol = ? AND window_start_ms >= ? AND window_start_ms < ? \
-            ORDER BY window_start_ms LIMIT ?";
-        let mut batch = Vec::new();
-        let mut realtime_from = from_ms;
-        if let (Some(v), Some(h)) = (state.batch_version, state.batch_horizon_ms) {
-            // Buckets wholly before H come pre-rolled; the bucket holding H from 1-minute rows.
-            let cut = crate::window::window_start(h, interval_ms).max(from_ms);
-            let reads = [(interval_ms, from_ms, to_ms.min(cut)), (crate::time::MINUTE_MS, cut, to_ms.min(h))];
-            for (i, (read_interval, lo, hi)) in reads.into_iter().enumerate() {
-                if lo >= hi || (i == 1 && read_interval == interval_ms) {
-                    continue;
+        let d = self.dialect();
+        let (from_ms, to_ms) = (from_ms.max(crate::event::MIN_TS_MS), to_ms.min(crate::event::MAX_TS_MS));
+        let t = d.time_param();
+        let batch_sql = d.sql(&format!(
+            "SELECT {} FROM ohlcv_batch WHERE view_version = ? AND interval_ms = ? AND symbol = ?
+             AND window_start >= {t} AND window_start < {t} ORDER BY window_start LIMIT ?",
+            select_columns(d)
+        ));
+        let realtime_sql = d.sql(&format!(
+            "SELECT {} FROM ohlcv_realtime WHERE view_version = ? AND symbol = ?
+             AND window_start >= {t} AND window_start < {t} ORDER BY window_start LIMIT ?",
+            select_columns(d)
+        ));
+        let state_sql = state_sql(d);
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(db("beginning a read"))?;
+            let r = sqlx::query(&state_sql).fetch_one(&mut *tx).await.map_err(db("reading the serving state"))?;
+            let state = ServingState { batch_version: col(&r, 0)?, batch_horizon_ms: col(&r, 1)?, realtime_version: col(&r, 2)? };
+            let mut batch = Vec::new();
+            let mut realtime_from = from_ms;
+            if let (Some(v), Some(h)) = (state.batch_version, state.batch_horizon_ms) {
+                // Buckets wholly before H come pre-rolled; the bucket holding H from 1-minute rows.
+                let cut = crate::window::window_start(h, interval_ms).max(from_ms);
+                for (read_interval, lo, hi) in [(interval_ms, from_ms, to_ms.min(cut)), (MINUTE_MS, cut, to_ms.min(h))] {
+                    if lo >= hi {
+                        continue;
+                    }
+                    let rows = sqlx::query(&batch_sql)
+                        .bind(v)
+                        .bind(read_interval)
+                        .bind(symbol)
+                        .bind(lo)
+                        .bind(hi)
+                        .bind(max_rows)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db("reading batch rows"))?;
+                    for row in &rows {
+                        batch.push(decode_row(row)?);
+                    }
                 }
-                let rows = sqlx::query(BATCH)
-                    .bind(v)
-                    .bind(read_interval)
-                    .bind(symbol)
-                    .bind(lo)
-                    .bind(hi)
-                    .bind(max_rows)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(db("reading batch rows"))?;
-                for row in &rows {
-                    batch.push(decode_row(row)?);
-                }
+                realtime_from = from_ms.max(h);
             }
-            realtime_from = from_ms.max(h);
-        }
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM ohlcv_realtime WHERE view_version = ? AND symbol = ? AND window_start_ms >= ? AND window_start_ms < ? ORDER BY window_start_ms LIMIT ?"
-        ))
-        .bind(state.realtime_version)
-        .bind(symbol)
-        .bind(realtime_from)
-        .bind(to_ms)
-        .bind(max_rows)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db("reading realtime rows"))?;
-        let realtime = rows.iter().map(decode_row).collect::<Result<_, _>>()?;
-        tx.commit().await.map_err(db("ending a read"))?;
-        Ok(BarsSnapshot { state, batch, realtime })
+            let rows = sqlx::query(&realtime_sql)
+                .bind(state.realtime_version)
+                .bind(symbol)
+                .bind(realtime_from)
+                .bind(to_ms)
+                .bind(max_rows)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("reading realtime rows"))?;
+            let realtime = rows.iter().map(decode_row).collect::<Result<_, _>>()?;
+            tx.commit().await.map_err(db("ending a read"))?;
+            Ok(BarsSnapshot { state, batch, realtime })
+        })
     }
 
     /// Whether `symbol` has any row in the served views (published batch or realtime version).
     pub async fn symbol_known(&self, symbol: &str) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM ohlcv_batch WHERE interval_ms = 86400000 AND symbol = ?1 AND view_version = (SELECT batch_version FROM serving_state WHERE id = 1))
-                 OR EXISTS (SELECT 1 FROM ohlcv_realtime WHERE symbol = ?1 AND view_version = (SELECT realtime_version FROM serving_state WHERE id = 1))",
-        )
-        .bind(symbol)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db("looking up a symbol"))?;
-        Ok(r.get::<i64, _>(0) != 0)
+        let sql = self.dialect().sql(
+            "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM ohlcv_batch WHERE interval_ms = 86400000 AND symbol = ?
+                 AND view_version = (SELECT batch_version FROM serving_state WHERE id = 1))
+               OR EXISTS (SELECT 1 FROM ohlcv_realtime WHERE symbol = ?
+                 AND view_version = (SELECT realtime_version FROM serving_state WHERE id = 1)) THEN 1 ELSE 0 END AS BIGINT)",
+        );
+        with_pool!(self, pool => {
+            let r = sqlx::query(&sql).bind(symbol).bind(symbol).fetch_one(pool).await.map_err(db("looking up a symbol"))?;
+            Ok(col::<_, i64>(&r, 0)? != 0)
+        })
     }
 
     /// Symbols present in the served views (published batch version or realtime version).
     pub async fn symbols(&self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT symbol FROM ohlcv_batch WHERE interval_ms = 86400000 AND view_version = (SELECT batch_version FROM serving_state WHERE id = 1)
-             UNION SELECT DISTINCT symbol FROM ohlcv_realtime WHERE view_version = (SELECT realtime_version FROM serving_state WHERE id = 1)
-             ORDER BY 1",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("listing symbols"))?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        let sql = "SELECT DISTINCT symbol FROM ohlcv_batch WHERE interval_ms = 86400000
+                     AND view_version = (SELECT batch_version FROM serving_state WHERE id = 1)
+                   UNION SELECT DISTINCT symbol FROM ohlcv_realtime
+                     WHERE view_version = (SELECT realtime_version FROM serving_state WHERE id = 1)
+                   ORDER BY 1";
+        with_pool!(self, pool => {
+            let rows = sqlx::query(sql).fetch_all(pool).await.map_err(db("listing symbols"))?;
+            rows.iter().map(|r| col(r, 0)).collect()
+        })
     }
 }
