@@ -292,7 +292,7 @@ pub async fn run_batch_layer<L: EventLog>(
     config: BatchConfig,
     log: Arc<L>,
     store: ViewStore,
-    mut requests: mpsc::Receiver<BatchRunRequest>,
+    requests: &mut mpsc::Receiver<BatchRunRequest>,
     cancel: CancellationToken,
 ) -> Result<(), BatchError> {
     let mut previous = None;

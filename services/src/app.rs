@@ -66,12 +66,18 @@ pub fn build_app<L: EventLog>(parts: AppParts<L>) -> Router {
         batch_trigger: parts.batch_trigger,
     };
     let ingest = IngestState { log: parts.log, store: parts.store.clone() };
-    let doc = api_doc();
-    let doc_json = doc.clone();
     Router::new()
         .merge(prism_serving::router(serving))
         .merge(prism_ingest::http::router(ingest, parts.max_body_bytes))
-        .merge(prism_serving::ops::router(OpsState { store: parts.store, metrics: metrics_renderer() }))
+        .merge(prism_serving::ops::router(OpsState { store: parts.store, extra_check: None, metrics: metrics_renderer() }))
+        .merge(docs_router())
+}
+
+/// `/openapi.json`, Swagger UI at `/docs`, a JSON 404 for unknown paths, and request tracing.
+pub fn docs_router() -> Router {
+    let doc = api_doc();
+    let doc_json = doc.clone();
+    Router::new()
         .route("/openapi.json", get(move || async move { Json(doc_json) }))
         .merge(SwaggerUi::new("/docs").url("/docs/openapi.json", doc))
         .fallback(|uri: axum::http::Uri| async move {

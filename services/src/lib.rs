@@ -1,6 +1,7 @@
 //! The `prism` binary's library: one module per subcommand, plus what they share.
 //!
 //! - [`up`]: everything in one process on embedded defaults.
+//! - [`micro`]: the microservices of the distributed deployment (Kafka + PostgreSQL).
 //! - [`bench`]: the benchmark that prints a JSON report.
 //! - [`app`]: the HTTP application (routes, OpenAPI, Swagger UI, metrics).
 //! - [`lab`]: the bundled stock-quote lab data.
@@ -10,4 +11,5 @@ pub mod app;
 pub mod bench;
 pub mod duration;
 pub mod lab;
+pub mod micro;
 pub mod up;

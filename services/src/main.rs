@@ -16,13 +16,33 @@ struct Cli {
 enum Command {
     /// Run every layer in one process on embedded defaults, fed by the stock-quote lab.
     Up(prism::up::UpConfig),
+    /// HTTP ingest into Kafka (distributed deployment).
+    IngestApi(prism::micro::IngestApiConfig),
+    /// The speed layer: Kafka → realtime views in PostgreSQL.
+    SpeedLayer(prism::micro::SpeedLayerConfig),
+    /// The archiver: Kafka → the Parquet master dataset.
+    Archiver(prism::micro::ArchiverServiceConfig),
+    /// The batch layer: the master dataset → batch views in PostgreSQL.
+    BatchLayer(prism::micro::BatchLayerConfig),
+    /// The serving layer: the query API over PostgreSQL.
+    Serving(prism::micro::ServingServiceConfig),
     /// Measure the layers' throughput and print a JSON report.
     Bench(prism::bench::BenchConfig),
     /// Print the OpenAPI document (the committed docs/openapi.json is this output).
     Openapi,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("PRISM_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
@@ -31,11 +51,12 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Up(config) => {
-                let shutdown = CancellationToken::new();
-                tokio::spawn(stop_on_signal(shutdown.clone()));
-                prism::up::run_up(config, shutdown, None).await
-            }
+            Command::Up(config) => prism::up::run_up(config, signal_token(), None).await,
+            Command::IngestApi(config) => prism::micro::run_ingest_api(config, signal_token()).await,
+            Command::SpeedLayer(config) => prism::micro::run_speed_layer_service(config, signal_token()).await,
+            Command::Archiver(config) => prism::micro::run_archiver_service(config, signal_token()).await,
+            Command::BatchLayer(config) => prism::micro::run_batch_layer_service(config, signal_token()).await,
+            Command::Serving(config) => prism::micro::run_serving_service(config, signal_token()).await,
             Command::Bench(config) => {
                 let report = prism::bench::run_bench(config).await?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -47,6 +68,13 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// A token that SIGINT or SIGTERM cancels.
+fn signal_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    tokio::spawn(stop_on_signal(token.clone()));
+    token
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

@@ -134,7 +134,7 @@ pub async fn run_up(
     let layers = CancellationToken::new();
     let mut intake_tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
     let mut layer_tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
-    let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(4);
+    let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel(4);
 
     let speed = SpeedConfig {
         allowed_lateness_ms: config.allowed_lateness_ms,
@@ -156,7 +156,10 @@ pub async fn run_up(
         allowed_lateness_ms: config.allowed_lateness_ms,
         interval: config.batch_interval,
     };
-    layer_tasks.spawn(named("batch layer", run_batch_layer(batch, log.clone(), store.clone(), batch_rx, layers.clone())));
+    let (batch_log, batch_store, batch_stop) = (log.clone(), store.clone(), layers.clone());
+    layer_tasks.spawn(named("batch layer", async move {
+        run_batch_layer(batch, batch_log, batch_store, &mut batch_rx, batch_stop).await
+    }));
     if let FsyncPolicy::Interval(every) = config.fsync {
         layer_tasks.spawn(named("log sync", sync_log_every(log.clone(), every, layers.clone())));
     }

@@ -51,7 +51,7 @@ async fn wait_listening(client: &reqwest::Client, base: &str) {
 }
 
 async fn final_bars(client: &reqwest::Client, base: &str) -> Vec<(String, Vec<Value>)> {
-    settle_and_run_batch(client, base, Duration::from_secs(300)).await;
+    settle_and_run_batch(client, base, true, Duration::from_secs(300)).await;
     let mut out = Vec::new();
     for symbol in ["AAPL", "FB", "GOOG", "IBM", "MSFT"] {
         for interval in ["1m", "1d"] {

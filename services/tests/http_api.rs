@@ -149,9 +149,15 @@ fn committed_openapi_document_matches_the_code() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
     let committed = std::fs::read_to_string(&path).expect("docs/openapi.json");
     let generated = prism::app::api_doc().to_pretty_json().expect("json");
-    assert_eq!(
-        committed.trim_end(),
-        generated.trim_end(),
-        "docs/openapi.json is stale: run `cargo run -p prism -- openapi > docs/openapi.json`"
+    let first_difference = committed
+        .lines()
+        .zip(generated.lines())
+        .enumerate()
+        .find(|(_, (c, g))| c != g)
+        .map(|(i, (c, g))| format!("line {}: committed {c:?}, code {g:?}", i + 1));
+    assert!(
+        committed.trim_end() == generated.trim_end(),
+        "docs/openapi.json is stale ({}): run `cargo run -p prism -- openapi > docs/openapi.json`",
+        first_difference.unwrap_or_else(|| "lengths differ".into())
     );
 }

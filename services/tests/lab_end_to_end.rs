@@ -13,7 +13,7 @@ use common::*;
 async fn every_daily_bar_equals_the_csv() {
     let dir = tempfile::tempdir().expect("tempdir");
     let up = start(test_config(dir.path())).await;
-    let run = settle_and_run_batch(&up.client, &up.base, Duration::from_secs(600)).await;
+    let run = settle_and_run_batch(&up.client, &up.base, true, Duration::from_secs(600)).await;
     assert!(run["view_version"].as_i64().is_some(), "a batch version was published: {run}");
 
     let csv = read_lab_csv();
@@ -109,7 +109,7 @@ async fn other_daily_bar_files_roll_up_exactly() {
     config.feed_trades_per_day = 390;
     config.partitions = 3;
     let up = start(config).await;
-    settle_and_run_batch(&up.client, &up.base, Duration::from_secs(300)).await;
+    settle_and_run_batch(&up.client, &up.base, true, Duration::from_secs(300)).await;
     for symbol in ["ZED", "QQQX"] {
         let served = all_bars(&up.client, &up.base, symbol, "1d").await;
         let expected: Vec<_> = bars.iter().filter(|b| b.0 == symbol).collect();

@@ -41,7 +41,7 @@ pub struct BatchRunResponse {
     tag = "admin",
     responses(
         (status = 201, description = "Batch view recomputed and published", body = BatchRunResponse),
-        (status = 409, description = "No batch layer (Kappa mode)", body = ApiError),
+        (status = 409, description = "No batch layer here (Kappa mode, or a serving process of the distributed deployment)", body = ApiError),
         (status = 503, description = "The batch run failed or timed out", body = ApiError)
     )
 )]
@@ -49,7 +49,12 @@ pub async fn post_batch_run<L: EventLog>(
     State(state): State<ServingState<L>>,
 ) -> Result<(StatusCode, Json<BatchRunResponse>), ApiError> {
     let Some(trigger) = state.batch_trigger.as_ref() else {
-        return Err(ApiError::conflict(format!("{} mode has no batch layer", state.architecture)));
+        return Err(ApiError::conflict(match state.architecture {
+            prism_core::config::Architecture::Kappa => "kappa mode has no batch layer".to_string(),
+            prism_core::config::Architecture::Lambda => {
+                "this process runs no batch layer: send POST /v1/admin/batch-runs to the batch-layer service".to_string()
+            }
+        }));
     };
     let (tx, rx) = oneshot::channel();
     trigger.send(tx).await.map_err(|_| ApiError::unavailable("the batch layer is not running"))?;

@@ -112,6 +112,35 @@ impl KafkaLog {
         &self.config.brokers
     }
 
+    /// Deletes topics through the admin API (missing topics are not an error) and waits until
+    /// the brokers no longer list them. For operators and tests that need a clean slate.
+    ///
+    /// Errors: [`LogError::Io`] when the brokers refuse or time out.
+    pub async fn delete_topics(&self, topics: &[&str]) -> Result<(), LogError> {
+        let options = AdminOptions::new().operation_timeout(Some(Timeout::After(self.config.request_timeout)));
+        let results = self.admin.delete_topics(topics, &options).await.map_err(kafka("deleting topics"))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((name, code)) => {
+                    return Err(LogError::Io {
+                        context: format!("Kafka: deleting topic {name}"),
+                        source: std::io::Error::other(code.to_string()),
+                    })
+                }
+            }
+        }
+        for topic in topics {
+            for _ in 0..50 {
+                if self.partition_count(topic).await?.is_none() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
     async fn partition_count(&self, topic: &str) -> Result<Option<i32>, LogError> {
         let md = self.metadata.clone();
         let topic_name = topic.to_string();

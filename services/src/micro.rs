@@ -1,0 +1,312 @@
+//! The microservices of the distributed deployment (DESIGN §8, issue: Kafka + PostgreSQL):
+//! `ingest-api`, `speed-layer`, `archiver`, `batch-layer` and `serving`, each its own process
+//! against Kafka (the event log) and PostgreSQL (the view store).
+//!
+//! Every service: flags with `PRISM_*` env fallbacks; `/healthz`, `/readyz` (ready only while the
+//! brokers and the database answer), `/metrics`; graceful shutdown on SIGTERM; a clear error and
+//! a non-zero exit when a dependency is unreachable at start. A dependency that goes away while
+//! running makes the layer fail, and [`supervise`] restarts it with exponential backoff: every
+//! layer resumes from the offsets it committed in the view store, so nothing is lost or counted
+//! twice.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use clap::Args;
+use prism_batch::archiver::{run_archiver, ArchiverConfig};
+use prism_batch::batch_job::{run_batch_layer, BatchConfig};
+use prism_core::config::Architecture;
+use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
+use prism_core::log::kafka::{KafkaLog, KafkaLogConfig};
+use prism_core::log::EventLog;
+use prism_core::store::ViewStore;
+use prism_serving::ops::{OpsState, ReadinessCheck};
+use prism_serving::ServingState;
+use prism_speed::{run_speed_layer, SpeedConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{docs_router, metrics_renderer};
+use crate::duration::parse_duration;
+
+/// What every microservice connects to.
+#[derive(Debug, Clone, Args)]
+pub struct Deps {
+    /// Kafka bootstrap servers, `host:port[,host:port…]`.
+    #[arg(long, env = "PRISM_KAFKA_BROKERS")]
+    pub kafka_brokers: String,
+    /// View store URL: `postgres://user@host:port/db` (or `sqlite://path` for one machine).
+    #[arg(long, env = "PRISM_DATABASE_URL")]
+    pub database_url: String,
+    /// Partitions of `prism.quotes` when it is created.
+    #[arg(long, env = "PRISM_PARTITIONS", default_value_t = 4)]
+    pub partitions: i32,
+    /// Replication factor of topics Prism creates.
+    #[arg(long, env = "PRISM_REPLICATION_FACTOR", default_value_t = 1)]
+    pub replication_factor: i32,
+    /// How long to wait for a dependency before giving up (at start) or retrying (later).
+    #[arg(long, env = "PRISM_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Allowed lateness of event time, ms.
+    #[arg(long, env = "PRISM_ALLOWED_LATENESS_MS", default_value_t = 5_000)]
+    pub allowed_lateness_ms: i64,
+}
+
+/// Flags of `prism ingest-api`.
+#[derive(Debug, Clone, Args)]
+pub struct IngestApiConfig {
+    #[command(flatten)]
+    pub deps: Deps,
+    /// HTTP address.
+    #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8081")]
+    pub http_addr: SocketAddr,
+    /// Largest ingest body, bytes (413 past it).
+    #[arg(long, env = "PRISM_MAX_BODY_BYTES", default_value_t = 8 << 20)]
+    pub max_body_bytes: usize,
+}
+
+/// Flags of `prism speed-layer`.
+#[derive(Debug, Clone, Args)]
+pub struct SpeedLayerConfig {
+    #[command(flatten)]
+    pub deps: Deps,
+    /// HTTP address (ops endpoints).
+    #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8082")]
+    pub http_addr: SocketAddr,
+    /// Commit interval.
+    #[arg(long, env = "PRISM_COMMIT_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    pub commit_interval: Duration,
+    /// Commit after this many events.
+    #[arg(long, env = "PRISM_COMMIT_MAX_EVENTS", default_value_t = 10_000)]
+    pub commit_max_events: usize,
+}
+
+/// Flags of `prism archiver`.
+#[derive(Debug, Clone, Args)]
+pub struct ArchiverServiceConfig {
+    #[command(flatten)]
+    pub deps: Deps,
+    /// HTTP address (ops endpoints).
+    #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8083")]
+    pub http_addr: SocketAddr,
+    /// Root of the master dataset (a local folder shared with the batch layer).
+    #[arg(long, env = "PRISM_MASTER_DATASET", default_value = "./prism-master")]
+    pub master_dataset: String,
+}
+
+/// Flags of `prism batch-layer`.
+#[derive(Debug, Clone, Args)]
+pub struct BatchLayerConfig {
+    #[command(flatten)]
+    pub deps: Deps,
+    /// HTTP address (ops endpoints and `POST /v1/admin/batch-runs`).
+    #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8084")]
+    pub http_addr: SocketAddr,
+    /// Root of the master dataset.
+    #[arg(long, env = "PRISM_MASTER_DATASET", default_value = "./prism-master")]
+    pub master_dataset: String,
+    /// Time between batch runs.
+    #[arg(long, env = "PRISM_BATCH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub batch_interval: Duration,
+}
+
+/// Flags of `prism serving`.
+#[derive(Debug, Clone, Args)]
+pub struct ServingServiceConfig {
+    #[command(flatten)]
+    pub deps: Deps,
+    /// HTTP address of the query API.
+    #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+}
+
+/// Connects to the brokers and the view store, creating the topics; a clear error when either
+/// cannot be reached.
+pub async fn connect(deps: &Deps) -> anyhow::Result<(Arc<KafkaLog>, ViewStore)> {
+    let mut kafka = KafkaLogConfig::new(deps.kafka_brokers.clone());
+    kafka.replication_factor = deps.replication_factor;
+    kafka.request_timeout = deps.connect_timeout;
+    let log = KafkaLog::connect(kafka)
+        .await
+        .with_context(|| format!("cannot reach the Kafka brokers at {} (PRISM_KAFKA_BROKERS)", deps.kafka_brokers))?;
+    log.ensure_topic(QUOTES_TOPIC, deps.partitions).await.context("creating prism.quotes")?;
+    log.ensure_topic(DLQ_TOPIC, 1).await.context("creating prism.dlq")?;
+    let store = ViewStore::open_url(&deps.database_url, deps.connect_timeout)
+        .await
+        .context("cannot open the view store (PRISM_DATABASE_URL)")?;
+    Ok((Arc::new(log), store))
+}
+
+/// `/readyz` also asks the brokers for the log end offsets.
+fn kafka_ready(log: Arc<KafkaLog>) -> ReadinessCheck {
+    Arc::new(move || {
+        let log = log.clone();
+        Box::pin(async move { log.end_offsets(QUOTES_TOPIC).await.map(|_| ()).map_err(|e| e.to_string()) })
+    })
+}
+
+fn ops(store: &ViewStore, log: &Arc<KafkaLog>) -> Router {
+    prism_serving::ops::router(OpsState { store: store.clone(), extra_check: Some(kafka_ready(log.clone())), metrics: metrics_renderer() })
+}
+
+/// Runs a restartable component until `stop` fires: on failure it logs, counts
+/// `prism_component_restarts_total`, waits (200 ms doubling to 10 s) and starts it again.
+pub async fn supervise<F, Fut, E>(name: &'static str, stop: CancellationToken, mut start: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let started = Instant::now();
+        match start().await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                if stop.is_cancelled() {
+                    return Err(anyhow::anyhow!("{name} failed while stopping: {e}"));
+                }
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_millis(200);
+                }
+                metrics::counter!("prism_component_restarts_total", "component" => name).increment(1);
+                tracing::warn!(component = name, error = %e, retry_in_ms = backoff.as_millis() as u64,
+                    "component failed; restarting from its committed offsets");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Serves `app` on `addr` until `stop` fires.
+async fn serve(addr: SocketAddr, app: Router, stop: CancellationToken, name: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    tracing::info!(service = name, addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await.context("HTTP server")
+}
+
+/// Runs a service: its HTTP app and, optionally, a supervised component, until `shutdown`.
+/// Stops the component first (it flushes and commits), then the HTTP server.
+async fn run_service<Fut>(name: &'static str, addr: SocketAddr, app: Router, shutdown: CancellationToken, component: Option<Fut>) -> anyhow::Result<()>
+where
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let http_stop = CancellationToken::new();
+    let http = tokio::spawn(serve(addr, app, http_stop.clone(), name));
+    let result = match component {
+        Some(c) => c.await,
+        None => {
+            shutdown.cancelled().await;
+            Ok(())
+        }
+    };
+    http_stop.cancel();
+    let served = http.await.map_err(|e| anyhow::anyhow!("HTTP task: {e}"))?;
+    result.and(served)
+}
+
+/// `prism ingest-api`: HTTP ingest into Kafka.
+pub async fn run_ingest_api(config: IngestApiConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (log, store) = connect(&config.deps).await?;
+    let ingest = prism_ingest::http::IngestState { log: log.clone(), store: store.clone() };
+    let app = prism_ingest::http::router(ingest, config.max_body_bytes).merge(ops(&store, &log)).merge(docs_router());
+    let done = run_service::<std::future::Ready<anyhow::Result<()>>>("ingest-api", config.http_addr, app, shutdown, None).await;
+    log.flush().await.context("flushing the producer")?;
+    store.close().await;
+    done
+}
+
+/// `prism speed-layer`: Kafka → realtime views in the view store.
+pub async fn run_speed_layer_service(config: SpeedLayerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (log, store) = connect(&config.deps).await?;
+    let speed = SpeedConfig {
+        allowed_lateness_ms: config.deps.allowed_lateness_ms,
+        commit_interval: config.commit_interval,
+        commit_max_events: config.commit_max_events,
+        partitions: config.deps.partitions,
+        ..SpeedConfig::default()
+    };
+    let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
+    let component = async move { supervise("speed layer", stop.clone(), || run_speed_layer(speed.clone(), l.clone(), s.clone(), stop.clone())).await };
+    let done = run_service("speed-layer", config.http_addr, ops(&store, &log), shutdown, Some(component)).await;
+    store.close().await;
+    done
+}
+
+fn master_dir(spec: &str) -> anyhow::Result<PathBuf> {
+    if spec.contains("://") && !spec.starts_with("file://") {
+        anyhow::bail!("master dataset {spec:?}: only local folders are supported in this version (object storage is a later issue)");
+    }
+    Ok(PathBuf::from(spec.strip_prefix("file://").unwrap_or(spec)))
+}
+
+/// `prism archiver`: Kafka → the Parquet master dataset.
+pub async fn run_archiver_service(config: ArchiverServiceConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let master = master_dir(&config.master_dataset)?;
+    let (log, store) = connect(&config.deps).await?;
+    let archiver = ArchiverConfig { master_dir: master, flush_rows: 200_000, flush_interval: Duration::from_secs(1), partitions: config.deps.partitions };
+    let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
+    let component = async move { supervise("archiver", stop.clone(), || run_archiver(archiver.clone(), l.clone(), s.clone(), stop.clone())).await };
+    let done = run_service("archiver", config.http_addr, ops(&store, &log), shutdown, Some(component)).await;
+    store.close().await;
+    done
+}
+
+/// `prism batch-layer`: the master dataset → batch views, on a schedule and on
+/// `POST /v1/admin/batch-runs`.
+pub async fn run_batch_layer_service(config: BatchLayerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let master = master_dir(&config.master_dataset)?;
+    let (log, store) = connect(&config.deps).await?;
+    let (trigger, requests) = tokio::sync::mpsc::channel(4);
+    let admin_state = ServingState {
+        store: store.clone(),
+        log: log.clone(),
+        architecture: Architecture::Lambda,
+        allowed_lateness_ms: config.deps.allowed_lateness_ms,
+        batch_trigger: Some(trigger),
+    };
+    let app = Router::new()
+        .route("/v1/admin/batch-runs", axum::routing::post(prism_serving::admin::post_batch_run::<KafkaLog>))
+        .with_state(admin_state)
+        .merge(ops(&store, &log));
+    let batch = BatchConfig { master_dir: master, allowed_lateness_ms: config.deps.allowed_lateness_ms, interval: config.batch_interval };
+    let requests = Arc::new(tokio::sync::Mutex::new(requests));
+    let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
+    let component = async move {
+        supervise("batch layer", stop.clone(), || {
+            let (batch, l, s, stop, requests) = (batch.clone(), l.clone(), s.clone(), stop.clone(), requests.clone());
+            async move {
+                let mut requests = requests.lock().await;
+                run_batch_layer(batch, l, s, &mut requests, stop).await
+            }
+        })
+        .await
+    };
+    let done = run_service("batch-layer", config.http_addr, app, shutdown, Some(component)).await;
+    store.close().await;
+    done
+}
+
+/// `prism serving`: the query API over the view store.
+pub async fn run_serving_service(config: ServingServiceConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (log, store) = connect(&config.deps).await?;
+    let state = ServingState {
+        store: store.clone(),
+        log: log.clone(),
+        architecture: Architecture::Lambda,
+        allowed_lateness_ms: config.deps.allowed_lateness_ms,
+        batch_trigger: None,
+    };
+    let app = prism_serving::router(state).merge(ops(&store, &log)).merge(docs_router());
+    let done = run_service::<std::future::Ready<anyhow::Result<()>>>("serving", config.http_addr, app, shutdown, None).await;
+    store.close().await;
+    done
+}
