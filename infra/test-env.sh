@@ -7,6 +7,8 @@
 #
 #   eval "$(infra/test-env.sh start)"   # exports PRISM_DATABASE_URL, PRISM_KAFKA_BROKERS, PRISM_TEST_ENV_DIR
 #   infra/test-env.sh stop "$PRISM_TEST_ENV_DIR"
+#   infra/test-env.sh restart-broker "$PRISM_TEST_ENV_DIR" [down-seconds]   # fault tests
+#   infra/test-env.sh restart-postgres "$PRISM_TEST_ENV_DIR"                # fault tests
 #
 # Progress goes to stderr; stdout carries only the export lines.
 set -euo pipefail
@@ -48,6 +50,33 @@ wait_port() { # host port seconds
   done
 }
 
+start_broker() { # dir: (re)starts Tansu on its port with its state
+  local dir=$1 tansu kafka_port
+  tansu=$(cat "$dir/tansu_bin"); kafka_port=$(cat "$dir/kafka_port")
+  log "starting Tansu on 127.0.0.1:$kafka_port"
+  (cd "$dir/tansu" && exec "$tansu" broker \
+      --listener-url "tcp://127.0.0.1:$kafka_port" \
+      --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
+      --storage-engine "sqlite://tansu.db" >>"$dir/tansu/broker.log" 2>&1) &
+  echo $! > "$dir/tansu.pid"
+  wait_port 127.0.0.1 "$kafka_port" 60 || { log "Tansu did not listen; see $dir/tansu/broker.log"; tail -20 "$dir/tansu/broker.log" >&2; exit 1; }
+}
+
+# Fault injection for tests: stop a server hard and start it again on the same port and data.
+restart_broker() {
+  local dir=$1
+  kill -9 "$(cat "$dir/tansu.pid")" 2>/dev/null || true
+  sleep "${2:-1}"
+  start_broker "$dir" >/dev/null
+}
+
+restart_postgres() {
+  local dir=$1 bindir pg_user
+  bindir=$(cat "$dir/pg_bindir"); pg_user=$(cat "$dir/pg_user")
+  if [ "$(id -u)" = 0 ]; then runuser -u "$pg_user" -- "$bindir/pg_ctl" -D "$dir/pg/data" -m immediate -w -t 60 restart >/dev/null
+  else "$bindir/pg_ctl" -D "$dir/pg/data" -m immediate -w -t 60 restart >/dev/null; fi
+}
+
 start() {
   local dir; dir=$(mktemp -d /tmp/prism-test-env.XXXXXX)
   chmod 755 "$dir"
@@ -72,13 +101,9 @@ start() {
 
   local kafka_port; kafka_port=$(free_port)
   mkdir -p "$dir/tansu"
-  log "starting Tansu on 127.0.0.1:$kafka_port"
-  (cd "$dir/tansu" && exec "$tansu" broker \
-      --listener-url "tcp://127.0.0.1:$kafka_port" \
-      --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-      --storage-engine "sqlite://tansu.db" >"$dir/tansu/broker.log" 2>&1) &
-  echo $! > "$dir/tansu.pid"
-  wait_port 127.0.0.1 "$kafka_port" 60 || { log "Tansu did not listen; see $dir/tansu/broker.log"; tail -20 "$dir/tansu/broker.log" >&2; exit 1; }
+  echo "$tansu" > "$dir/tansu_bin"
+  echo "$kafka_port" > "$dir/kafka_port"
+  start_broker "$dir"
 
   echo "export PRISM_TEST_ENV_DIR=$dir"
   echo "export PRISM_DATABASE_URL=postgres://prism@127.0.0.1:$pg_port/prism"
@@ -101,5 +126,7 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop "${2:-}" ;;
-  *) echo "usage: $0 start | stop [dir]" >&2; exit 2 ;;
+  restart-broker) restart_broker "$2" "${3:-1}" ;;
+  restart-postgres) restart_postgres "$2" ;;
+  *) echo "usage: $0 start | stop [dir] | restart-broker dir [down-seconds] | restart-postgres dir" >&2; exit 2 ;;
 esac

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::Read;
+use std::process::{Child, Command, Stdio};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -10,6 +11,8 @@ use std::time::{Duration, Instant};
 use prism::up::{run_up, UpConfig};
 use prism_core::config::Architecture;
 use prism_core::log::embedded::FsyncPolicy;
+use prism_ingest::feed::bars::read_bar_file;
+use prism_ingest::feed::expand::expand_bar;
 use prism_ingest::feed::FeedSpeed;
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -176,3 +179,92 @@ pub fn same_decimal(a: &str, b: &str) -> bool {
     };
     norm(a) == norm(b)
 }
+
+// ---- Separate `prism` processes (the distributed deployment) ----
+
+/// Children killed when the test ends, however it ends.
+pub struct Processes(pub Vec<(String, Child)>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+pub async fn fresh_database(url: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("prism_dist_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(url).await.expect("connect to the test PostgreSQL");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut admin).await.expect("drop");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create");
+    let (base, _) = url.rsplit_once('/').expect("database in URL");
+    format!("{base}/{name}")
+}
+
+pub fn spawn(service: &str, port: u16, envs: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_prism"));
+    cmd.arg(service).env("PRISM_HTTP_ADDR", format!("127.0.0.1:{port}")).env("PRISM_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::inherit());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap_or_else(|e| panic!("spawn prism {service}: {e}"))
+}
+
+pub async fn wait_ready(client: &reqwest::Client, base: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what} not ready at {base}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The lab subset's trades as NDJSON bodies, one trading day per body, in feed order.
+pub fn lab_day_bodies(dir: &Path) -> Vec<String> {
+    let subset: PathBuf = dir.join("lab-subset.csv");
+    let mut csv = String::from("Ticker,Date,Open,High,Low,Close,Volume\n");
+    for b in read_lab_csv().iter().filter(|b| b.date.as_str() >= "2012-05-18" && b.date.as_str() < "2012-07-01") {
+        csv.push_str(&format!("{},{},{},{},{},{},{}\n", b.symbol, b.date, b.open, b.high, b.low, b.close, b.volume));
+    }
+    std::fs::write(&subset, csv).expect("write subset");
+    let mut bars = read_bar_file(&subset, None).expect("read subset").bars;
+    bars.sort_by(|a, b| (a.date, &a.symbol).cmp(&(b.date, &b.symbol)));
+    let mut bodies = Vec::new();
+    for day in bars.chunk_by(|a, b| a.date == b.date) {
+        let mut trades: Vec<_> = day.iter().flat_map(|b| expand_bar(b, 20)).collect();
+        trades.sort_by(|a, b| (a.ts, &a.symbol).cmp(&(b.ts, &b.symbol)));
+        let lines: Vec<String> = trades.iter().map(|q| String::from_utf8_lossy(&q.to_json()).into_owned()).collect();
+        bodies.push(lines.join("\n"));
+    }
+    bodies
+}
+
+pub async fn post_all(client: &reqwest::Client, base: &str, bodies: &[String]) {
+    for body in bodies {
+        let r = client.post(format!("{base}/v1/events/quotes")).body(body.clone()).send().await.expect("POST");
+        let status = r.status().as_u16();
+        assert_eq!(status, 202, "{}", r.text().await.unwrap_or_default());
+    }
+}
+
+pub async fn every_bar(client: &reqwest::Client, base: &str) -> Vec<(String, Vec<Value>)> {
+    let mut out = Vec::new();
+    for symbol in ["AAPL", "FB", "GOOG", "IBM", "MSFT"] {
+        for interval in ["1m", "5m", "15m", "1h", "1d"] {
+            out.push((format!("{symbol} {interval}"), all_bars(client, base, symbol, interval).await));
+        }
+    }
+    out
+}
+

@@ -1,0 +1,137 @@
+//! Faults: the distributed deployment loses its broker, then its database, while running; the
+//! services retry with backoff and report not-ready, then resume, and the final bars equal an
+//! undisturbed embedded run's exactly. The test starts private servers with
+//! `infra/test-env.sh` (so restarting them disturbs no other test) and stops them at the end.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Private PostgreSQL + Tansu, stopped on drop.
+struct TestEnv {
+    script: PathBuf,
+    vars: HashMap<String, String>,
+}
+
+impl TestEnv {
+    fn start() -> TestEnv {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/test-env.sh");
+        let out = Command::new("bash").arg(&script).arg("start").output().expect("run infra/test-env.sh");
+        assert!(out.status.success(), "test-env start failed: {}", String::from_utf8_lossy(&out.stderr));
+        let vars = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        TestEnv { script, vars }
+    }
+
+    fn var(&self, name: &str) -> String {
+        self.vars.get(name).cloned().unwrap_or_else(|| panic!("test-env did not export {name}"))
+    }
+
+    fn run(&self, command: &str) {
+        let out = Command::new("bash").arg(&self.script).arg(command).arg(self.var("PRISM_TEST_ENV_DIR")).output().expect("run test-env");
+        assert!(out.status.success(), "test-env {command} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(&self.script).arg("stop").arg(self.var("PRISM_TEST_ENV_DIR")).output();
+    }
+}
+
+async fn ready(client: &reqwest::Client, base: &str) -> bool {
+    matches!(client.get(format!("{base}/readyz")).send().await, Ok(r) if r.status().is_success())
+}
+
+/// Waits until every service reports ready again.
+async fn all_ready(client: &reqwest::Client, bases: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for base in bases {
+        while !ready(client, base).await {
+            assert!(Instant::now() < deadline, "{base} did not become ready again");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_recover_from_broker_and_database_restarts() {
+    let env = TestEnv::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let bodies = lab_day_bodies(work.path());
+    let client = reqwest::Client::new();
+    let envs = vec![
+        ("PRISM_KAFKA_BROKERS", env.var("PRISM_KAFKA_BROKERS")),
+        ("PRISM_DATABASE_URL", env.var("PRISM_DATABASE_URL")),
+        ("PRISM_PARTITIONS", "2".to_string()),
+        ("PRISM_MASTER_DATASET", work.path().join("master").display().to_string()),
+        ("PRISM_BATCH_INTERVAL", "1h".to_string()),
+        ("PRISM_CONNECT_TIMEOUT", "3s".to_string()),
+    ];
+    let services = ["ingest-api", "speed-layer", "archiver", "batch-layer", "serving"];
+    let ports: Vec<u16> = services.iter().map(|_| free_port()).collect();
+    let bases: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    let mut processes = Processes(vec![(services[0].to_string(), spawn(services[0], ports[0], &envs))]);
+    wait_ready(&client, &bases[0], services[0]).await;
+    for (i, service) in services.iter().enumerate().skip(1) {
+        processes.0.push((service.to_string(), spawn(service, ports[i], &envs)));
+    }
+    all_ready(&client, &bases).await;
+
+    let third = bodies.len() / 3;
+    post_all(&client, &bases[0], &bodies[..third]).await;
+    wait_caught_up(&client, &bases[4], false, Duration::from_secs(120)).await;
+
+    // The broker dies (SIGKILL) and comes back a second later: readiness drops, then returns.
+    env.run("restart-broker");
+    all_ready(&client, &bases).await;
+    post_all(&client, &bases[0], &bodies[third..2 * third]).await;
+    wait_caught_up(&client, &bases[4], false, Duration::from_secs(180)).await;
+
+    // PostgreSQL stops immediately (as after a crash) and restarts.
+    env.run("restart-postgres");
+    all_ready(&client, &bases).await;
+    post_all(&client, &bases[0], &bodies[2 * third..]).await;
+    wait_caught_up(&client, &bases[4], false, Duration::from_secs(180)).await;
+
+    // The batch layer may still be backing off: retry its run until it answers.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client.post(format!("{}/v1/admin/batch-runs", bases[3])).send().await;
+        if matches!(&r, Ok(r) if r.status().as_u16() == 201) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "batch run kept failing: {r:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The same posts to an undisturbed embedded run.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.no_feed = true;
+    config.partitions = 2;
+    let embedded = start(config).await;
+    post_all(&embedded.client, &embedded.base, &bodies).await;
+    settle_and_run_batch(&embedded.client, &embedded.base, false, Duration::from_secs(300)).await;
+
+    let recovered = every_bar(&client, &bases[4]).await;
+    let reference = every_bar(&embedded.client, &embedded.base).await;
+    for ((name, want), (_, have)) in reference.iter().zip(&recovered) {
+        assert!(!want.is_empty(), "{name}");
+        assert_eq!(want, have, "{name}: bars after the faults differ from an undisturbed run's");
+    }
+    let (_, status) = get_json(&client, &bases[4], "/v1/status").await;
+    let accepted = status["ingest"][0]["accepted"].as_i64().unwrap_or(-1);
+    let log_end: i64 = status["partitions"].as_array().expect("partitions").iter().map(|p| p["log_end_offset"].as_i64().unwrap_or(0)).sum();
+    assert_eq!(log_end, accepted, "every accepted event is in the log exactly once: {status}");
+    embedded.stop().await;
+    drop(processes);
+}
