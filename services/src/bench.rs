@@ -58,6 +58,21 @@ pub struct BenchConfig {
     /// Keep the working folder.
     #[arg(long)]
     pub keep: bool,
+    /// Also measure the Kafka path against these brokers (`host:port`).
+    #[arg(long, env = "PRISM_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// The broker's name and version for the report (e.g. `tansu 0.6.0`, `kafka 3.9`).
+    #[arg(long, env = "PRISM_BENCH_BROKER", default_value = "unnamed broker")]
+    pub broker_name: String,
+    /// View store for the Kafka path (a fresh database); default: a SQLite file.
+    #[arg(long)]
+    pub kafka_database_url: Option<String>,
+    /// Delete `prism.quotes` and `prism.dlq` on the brokers first (test brokers only).
+    #[arg(long)]
+    pub kafka_reset_topics: bool,
+    /// End-to-end latency samples on the Kafka path.
+    #[arg(long, default_value_t = 200)]
+    pub latency_samples: usize,
 }
 
 /// The report `prism bench` prints.
@@ -77,6 +92,9 @@ pub struct BenchReport {
     pub symbols: usize,
     /// One entry per stage.
     pub stages: Vec<StageResult>,
+    /// The Kafka path, when `--kafka-brokers` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<crate::bench_kafka::KafkaReport>,
     /// Peak resident set size of the process, bytes (Linux VmHWM).
     pub peak_rss_bytes: Option<u64>,
 }
@@ -94,7 +112,7 @@ pub struct StageResult {
     pub events_per_second: f64,
 }
 
-fn stage(name: &str, events: u64, elapsed: Duration) -> StageResult {
+pub(crate) fn stage(name: &str, events: u64, elapsed: Duration) -> StageResult {
     let seconds = elapsed.as_secs_f64();
     StageResult {
         stage: name.into(),
@@ -125,10 +143,26 @@ pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let result = bench_in(&dir, &config, &quotes).await;
+    let kafka = match (&result, &config.kafka_brokers) {
+        (Ok(_), Some(brokers)) => {
+            let kafka = crate::bench_kafka::KafkaBench {
+                brokers,
+                broker_name: &config.broker_name,
+                database_url: config.kafka_database_url.as_deref(),
+                reset_topics: config.kafka_reset_topics,
+                partitions: config.partitions,
+                dir: &dir,
+                latency_samples: config.latency_samples,
+            };
+            Some(crate::bench_kafka::run_kafka_bench(kafka, &quotes).await)
+        }
+        _ => None,
+    };
     if !config.keep {
         let _ = std::fs::remove_dir_all(&dir);
     }
     let stages = result?;
+    let kafka = kafka.transpose()?;
     let symbols = quotes.iter().map(|q| q.symbol.as_str()).collect::<std::collections::HashSet<_>>().len();
     Ok(BenchReport {
         prism_version: env!("CARGO_PKG_VERSION").into(),
@@ -138,6 +172,7 @@ pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
         events: quotes.len(),
         symbols,
         stages,
+        kafka,
         peak_rss_bytes: peak_rss_bytes(),
     })
 }
@@ -193,7 +228,7 @@ async fn bench_in(dir: &Path, config: &BenchConfig, quotes: &[Quote]) -> anyhow:
     Ok(stages)
 }
 
-async fn wait_for_consumer(store: &ViewStore, consumer: &str, ends: &[i64]) -> anyhow::Result<()> {
+pub(crate) async fn wait_for_consumer(store: &ViewStore, consumer: &str, ends: &[i64]) -> anyhow::Result<()> {
     loop {
         let offsets = store.consumer_offsets(consumer, QUOTES_TOPIC).await?;
         let caught_up = ends.iter().enumerate().all(|(p, end)| {

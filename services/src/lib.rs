@@ -2,13 +2,14 @@
 //!
 //! - [`up`]: everything in one process on embedded defaults.
 //! - [`micro`]: the microservices of the distributed deployment (Kafka + PostgreSQL).
-//! - [`bench`]: the benchmark that prints a JSON report.
+//! - [`bench`]: the benchmark that prints a JSON report ([`bench_kafka`]: its Kafka path).
 //! - [`app`]: the HTTP application (routes, OpenAPI, Swagger UI, metrics).
 //! - [`lab`]: the bundled stock-quote lab data.
 //! - [`duration`]: duration flags.
 
 pub mod app;
 pub mod bench;
+pub mod bench_kafka;
 pub mod duration;
 pub mod lab;
 pub mod micro;

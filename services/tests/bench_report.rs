@@ -1,6 +1,8 @@
 //! `prism bench` produces an honest report: every stage processes the whole workload, read
 //! from a generated set, a JSONL file or a Parquet file.
 
+mod common;
+
 use std::io::Write;
 use std::sync::Arc;
 
@@ -10,7 +12,19 @@ use arrow::record_batch::RecordBatch;
 use prism::bench::{generate_workload, read_workload, run_bench, BenchConfig};
 
 fn config(dir: &std::path::Path) -> BenchConfig {
-    BenchConfig { workload: None, generate: Some(3_000), seed: 7, partitions: 2, dir: Some(dir.join("work")), keep: false }
+    BenchConfig {
+        workload: None,
+        generate: Some(3_000),
+        seed: 7,
+        partitions: 2,
+        dir: Some(dir.join("work")),
+        keep: false,
+        kafka_brokers: None,
+        broker_name: "unnamed broker".into(),
+        kafka_database_url: None,
+        kafka_reset_topics: false,
+        latency_samples: 20,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,4 +98,32 @@ fn reads_jsonl_and_parquet_workloads() {
     assert_eq!(quotes[0].price.units(), 123_450_000);
     assert_eq!(quotes[1].price.units(), 990_000);
     assert_eq!(quotes[1].ts, 1_704_205_800_500);
+}
+
+/// The Kafka path, against private servers (it resets `prism.quotes`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_path_reports_produce_speed_layer_and_latency() {
+    let env = common::TestEnv::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(dir.path());
+    config.kafka_brokers = Some(env.var("PRISM_KAFKA_BROKERS"));
+    config.kafka_database_url = Some(env.var("PRISM_DATABASE_URL"));
+    config.broker_name = "tansu 0.6.0".into();
+    config.kafka_reset_topics = true;
+    let report = run_bench(config.clone()).await.expect("bench");
+    let kafka = report.kafka.expect("a Kafka section");
+    assert_eq!(kafka.broker, format!("tansu 0.6.0 at {}", env.var("PRISM_KAFKA_BROKERS")));
+    assert!(!kafka.librdkafka.is_empty());
+    let names: Vec<&str> = kafka.stages.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(names, ["ingest_api_produce", "speed_layer_from_kafka"]);
+    assert!(kafka.stages.iter().all(|s| s.events == 3_000 && s.events_per_second > 0.0));
+    let l = &kafka.end_to_end_latency_ms;
+    assert_eq!(l.samples, 20);
+    assert!(l.p50 > 0.0 && l.p50 <= l.p99 && l.p99 <= l.max, "{l:?}");
+
+    // Without the reset flag, a used topic is refused rather than measured wrongly.
+    config.kafka_reset_topics = false;
+    config.kafka_database_url = None;
+    let err = run_bench(config).await.expect_err("non-empty topic refused");
+    assert!(format!("{err:#}").contains("already holds"), "{err:#}");
 }

@@ -5,47 +5,9 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Private PostgreSQL + Tansu, stopped on drop.
-struct TestEnv {
-    script: PathBuf,
-    vars: HashMap<String, String>,
-}
-
-impl TestEnv {
-    fn start() -> TestEnv {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/test-env.sh");
-        let out = Command::new("bash").arg(&script).arg("start").output().expect("run infra/test-env.sh");
-        assert!(out.status.success(), "test-env start failed: {}", String::from_utf8_lossy(&out.stderr));
-        let vars = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        TestEnv { script, vars }
-    }
-
-    fn var(&self, name: &str) -> String {
-        self.vars.get(name).cloned().unwrap_or_else(|| panic!("test-env did not export {name}"))
-    }
-
-    fn run(&self, command: &str) {
-        let out = Command::new("bash").arg(&self.script).arg(command).arg(self.var("PRISM_TEST_ENV_DIR")).output().expect("run test-env");
-        assert!(out.status.success(), "test-env {command} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-}
-
-impl Drop for TestEnv {
-    fn drop(&mut self) {
-        let _ = Command::new("bash").arg(&self.script).arg("stop").arg(self.var("PRISM_TEST_ENV_DIR")).output();
-    }
-}
 
 async fn ready(client: &reqwest::Client, base: &str) -> bool {
     matches!(client.get(format!("{base}/readyz")).send().await, Ok(r) if r.status().is_success())

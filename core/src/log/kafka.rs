@@ -180,6 +180,9 @@ fn base_consumer_config(config: &KafkaLogConfig, role: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
+        // Brokers that do not answer a fetch as soon as data arrives (Tansu 0.6 holds it for the
+        // whole wait) would add up to this much latency to every event.
+        .set("fetch.wait.max.ms", "50")
         .set("isolation.level", "read_uncommitted");
     c
 }

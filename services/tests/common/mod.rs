@@ -2,6 +2,7 @@
 //! until every layer has caught up, and read bars over HTTP like a user.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::net::SocketAddr;
@@ -266,5 +267,41 @@ pub async fn every_bar(client: &reqwest::Client, base: &str) -> Vec<(String, Vec
         }
     }
     out
+}
+
+
+/// Private PostgreSQL + Tansu, stopped on drop.
+pub struct TestEnv {
+    script: PathBuf,
+    vars: HashMap<String, String>,
+}
+
+impl TestEnv {
+    pub fn start() -> TestEnv {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/test-env.sh");
+        let out = Command::new("bash").arg(&script).arg("start").output().expect("run infra/test-env.sh");
+        assert!(out.status.success(), "test-env start failed: {}", String::from_utf8_lossy(&out.stderr));
+        let vars = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        TestEnv { script, vars }
+    }
+
+    pub fn var(&self, name: &str) -> String {
+        self.vars.get(name).cloned().unwrap_or_else(|| panic!("test-env did not export {name}"))
+    }
+
+    pub fn run(&self, command: &str) {
+        let out = Command::new("bash").arg(&self.script).arg(command).arg(self.var("PRISM_TEST_ENV_DIR")).output().expect("run test-env");
+        assert!(out.status.success(), "test-env {command} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(&self.script).arg("stop").arg(self.var("PRISM_TEST_ENV_DIR")).output();
+    }
 }
 
