@@ -1,6 +1,6 @@
 //! `GET /v1/bars/{symbol}` and `GET /v1/symbols`.
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use prism_core::config::speed_consumer;
@@ -117,9 +117,10 @@ fn parse_bound(name: &str, text: Option<&str>, end_of_day: bool) -> Result<Optio
 )]
 pub async fn get_bars<L: EventLog>(
     State(state): State<ServingState<L>>,
-    Path(symbol): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     query: Result<Query<BarsQuery>, QueryRejection>,
 ) -> Result<Json<BarsResponse>, ApiError> {
+    let Path(symbol) = path.map_err(|e| ApiError::bad_request(format!("symbol: {}", e.body_text())))?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let probe = Quote {
         symbol: symbol.clone(),
