@@ -59,6 +59,7 @@ pub struct Deps {
 /// Flags of `prism ingest-api`.
 #[derive(Debug, Clone, Args)]
 pub struct IngestApiConfig {
+    /// Brokers, view store and shared settings.
     #[command(flatten)]
     pub deps: Deps,
     /// HTTP address.
@@ -72,6 +73,7 @@ pub struct IngestApiConfig {
 /// Flags of `prism speed-layer`.
 #[derive(Debug, Clone, Args)]
 pub struct SpeedLayerConfig {
+    /// Brokers, view store and shared settings.
     #[command(flatten)]
     pub deps: Deps,
     /// HTTP address (ops endpoints).
@@ -88,6 +90,7 @@ pub struct SpeedLayerConfig {
 /// Flags of `prism archiver`.
 #[derive(Debug, Clone, Args)]
 pub struct ArchiverServiceConfig {
+    /// Brokers, view store and shared settings.
     #[command(flatten)]
     pub deps: Deps,
     /// HTTP address (ops endpoints).
@@ -101,6 +104,7 @@ pub struct ArchiverServiceConfig {
 /// Flags of `prism batch-layer`.
 #[derive(Debug, Clone, Args)]
 pub struct BatchLayerConfig {
+    /// Brokers, view store and shared settings.
     #[command(flatten)]
     pub deps: Deps,
     /// HTTP address (ops endpoints and `POST /v1/admin/batch-runs`).
@@ -117,6 +121,7 @@ pub struct BatchLayerConfig {
 /// Flags of `prism serving`.
 #[derive(Debug, Clone, Args)]
 pub struct ServingServiceConfig {
+    /// Brokers, view store and shared settings.
     #[command(flatten)]
     pub deps: Deps,
     /// HTTP address of the query API.
