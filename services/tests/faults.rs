@@ -26,6 +26,7 @@ async fn all_ready(client: &reqwest::Client, bases: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_recover_from_broker_and_database_restarts() {
+    let t0 = Instant::now();
     let env = TestEnv::start();
     let work = tempfile::tempdir().expect("tempdir");
     let bodies = lab_day_bodies(work.path());
@@ -48,22 +49,28 @@ async fn services_recover_from_broker_and_database_restarts() {
     }
     all_ready(&client, &bases).await;
 
+    eprintln!("faults: started at {:?}", t0.elapsed());
     let third = bodies.len() / 3;
     post_all(&client, &bases[0], &bodies[..third]).await;
     wait_caught_up(&client, &bases[4], false, Duration::from_secs(120)).await;
 
     // The broker dies (SIGKILL) and comes back a second later: readiness drops, then returns.
+    eprintln!("faults: phase 1 caught up at {:?}", t0.elapsed());
     env.run("restart-broker");
     all_ready(&client, &bases).await;
+    eprintln!("faults: ready after broker restart at {:?}", t0.elapsed());
     post_all(&client, &bases[0], &bodies[third..2 * third]).await;
     wait_caught_up(&client, &bases[4], false, Duration::from_secs(180)).await;
 
     // PostgreSQL stops immediately (as after a crash) and restarts.
+    eprintln!("faults: phase 2 caught up at {:?}", t0.elapsed());
     env.run("restart-postgres");
     all_ready(&client, &bases).await;
+    eprintln!("faults: ready after postgres restart at {:?}", t0.elapsed());
     post_all(&client, &bases[0], &bodies[2 * third..]).await;
     wait_caught_up(&client, &bases[4], false, Duration::from_secs(180)).await;
 
+    eprintln!("faults: phase 3 caught up at {:?}", t0.elapsed());
     // The batch layer may still be backing off: retry its run until it answers.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -75,6 +82,7 @@ async fn services_recover_from_broker_and_database_restarts() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    eprintln!("faults: batch run done at {:?}", t0.elapsed());
     // The same posts to an undisturbed embedded run.
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(dir.path());

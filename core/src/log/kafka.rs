@@ -169,6 +169,25 @@ impl KafkaLog {
     }
 }
 
+/// Consumer errors that librdkafka reports while it recovers by itself (a broker restarting,
+/// a connection reset): not a reason to stop reading.
+fn is_transient(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::PartitionEOF
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+        )
+    )
+}
+
 fn base_consumer_config(config: &KafkaLogConfig, role: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers)
@@ -290,6 +309,11 @@ impl EventLog for KafkaLog {
         while out.len() < max_records {
             let message = match tokio::time::timeout(wait, reader.consumer.recv()).await {
                 Err(_) => break,
+                Ok(Err(e)) if is_transient(&e) => {
+                    // librdkafka reconnects by itself; the caller simply polls again.
+                    tracing::debug!(error = %e, "transient Kafka consumer error");
+                    break;
+                }
                 Ok(m) => m.map_err(kafka("reading"))?,
             };
             // Anything before the asked offset is a stale prefetch from an earlier position.
