@@ -262,6 +262,9 @@ fn roll_up(rows: &[OhlcvRow], size_ms: i64) -> Vec<OhlcvRow> {
     sorted(out)
 }
 
+/// Batch-view rows keyed by interval length, ms.
+pub type RowsByInterval = std::collections::BTreeMap<i64, Vec<OhlcvRow>>;
+
 /// The whole recompute collected in memory, by interval (for tests and small datasets):
 /// (rows by interval length in ms, files read, events).
 ///
@@ -270,7 +273,7 @@ pub fn recompute(
     root: &std::path::Path,
     committed: &[i64],
     horizon: i64,
-) -> Result<(std::collections::BTreeMap<i64, Vec<OhlcvRow>>, u64, u64), BatchError> {
+) -> Result<(RowsByInterval, u64, u64), BatchError> {
     let mut all: std::collections::BTreeMap<i64, Vec<OhlcvRow>> = std::collections::BTreeMap::new();
     let (files, events) = recompute_streaming(root, committed, horizon, &mut |chunk| {
         for (interval, rows) in chunk {

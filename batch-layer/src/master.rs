@@ -169,7 +169,7 @@ pub fn list_files(root: &Path, topic: &str) -> Result<Vec<MasterFile>, MasterErr
             }
         }
     }
-    out.sort_by(|a, b| (a.hour_start_ms, a.partition, a.first_offset).cmp(&(b.hour_start_ms, b.partition, b.first_offset)));
+    out.sort_by_key(|f| (f.hour_start_ms, f.partition, f.first_offset));
     Ok(out)
 }
 

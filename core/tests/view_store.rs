@@ -54,7 +54,7 @@ async fn realtime_rows_and_offsets_commit_together() {
         assert_eq!(store.consumer_offsets("c", "t").await.expect("offsets"), vec![off(0, 2, Some(600_001))], "{name}");
         // An upsert replaces the row; other versions are separate.
         let a2 = OhlcvRow { key: a.key.clone(), agg: a.agg.merge(&row("AAA", 10, 1_400_000, 1, 7).agg) };
-        store.commit_realtime("c", "t", 1, &[a2.clone()], &[off(0, 8, Some(600_001)), off(1, 3, None)], None).await.expect("commit");
+        store.commit_realtime("c", "t", 1, std::slice::from_ref(&a2), &[off(0, 8, Some(600_001)), off(1, 3, None)], None).await.expect("commit");
         store.commit_realtime("c", "t", 2, &[row("AAA", 10, 9_000_000, 1, 9)], &[], None).await.expect("commit v2");
         let mut rows = store.realtime_rows_since(1, i64::MIN).await.expect("rows");
         rows.sort_by(|x, y| x.key.cmp(&y.key));

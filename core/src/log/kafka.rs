@@ -59,13 +59,16 @@ struct Reader {
     next_offset: i64,
 }
 
+/// One reader per (topic, partition).
+type ReaderMap = HashMap<(String, i32), Arc<Mutex<Reader>>>;
+
 /// The Kafka-backed [`EventLog`].
 pub struct KafkaLog {
     config: KafkaLogConfig,
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
     metadata: Arc<BaseConsumer>,
-    readers: Mutex<HashMap<(String, i32), Arc<Mutex<Reader>>>>,
+    readers: Mutex<ReaderMap>,
 }
 
 fn kafka(context: &str) -> impl FnOnce(KafkaError) -> LogError + '_ {

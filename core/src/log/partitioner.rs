@@ -59,8 +59,7 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(murmur2(input.as_bytes()), *expected, "{input}");
         }
-        let abc = ['a' as u8, 'b' as u8, 'c' as u8];
-        assert_eq!(murmur2(&abc), 479_470_107);
+        assert_eq!(murmur2(b"abc"), 479_470_107);
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub(crate) fn check_frame(buf: &[u8]) -> Frame<'_> {
     }
     let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    if len > MAX_BODY || len < 8 + 4 + 4 + 2 {
+    if !(8 + 4 + 4 + 2..=MAX_BODY).contains(&len) {
         return Frame::Bad(format!("impossible record length {len}"));
     }
     if buf.len() < FRAME_HEADER + len {
