@@ -131,7 +131,7 @@ pub async fn build_and_publish(
         })
     });
     let mut rows_written = 0u64;
-    let mut pending: std::collections::BTreeMap<i64, Vec<OhlcvRow>> = std::collections::BTreeMap::new();
+    let mut pending = RowsByInterval::new();
     while let Some(chunk) = rx.recv().await {
         for (interval_ms, rows) in chunk {
             pending.entry(interval_ms).or_default().extend(rows);
@@ -169,7 +169,7 @@ pub type IntervalRows = (i64, Vec<OhlcvRow>);
 async fn write_pending(
     store: &ViewStore,
     version: i64,
-    pending: &mut std::collections::BTreeMap<i64, Vec<OhlcvRow>>,
+    pending: &mut RowsByInterval,
 ) -> Result<u64, BatchError> {
     let mut written = 0;
     for (interval_ms, rows) in std::mem::take(pending) {
@@ -274,7 +274,7 @@ pub fn recompute(
     committed: &[i64],
     horizon: i64,
 ) -> Result<(RowsByInterval, u64, u64), BatchError> {
-    let mut all: std::collections::BTreeMap<i64, Vec<OhlcvRow>> = std::collections::BTreeMap::new();
+    let mut all = RowsByInterval::new();
     let (files, events) = recompute_streaming(root, committed, horizon, &mut |chunk| {
         for (interval, rows) in chunk {
             all.entry(interval).or_default().extend(rows);

@@ -139,6 +139,14 @@ pub struct DeadLetter {
     pub rejected_at_ms: i64,
 }
 
+impl DeadLetter {
+    /// The `prism.dlq` record for this letter, keyed by the original record's key.
+    pub fn into_record(self, key: impl Into<Vec<u8>>) -> crate::log::NewRecord {
+        // A struct of strings and an integer always serializes.
+        crate::log::NewRecord::new(key, serde_json::to_vec(&self).unwrap_or_default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,7 +70,8 @@ impl Interval {
 /// The watermark of a stream: max event time seen − allowed lateness (DESIGN §4).
 ///
 /// A window `[start, start + size)` is final once `start + size <= watermark`; an event with
-/// `ts < watermark` is late.
+/// `ts < watermark` is late. Built from the max event time a consumer has recorded (per
+/// partition, or over all partitions for the reported realtime watermark).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Watermark {
     max_event_ts_ms: Option<i64>,
@@ -78,32 +79,19 @@ pub struct Watermark {
 }
 
 impl Watermark {
-    /// A watermark that has seen nothing yet.
-    pub fn new(allowed_lateness_ms: i64) -> Self {
-        Watermark { max_event_ts_ms: None, allowed_lateness_ms }
-    }
-
-    /// Restores from a stored max event time.
-    pub fn restore(max_event_ts_ms: Option<i64>, allowed_lateness_ms: i64) -> Self {
+    /// The watermark after events up to `max_event_ts_ms` (UTC ms; `None`: nothing seen yet).
+    pub fn new(max_event_ts_ms: Option<i64>, allowed_lateness_ms: i64) -> Self {
         Watermark { max_event_ts_ms, allowed_lateness_ms }
-    }
-
-    /// Records an event time; returns true when the event was late (behind the watermark as it
-    /// stood before this event).
-    pub fn observe(&mut self, ts_ms: i64) -> bool {
-        let late = self.current_ms().is_some_and(|w| ts_ms < w);
-        self.max_event_ts_ms = Some(self.max_event_ts_ms.map_or(ts_ms, |m| m.max(ts_ms)));
-        late
-    }
-
-    /// Max event time seen, UTC ms.
-    pub fn max_event_ts_ms(&self) -> Option<i64> {
-        self.max_event_ts_ms
     }
 
     /// The watermark, UTC ms; `None` before the first event.
     pub fn current_ms(&self) -> Option<i64> {
         self.max_event_ts_ms.map(|m| m.saturating_sub(self.allowed_lateness_ms))
+    }
+
+    /// True when an event at `ts_ms` is behind the watermark.
+    pub fn is_late(&self, ts_ms: i64) -> bool {
+        self.current_ms().is_some_and(|w| ts_ms < w)
     }
 }
 
@@ -123,12 +111,12 @@ mod tests {
 
     #[test]
     fn watermark_trails_max_event_time() {
-        let mut w = Watermark::new(5_000);
-        assert_eq!(w.current_ms(), None);
-        assert!(!w.observe(100_000));
+        assert_eq!(Watermark::new(None, 5_000).current_ms(), None);
+        assert!(!Watermark::new(None, 5_000).is_late(i64::MIN), "nothing is late before the first event");
+        let w = Watermark::new(Some(100_000), 5_000);
         assert_eq!(w.current_ms(), Some(95_000));
-        assert!(!w.observe(96_000), "within lateness is not late");
-        assert!(w.observe(94_999), "behind the watermark is late");
-        assert_eq!(w.current_ms(), Some(95_000), "late events do not move it back");
+        assert!(!w.is_late(96_000), "within lateness is not late");
+        assert!(!w.is_late(95_000));
+        assert!(w.is_late(94_999), "behind the watermark is late");
     }
 }

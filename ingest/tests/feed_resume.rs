@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prism_core::event::QUOTES_TOPIC;
+use prism_core::event::{DeadLetter, DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use prism_core::log::{EventLog, LogRecord, NewRecord};
 use prism_core::store::ViewStore;
@@ -17,7 +17,8 @@ const CSV: &str = "Date,Open,High,Low,Close,Volume\n\
     2010-01-05,10.5,12,10,11,2000\n\
     2010-01-06,11,11.5,10.25,11.25,1500\n\
     2010-01-07,bad,1,1,1,1\n\
-    2010-01-08,11.25,11.25,11.25,11.25,3\n";
+    2010-01-08,11.25,11.25,11.25,11.25,3\n\
+    2010-01-05,1,1,1,1,9\n";
 
 fn config(file: &std::path::Path) -> FeedConfig {
     FeedConfig { files: vec![file.to_path_buf()], symbol: Some("ACME".into()), trades_per_day: 8, speed: FeedSpeed::Max, partitions: 2 }
@@ -45,14 +46,24 @@ async fn resumes_after_a_lost_checkpoint_without_duplicates() {
     let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
 
     let appended = run_feed(config(&file), log.clone(), store.clone(), CancellationToken::new()).await.expect("feed");
-    // 8 + 8 + 8 + 3 trades (the last day has 3 shares: one trade per share), the bad row refused.
+    // 8 + 8 + 8 + 3 trades (the last day has 3 shares: one trade per share); the bad row and the
+    // second bar for 2010-01-05 refused.
     assert_eq!(appended, 27);
     assert_eq!(total(&log).await, 27);
     let mut checkpoint = store.feed_checkpoints().await.expect("checkpoints").pop().expect("one feed");
     assert!(checkpoint.done);
-    assert_eq!(checkpoint.rows_refused, 1);
+    assert_eq!(checkpoint.rows_refused, 2);
     let counters = store.ingest_counters().await.expect("counters");
-    assert_eq!((counters[0].accepted, counters[0].refused), (27, 1));
+    assert_eq!((counters[0].accepted, counters[0].refused), (27, 2));
+    // Both refused rows are on the dead-letter topic, each naming its file and line.
+    let letters = log.read(DLQ_TOPIC, 0, 0, 10, Duration::ZERO).await.expect("read the DLQ");
+    let mut sources: Vec<String> = letters
+        .iter()
+        .map(|r| serde_json::from_slice::<DeadLetter>(&r.value).expect("a dead letter").source)
+        .collect();
+    sources.sort();
+    let name = file.display().to_string();
+    assert_eq!(sources, vec![format!("feed:{name}:5"), format!("feed:{name}:7")]);
 
     // As if the process died right after appending everything but before its checkpoints:
     // rewind the checkpoint to the start.

@@ -8,7 +8,7 @@ use prism_core::event::{Quote, QUOTES_TOPIC};
 use prism_core::log::EventLog;
 use prism_core::store::ViewStore;
 use prism_core::time::{format_rfc3339, parse_instant, DAY_MS};
-use prism_core::window::{window_start, Interval};
+use prism_core::window::{window_start, Interval, Watermark};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -92,7 +92,7 @@ pub struct SymbolsResponse {
 /// Realtime watermark of the served realtime version, UTC ms.
 pub(crate) async fn realtime_watermark(store: &ViewStore, version: i64, lateness_ms: i64) -> Result<Option<i64>, ApiError> {
     let offsets = store.consumer_offsets(&speed_consumer(version), QUOTES_TOPIC).await?;
-    Ok(offsets.iter().filter_map(|o| o.max_event_ts_ms).max().map(|m| m - lateness_ms))
+    Ok(Watermark::new(offsets.iter().filter_map(|o| o.max_event_ts_ms).max(), lateness_ms).current_ms())
 }
 
 fn parse_bound(name: &str, text: Option<&str>, end_of_day: bool) -> Result<Option<i64>, ApiError> {

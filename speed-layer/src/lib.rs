@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use prism_core::config::speed_consumer;
 use prism_core::event::{DeadLetter, LogPosition, Quote, DLQ_TOPIC, QUOTES_TOPIC};
-use prism_core::log::{EventLog, LogError, LogRecord, NewRecord};
+use prism_core::log::{EventLog, LogError, LogRecord};
 use prism_core::ohlcv::{ohlcv_contribution, OhlcvRow};
 use prism_core::consumer::StoreConsumer;
 use prism_core::store::{StoreError, ViewStore};
@@ -78,7 +78,6 @@ struct SpeedState {
     consumer_name: String,
     config: SpeedConfig,
     consumer: StoreConsumer,
-    watermark: Watermark,
     /// One window cache per partition.
     caches: Vec<WindowCache>,
     events_since_commit: usize,
@@ -126,8 +125,6 @@ impl SpeedState {
     async fn restore(config: SpeedConfig, partitions: i32, store: &ViewStore) -> Result<SpeedState, SpeedError> {
         let consumer_name = speed_consumer(config.view_version);
         let consumer = StoreConsumer::resume(store, &consumer_name, QUOTES_TOPIC, partitions).await?;
-        let max_ts = consumer.offsets.iter().filter_map(|o| o.max_event_ts_ms).max();
-        let watermark = Watermark::restore(max_ts, config.allowed_lateness_ms);
         let floors: Vec<Option<i64>> = consumer
             .offsets
             .iter()
@@ -149,7 +146,6 @@ impl SpeedState {
             consumer_name,
             config,
             consumer,
-            watermark,
             caches,
             events_since_commit: 0,
             dropped_through_ms: None,
@@ -166,10 +162,9 @@ impl SpeedState {
                     // Late = behind its own partition's progress (stream time per partition, as
                     // in Kafka Streams); partitions advance at their own pace.
                     let partition_max = self.consumer.offsets.get(r.partition as usize).and_then(|o| o.max_event_ts_ms);
-                    if partition_max.is_some_and(|m| quote.ts < m - self.config.allowed_lateness_ms) {
+                    if Watermark::new(partition_max, self.config.allowed_lateness_ms).is_late(quote.ts) {
                         metrics::counter!(telemetry::LATE_EVENTS_TOTAL).increment(1);
                     }
-                    self.watermark.observe(quote.ts);
                     let (key, contribution) = ohlcv_contribution(&quote, pos);
                     let Some(cache) = self.caches.get_mut(r.partition as usize) else {
                         return Err(SpeedError::Log(prism_core::log::LogError::OutOfRange(format!(
@@ -194,7 +189,7 @@ impl SpeedState {
                         payload: String::from_utf8_lossy(&r.value).into_owned(),
                         rejected_at_ms: chrono_now_ms(),
                     };
-                    dead.push(NewRecord::new(r.key.clone(), serde_json::to_vec(&letter).unwrap_or_default()));
+                    dead.push(letter.into_record(r.key.clone()));
                     self.consumer.advance(r, None);
                 }
             }
@@ -231,7 +226,8 @@ impl SpeedState {
         }
         metrics::counter!(telemetry::COMMITS_TOTAL).increment(1);
         metrics::histogram!(telemetry::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
-        if let Some(w) = self.watermark.current_ms() {
+        let max_ts = self.consumer.offsets.iter().filter_map(|o| o.max_event_ts_ms).max();
+        if let Some(w) = Watermark::new(max_ts, self.config.allowed_lateness_ms).current_ms() {
             metrics::gauge!(telemetry::WATERMARK_MS).set(w as f64);
         }
         self.events_since_commit = 0;
@@ -242,7 +238,6 @@ impl SpeedState {
         metrics::gauge!(telemetry::CACHED_WINDOWS).set(self.caches.iter().map(WindowCache::len).sum::<usize>() as f64);
         Ok(())
     }
-
 }
 
 fn chrono_now_ms() -> i64 {

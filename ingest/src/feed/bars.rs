@@ -31,8 +31,10 @@ pub struct DailyBar {
     pub close: Decimal6,
     /// Day's volume, shares.
     pub volume: i64,
-    /// Where the bar came from: file name and 1-based line.
-    pub source: String,
+    /// The file the bar came from.
+    pub file: String,
+    /// Its 1-based line in that file (the header is line 1).
+    pub line: u64,
 }
 
 /// A refused input row, naming file and line.
@@ -159,7 +161,8 @@ pub fn parse_bars(text: &[u8], file: &str, default_symbol: Option<&str>) -> Resu
                 low,
                 close,
                 volume,
-                source: format!("{file}:{line}"),
+                file: file.to_string(),
+                line,
             }),
             Err(reason) => out.refused.push(RowError { file: file.into(), line, reason, raw }),
         }
@@ -244,7 +247,7 @@ mod tests {
         assert_eq!(f.bars.len(), 2);
         assert_eq!(f.bars[0].open.units(), 118_560_000);
         assert_eq!(f.bars[0].volume, 9_616_100);
-        assert_eq!(f.bars[0].source, "x.csv:2");
+        assert_eq!((f.bars[0].file.as_str(), f.bars[0].line), ("x.csv", 2));
         assert_eq!(f.bars[1].symbol, "IBM");
         let lines: Vec<u64> = f.refused.iter().map(|r| r.line).collect();
         assert_eq!(lines, vec![3, 4, 5, 6, 7]);

@@ -156,7 +156,8 @@ mod tests {
             low: Decimal6::from_units(l),
             close: Decimal6::from_units(c),
             volume: v,
-            source: "test".into(),
+            file: "test".into(),
+            line: 2,
         }
     }
 

@@ -228,8 +228,8 @@ fn load_days(config: &FeedConfig) -> Result<(Vec<Day>, Vec<bars::RowError>), Fee
         let key = (bar.date, bar.symbol.clone());
         if last.as_ref() == Some(&key) {
             refused.push(bars::RowError {
-                file: bar.source.clone(),
-                line: 0,
+                file: bar.file.clone(),
+                line: bar.line,
                 reason: format!("second bar for {} on {}", bar.symbol, bar.date),
                 raw: String::new(),
             });
@@ -314,7 +314,7 @@ async fn dead_letter_refused_rows<L: EventLog>(log: &L, refused: &[bars::RowErro
                 payload: r.raw.clone(),
                 rejected_at_ms: now,
             };
-            NewRecord::new(r.file.clone(), serde_json::to_vec(&letter).unwrap_or_default())
+            letter.into_record(r.file.clone())
         })
         .collect();
     log.append(DLQ_TOPIC, records).await?;
