@@ -18,6 +18,8 @@ env_file=$(mktemp)
 source "$env_file"
 rm -f "$env_file"
 trap './infra/test-env.sh stop "$PRISM_TEST_ENV_DIR"' EXIT
+# A signal (Ctrl-C, a CI timeout) exits through the EXIT trap too, so no server is left running.
+trap 'exit 130' INT TERM
 echo "test servers: PostgreSQL at ${PRISM_DATABASE_URL}, Kafka protocol at ${PRISM_KAFKA_BROKERS}" >&2
 
 cargo nextest run --workspace --no-fail-fast "$@"
