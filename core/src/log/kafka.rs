@@ -110,11 +110,6 @@ impl KafkaLog {
         Ok(KafkaLog { config, producer, admin, metadata, readers: Mutex::new(HashMap::new()) })
     }
 
-    /// The brokers' name and version as far as the protocol tells (for benchmark reports).
-    pub fn brokers(&self) -> &str {
-        &self.config.brokers
-    }
-
     /// Deletes topics through the admin API (missing topics are not an error) and waits until
     /// the brokers no longer list them. For operators and tests that need a clean slate.
     ///
