@@ -88,15 +88,7 @@ impl Quote {
     /// Checks the rules serde cannot: symbol charset, positive price and size, ranges.
     pub fn validate(&self) -> Result<(), EventError> {
         let bad = |m: String| Err(EventError::Invalid(m));
-        if self.symbol.is_empty() || self.symbol.len() > MAX_SYMBOL_LEN {
-            return bad(format!("symbol must be 1–{MAX_SYMBOL_LEN} bytes"));
-        }
-        if !self.symbol.bytes().all(is_symbol_byte) {
-            return bad(format!(
-                "symbol {:?} may only hold letters, digits and . - _ ^ /",
-                self.symbol
-            ));
-        }
+        validate_symbol(&self.symbol)?;
         for (name, value) in [("price", Some(self.price)), ("bid", self.bid), ("ask", self.ask)] {
             if let Some(v) = value {
                 if v <= Decimal6::ZERO {
@@ -119,6 +111,19 @@ impl Quote {
         }
         Ok(())
     }
+}
+
+/// Checks a ticker symbol: 1–32 bytes of `A-Z a-z 0-9 . - _ ^ /`.
+///
+/// Errors: [`EventError::Invalid`] saying which rule the symbol breaks.
+pub fn validate_symbol(symbol: &str) -> Result<(), EventError> {
+    if symbol.is_empty() || symbol.len() > MAX_SYMBOL_LEN {
+        return Err(EventError::Invalid(format!("symbol must be 1–{MAX_SYMBOL_LEN} bytes")));
+    }
+    if !symbol.bytes().all(is_symbol_byte) {
+        return Err(EventError::Invalid(format!("symbol {symbol:?} may only hold letters, digits and . - _ ^ /")));
+    }
+    Ok(())
 }
 
 fn is_symbol_byte(b: u8) -> bool {

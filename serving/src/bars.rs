@@ -4,7 +4,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use prism_core::config::speed_consumer;
-use prism_core::event::{Quote, QUOTES_TOPIC};
+use prism_core::event::{validate_symbol, QUOTES_TOPIC};
 use prism_core::log::EventLog;
 use prism_core::store::ViewStore;
 use prism_core::time::{format_rfc3339, parse_instant, DAY_MS};
@@ -122,16 +122,7 @@ pub async fn get_bars<L: EventLog>(
 ) -> Result<Json<BarsResponse>, ApiError> {
     let Path(symbol) = path.map_err(|e| ApiError::bad_request(format!("symbol: {}", e.body_text())))?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let probe = Quote {
-        symbol: symbol.clone(),
-        ts: 0,
-        price: prism_core::decimal::Decimal6::from_units(1),
-        size: 1,
-        bid: None,
-        ask: None,
-        exchange: None,
-    };
-    probe.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    validate_symbol(&symbol).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let interval = match q.interval.as_deref() {
         None => Interval::M1,
         Some(name) => Interval::parse(name)
