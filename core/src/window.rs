@@ -7,10 +7,11 @@ use crate::time::{DAY_MS, MINUTE_MS};
 /// Allowed lateness by default: 5 s.
 pub const DEFAULT_ALLOWED_LATENESS_MS: i64 = 5_000;
 
-/// Start of the tumbling window of `size_ms` that holds `ts_ms` (windows are aligned to the
-/// Unix epoch, so 1d windows are UTC days). Works for instants before 1970.
+/// Start of the tumbling window of `size_ms` (> 0) that holds `ts_ms` (windows are aligned to
+/// the Unix epoch, so 1d windows are UTC days). Works for instants before 1970; never panics:
+/// the one window whose start is below `i64::MIN` starts at `i64::MIN`.
 pub fn window_start(ts_ms: i64, size_ms: i64) -> i64 {
-    ts_ms.div_euclid(size_ms) * size_ms
+    ts_ms.div_euclid(size_ms).saturating_mul(size_ms)
 }
 
 /// A bar interval served by the API. Views are stored at 1 minute; every other interval is a
@@ -105,6 +106,8 @@ mod tests {
         assert_eq!(window_start(60_000, MINUTE_MS), 60_000);
         assert_eq!(window_start(-1, MINUTE_MS), -60_000);
         assert_eq!(window_start(DAY_MS + 5, DAY_MS), DAY_MS);
+        assert_eq!(window_start(i64::MIN, MINUTE_MS), i64::MIN, "saturates instead of overflowing");
+        assert_eq!(window_start(i64::MAX, DAY_MS) % DAY_MS, 0);
         assert_eq!(Interval::parse("15m"), Some(Interval::M15));
         assert_eq!(Interval::parse("2m"), None);
     }

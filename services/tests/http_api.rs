@@ -111,13 +111,15 @@ async fn ingest_refuses_bad_input_and_serves_good_input() {
         ("/v1/bars/ACME?from=2024-01-03&to=2024-01-02", 400),
         ("/v1/bars/ACME?limit=0", 400),
         ("/v1/bars/ACME?limit=abc", 400),
+        ("/v1/bars/ACME?from=-9223372036854775808", 200),
+        ("/v1/bars/ACME?to=9223372036854775807&from=-9223372036854775808", 200),
         ("/v1/bars/AC%20ME", 400),
         ("/v1/nothing-here", 404),
         ("/v1/bars/", 404),
     ] {
         let (got, body) = up.get(path).await;
         assert_eq!(got, code, "{path}: {body}");
-        assert!(body["error"].is_string(), "{path}: {body}");
+        assert!(code == 200 || body["error"].is_string(), "{path}: {body}");
     }
     let (_, status) = up.get("/v1/status").await;
     let http = status["ingest"].as_array().expect("ingest").iter().find(|s| s["source"] == "http").cloned().expect("http counters");

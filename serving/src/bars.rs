@@ -4,7 +4,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use prism_core::config::speed_consumer;
-use prism_core::event::{validate_symbol, QUOTES_TOPIC};
+use prism_core::event::{validate_symbol, MAX_TS_MS, MIN_TS_MS, QUOTES_TOPIC};
 use prism_core::log::EventLog;
 use prism_core::store::ViewStore;
 use prism_core::time::{format_rfc3339, parse_instant, DAY_MS};
@@ -99,7 +99,9 @@ fn parse_bound(name: &str, text: Option<&str>, end_of_day: bool) -> Result<Optio
     let Some(text) = text else { return Ok(None) };
     let ms = parse_instant(text).map_err(|e| ApiError::bad_request(format!("{name}: {e}")))?;
     let is_date = text.trim().len() == 10 && text.contains('-');
-    Ok(Some(if end_of_day && is_date { ms + DAY_MS - 1 } else { ms }))
+    let ms = if end_of_day && is_date { ms.saturating_add(DAY_MS - 1) } else { ms };
+    // Events exist only in years 0001–9999 (see `Quote`); bounds beyond select the same bars.
+    Ok(Some(ms.clamp(MIN_TS_MS, MAX_TS_MS)))
 }
 
 /// Bars of one symbol, merged from the batch and realtime views.
