@@ -10,6 +10,12 @@ pub const MINUTE_MS: i64 = 60_000;
 /// Milliseconds in one UTC day.
 pub const DAY_MS: i64 = 86_400_000;
 
+/// The wall clock now, UTC ms since the epoch (processing time, for audit columns; never used
+/// as event time).
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
 /// Formats UTC milliseconds as RFC 3339 with a `Z` suffix (`2013-03-01T14:30:00Z`;
 /// sub-second digits only when non-zero). Out-of-range values print as the raw number.
 pub fn format_rfc3339(ts_ms: i64) -> String {

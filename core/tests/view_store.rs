@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use prism_core::decimal::Decimal6;
 use prism_core::ohlcv::{EventKey, Ohlcv, OhlcvKey, OhlcvRow};
-use prism_core::store::{ConsumerOffset, FeedCheckpoint, ViewStore};
+use prism_core::store::{ConsumerOffset, FeedCheckpoint, PartitionLease, StoreError, ViewStore};
 
 /// A fresh, empty store per backend, and the guard that keeps its files alive. PostgreSQL is
 /// the server at `PRISM_DATABASE_URL` (started by `./infra/test.sh`); each call creates a new
@@ -50,12 +50,12 @@ async fn realtime_rows_and_offsets_commit_together() {
         assert!(store.consumer_offsets("c", "t").await.expect("offsets").is_empty(), "{name}");
         let a = row("AAA", 10, 1_500_000, 10, 0);
         let b = row("BBB", 10, 2_000_000, 5, 1);
-        store.commit_realtime("c", "t", 1, &[a.clone(), b.clone()], &[off(0, 2, Some(600_001))], None).await.expect("commit");
+        store.commit_realtime("c", "t", 1, &[a.clone(), b.clone()], &[off(0, 2, Some(600_001))], &[], None).await.expect("commit");
         assert_eq!(store.consumer_offsets("c", "t").await.expect("offsets"), vec![off(0, 2, Some(600_001))], "{name}");
         // An upsert replaces the row; other versions are separate.
         let a2 = OhlcvRow { key: a.key.clone(), agg: a.agg.merge(&row("AAA", 10, 1_400_000, 1, 7).agg) };
-        store.commit_realtime("c", "t", 1, std::slice::from_ref(&a2), &[off(0, 8, Some(600_001)), off(1, 3, None)], None).await.expect("commit");
-        store.commit_realtime("c", "t", 2, &[row("AAA", 10, 9_000_000, 1, 9)], &[], None).await.expect("commit v2");
+        store.commit_realtime("c", "t", 1, std::slice::from_ref(&a2), &[off(0, 8, Some(600_001)), off(1, 3, None)], &[], None).await.expect("commit");
+        store.commit_realtime("c", "t", 2, &[row("AAA", 10, 9_000_000, 1, 9)], &[], &[], None).await.expect("commit v2");
         let mut rows = store.realtime_rows_since(1, i64::MIN).await.expect("rows");
         rows.sort_by(|x, y| x.key.cmp(&y.key));
         assert_eq!(rows, vec![a2.clone(), b.clone()], "{name}");
@@ -63,10 +63,38 @@ async fn realtime_rows_and_offsets_commit_together() {
         assert_eq!(store.realtime_row(1, &OhlcvKey { symbol: "ZZZ".into(), window_start_ms: 0 }).await.expect("row"), None);
         assert_eq!(store.realtime_rows_since(1, 11 * 60_000).await.expect("rows"), vec![], "{name}");
         // Dropping behind a horizon deletes older windows of that version only.
-        store.commit_realtime("c", "t", 1, &[row("AAA", 12, 1_000_000, 1, 10)], &[], Some(11 * 60_000)).await.expect("drop");
+        store.commit_realtime("c", "t", 1, &[row("AAA", 12, 1_000_000, 1, 10)], &[], &[], Some(11 * 60_000)).await.expect("drop");
         let rows = store.realtime_rows_since(1, i64::MIN).await.expect("rows");
         assert_eq!(rows.iter().map(|r| r.key.window_start_ms).collect::<Vec<_>>(), vec![12 * 60_000], "{name}");
         assert_eq!(store.realtime_rows_since(2, i64::MIN).await.expect("rows").len(), 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_claimed_partition_fences_its_former_owner() {
+    for (name, store, _dir) in backends().await {
+        let a = store.claim_partitions("c", "t", &[0, 1], "instance-a", 1_000).await.expect("claim a");
+        assert_eq!(a, vec![PartitionLease { partition: 0, epoch: 1 }, PartitionLease { partition: 1, epoch: 1 }], "{name}");
+        store.commit_realtime("c", "t", 1, &[row("AAA", 1, 1_000_000, 1, 0)], &[off(0, 1, Some(60_001)), off(1, 0, None)], &a, None).await.expect("owner commits");
+
+        // Instance B takes partition 1 over (a rebalance A has not heard of yet).
+        let b = store.claim_partitions("c", "t", &[1], "instance-b", 2_000).await.expect("claim b");
+        assert_eq!(b, vec![PartitionLease { partition: 1, epoch: 2 }], "{name}");
+        let refused = store.commit_realtime("c", "t", 1, &[row("BBB", 1, 5_000_000, 9, 3)], &[off(0, 2, Some(60_001)), off(1, 4, Some(60_001))], &a, None).await;
+        assert!(matches!(refused, Err(StoreError::Fenced { held: 1, expected: 2, .. })), "{name}: {refused:?}");
+        // Nothing of the fenced commit was written: neither rows nor offsets.
+        assert_eq!(store.realtime_rows_since(1, i64::MIN).await.expect("rows").len(), 1, "{name}");
+        assert_eq!(store.consumer_offsets("c", "t").await.expect("offsets"), vec![off(0, 1, Some(60_001)), off(1, 0, None)], "{name}");
+        assert_eq!(store.lost_leases("c", "t", &a).await.expect("lost"), vec![1], "{name}");
+
+        // A keeps partition 0; B commits partition 1.
+        store.commit_realtime("c", "t", 1, &[], &[off(0, 2, Some(60_001))], &a[..1], None).await.expect("a keeps partition 0");
+        store.commit_realtime("c", "t", 1, &[], &[off(1, 4, None)], &b, None).await.expect("b owns partition 1");
+        let leases = store.leases("t").await.expect("leases");
+        let owners: Vec<(i32, i64, &str, i64)> = leases.iter().map(|l| (l.partition, l.epoch, l.owner.as_str(), l.claimed_at_ms)).collect();
+        assert_eq!(owners, vec![(0, 1, "instance-a", 1_000), (1, 2, "instance-b", 2_000)], "{name}");
+        // Another consumer's leases are separate.
+        assert_eq!(store.claim_partitions("d", "t", &[1], "x", 0).await.expect("claim d")[0].epoch, 1, "{name}");
     }
 }
 
@@ -76,7 +104,7 @@ async fn money_survives_beyond_i64() {
         // Notional past i64's 9.2e18 micro-units: 10^12 shares at 10^6 per share.
         let big = Ohlcv::of_trade(EventKey { ts_ms: 0, partition: 0, offset: 0 }, Decimal6::from_units(999_999_999_999_999_999), 1_000_000_000_000);
         let key = OhlcvKey { symbol: "BIG".into(), window_start_ms: 0 };
-        store.commit_realtime("c", "t", 1, &[OhlcvRow { key: key.clone(), agg: big }], &[], None).await.expect("commit");
+        store.commit_realtime("c", "t", 1, &[OhlcvRow { key: key.clone(), agg: big }], &[], &[], None).await.expect("commit");
         let back = store.realtime_row(1, &key).await.expect("row").expect("present");
         assert_eq!(back, big, "{name}");
         assert_eq!(back.notional.units(), 999_999_999_999_999_999i128 * 1_000_000_000_000, "{name}");
@@ -105,7 +133,7 @@ async fn batch_versions_publish_atomically() {
         store.publish_batch_version(v1, 2_000 * 60_000, 2_500, 2_500).await.expect("publish");
         assert!(store.symbol_known("AAA").await.expect("known"), "{name}");
         // Batch rows are read below the horizon only, realtime rows from it on.
-        store.commit_realtime("c", "t", 1, &[row("AAA", 1_999, 7, 1, 1), row("AAA", 2_000, 8, 1, 2)], &[], None).await.expect("rt");
+        store.commit_realtime("c", "t", 1, &[row("AAA", 1_999, 7, 1, 1), row("AAA", 2_000, 8, 1, 2)], &[], &[], None).await.expect("rt");
         let snap = store.bars_snapshot("AAA", i64::MIN, i64::MAX, 60_000, 10_000).await.expect("snapshot");
         assert_eq!(snap.batch.len(), 2_000, "{name}");
         assert_eq!(snap.realtime.iter().map(|r| r.key.window_start_ms).collect::<Vec<_>>(), vec![2_000 * 60_000], "{name}");

@@ -22,12 +22,14 @@ use prism_batch::archiver::{run_archiver, ArchiverConfig};
 use prism_batch::batch_job::{run_batch_layer, BatchConfig};
 use prism_core::config::Architecture;
 use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
+use prism_core::config::speed_consumer;
 use prism_core::log::kafka::{KafkaLog, KafkaLogConfig};
+use prism_core::log::kafka_group::{GroupConfig, GroupMembership};
 use prism_core::log::EventLog;
 use prism_core::store::ViewStore;
 use prism_serving::ops::{OpsState, ReadinessCheck};
 use prism_serving::ServingState;
-use prism_speed::{run_speed_layer, SpeedConfig};
+use prism_speed::{run_speed_layer_in_group, SpeedConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{docs_router, metrics_renderer};
@@ -85,6 +87,14 @@ pub struct SpeedLayerConfig {
     /// Commit after this many events.
     #[arg(long, env = "PRISM_COMMIT_MAX_EVENTS", default_value_t = 10_000)]
     pub commit_max_events: usize,
+    /// This instance's name in the partition leases (shown as the owner in `/v1/status`).
+    /// Default: `$HOSTNAME-<pid>`.
+    #[arg(long, env = "PRISM_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Kafka `session.timeout.ms` of the speed layers' consumer group: how long a silent
+    /// (crashed) instance keeps its partitions before the others take them over.
+    #[arg(long, env = "PRISM_KAFKA_SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub session_timeout: Duration,
 }
 
 /// Flags of `prism archiver`.
@@ -132,10 +142,7 @@ pub struct ServingServiceConfig {
 /// Connects to the brokers and the view store, creating the topics; a clear error when either
 /// cannot be reached.
 pub async fn connect(deps: &Deps) -> anyhow::Result<(Arc<KafkaLog>, ViewStore)> {
-    let mut kafka = KafkaLogConfig::new(deps.kafka_brokers.clone());
-    kafka.replication_factor = deps.replication_factor;
-    kafka.request_timeout = deps.connect_timeout;
-    let log = KafkaLog::connect(kafka)
+    let log = KafkaLog::connect(kafka_config(deps))
         .await
         .with_context(|| format!("cannot reach the Kafka brokers at {} (PRISM_KAFKA_BROKERS)", deps.kafka_brokers))?;
     log.ensure_topic(QUOTES_TOPIC, deps.partitions).await.context("creating prism.quotes")?;
@@ -144,6 +151,13 @@ pub async fn connect(deps: &Deps) -> anyhow::Result<(Arc<KafkaLog>, ViewStore)> 
         .await
         .context("cannot open the view store (PRISM_DATABASE_URL)")?;
     Ok((Arc::new(log), store))
+}
+
+fn kafka_config(deps: &Deps) -> KafkaLogConfig {
+    let mut kafka = KafkaLogConfig::new(deps.kafka_brokers.clone());
+    kafka.replication_factor = deps.replication_factor;
+    kafka.request_timeout = deps.connect_timeout;
+    kafka
 }
 
 /// `/readyz` also asks the brokers for the log end offsets.
@@ -229,18 +243,38 @@ pub async fn run_ingest_api(config: IngestApiConfig, shutdown: CancellationToken
     done
 }
 
-/// `prism speed-layer`: Kafka → realtime views in the view store.
+/// `prism speed-layer`: Kafka → realtime views in the view store. Every instance joins the
+/// consumer group `speed-layer.v<N>`; the group splits the partitions among the instances.
 pub async fn run_speed_layer_service(config: SpeedLayerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (log, store) = connect(&config.deps).await?;
+    let instance_id = config.instance_id.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "speed-layer".into());
+        format!("{host}-{}", std::process::id())
+    });
     let speed = SpeedConfig {
         allowed_lateness_ms: config.deps.allowed_lateness_ms,
         commit_interval: config.commit_interval,
         commit_max_events: config.commit_max_events,
         partitions: config.deps.partitions,
+        instance_id: instance_id.clone(),
         ..SpeedConfig::default()
     };
+    let group = GroupConfig {
+        group_id: speed_consumer(speed.view_version),
+        topic: QUOTES_TOPIC.to_string(),
+        session_timeout: config.session_timeout,
+        revoke_timeout: Duration::from_secs(10),
+    };
+    let kafka = kafka_config(&config.deps);
     let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
-    let component = async move { supervise("speed layer", stop.clone(), || run_speed_layer(speed.clone(), l.clone(), s.clone(), stop.clone())).await };
+    let component = async move {
+        supervise("speed layer", stop.clone(), || {
+            let (speed, l, s, stop) = (speed.clone(), l.clone(), s.clone(), stop.clone());
+            let membership = GroupMembership::join(&kafka, &group, &instance_id);
+            async move { run_speed_layer_in_group(speed, l, s, membership?, stop).await }
+        })
+        .await
+    };
     let done = run_service("speed-layer", config.http_addr, ops(&store, &log), shutdown, Some(component)).await;
     store.close().await;
     done

@@ -55,6 +55,10 @@ pub struct ConsumerLag {
     pub next_offset: i64,
     /// Records behind the log end.
     pub lag: i64,
+    /// The instance holding this partition's lease (consumers that split partitions among
+    /// instances, like the speed layer); absent for consumers without leases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// One ingest source's counts.
@@ -97,6 +101,10 @@ pub async fn get_status<L: EventLog>(State(state): State<ServingState<L>>) -> Re
     let watermark = realtime_watermark(&state.store, serving.realtime_version, state.allowed_lateness_ms).await?;
     let ends = state.log.end_offsets(QUOTES_TOPIC).await?;
     let consumers = state.store.all_consumer_offsets(QUOTES_TOPIC).await?;
+    let leases = state.store.leases(QUOTES_TOPIC).await?;
+    let owner = |consumer: &str, partition: i32| {
+        leases.iter().find(|l| l.consumer == consumer && l.partition == partition).map(|l| l.owner.clone())
+    };
     let partitions = ends
         .iter()
         .enumerate()
@@ -107,7 +115,12 @@ pub async fn get_status<L: EventLog>(State(state): State<ServingState<L>>) -> Re
             consumers: consumers
                 .iter()
                 .filter(|(_, o)| o.partition == p as i32)
-                .map(|(name, o)| ConsumerLag { consumer: name.clone(), next_offset: o.next_offset, lag: end - o.next_offset })
+                .map(|(name, o)| ConsumerLag {
+                    consumer: name.clone(),
+                    next_offset: o.next_offset,
+                    lag: end - o.next_offset,
+                    owner: owner(name, o.partition),
+                })
                 .collect(),
         })
         .collect();

@@ -12,6 +12,11 @@
 //! allowed lateness (DESIGN §4).
 //! Realtime windows older than the published batch horizon are deleted once a batch version
 //! covers them.
+//!
+//! Scale-out: [`run_speed_layer_in_group`] runs one of several instances that split the
+//! partitions through a Kafka consumer group. On revoke it commits and releases its partitions;
+//! on assign it claims their leases in the view store (fencing any former owner) and resumes
+//! from their stored offsets and windows. [`run_speed_layer`] owns every partition.
 
 pub mod telemetry;
 pub mod window_cache;
@@ -21,11 +26,15 @@ use std::time::{Duration, Instant};
 
 use prism_core::config::speed_consumer;
 use prism_core::event::{DeadLetter, LogPosition, Quote, DLQ_TOPIC, QUOTES_TOPIC};
+use std::collections::BTreeMap;
+
+use prism_core::log::kafka_group::{AssignmentChange, GroupMembership};
 use prism_core::log::{EventLog, LogError, LogRecord};
 use prism_core::ohlcv::{ohlcv_contribution, OhlcvRow};
 use prism_core::consumer::StoreConsumer;
 use prism_core::store::{StoreError, ViewStore};
 use window_cache::{cache_floor, WindowCache};
+use prism_core::time::now_ms;
 use prism_core::window::Watermark;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +53,8 @@ pub struct SpeedConfig {
     pub partitions: i32,
     /// Whether to drop realtime windows behind the batch horizon (Lambda mode).
     pub drop_behind_batch_horizon: bool,
+    /// This instance's name in partition leases (`/v1/status` shows it as the owner).
+    pub instance_id: String,
 }
 
 impl Default for SpeedConfig {
@@ -55,6 +66,7 @@ impl Default for SpeedConfig {
             commit_max_events: 10_000,
             partitions: 4,
             drop_behind_batch_horizon: true,
+            instance_id: format!("speed-layer-{}", std::process::id()),
         }
     }
 }
@@ -71,6 +83,14 @@ pub enum SpeedError {
     /// Consuming the log failed.
     #[error(transparent)]
     Consumer(#[from] prism_core::consumer::ConsumerError),
+    /// A standalone instance found its partitions claimed by another instance.
+    #[error("partitions {partitions:?} of {consumer} were claimed by another instance; run several speed layers only as one consumer group")]
+    Fenced {
+        /// Consumer name.
+        consumer: String,
+        /// Partitions lost.
+        partitions: Vec<i32>,
+    },
 }
 
 /// The speed layer's state between commits.
@@ -78,79 +98,163 @@ struct SpeedState {
     consumer_name: String,
     config: SpeedConfig,
     consumer: StoreConsumer,
-    /// One window cache per partition.
-    caches: Vec<WindowCache>,
+    /// One window cache per owned partition.
+    caches: BTreeMap<i32, WindowCache>,
+    /// Partitions come from a consumer group (a lost lease is then routine, not an error).
+    in_group: bool,
     events_since_commit: usize,
     dropped_through_ms: Option<i64>,
     wrote_behind_horizon: bool,
 }
 
-/// Runs the speed layer until `cancel` fires, then commits what it holds and returns.
+/// Runs the speed layer on every partition until `cancel` fires, then commits what it holds
+/// and returns.
 ///
-/// Errors: [`SpeedError`] when the log or the store fails.
+/// Errors: [`SpeedError`] when the log or the store fails, or [`SpeedError::Fenced`] when
+/// another instance claims its partitions.
 pub async fn run_speed_layer<L: EventLog>(
     config: SpeedConfig,
     log: Arc<L>,
     store: ViewStore,
     cancel: CancellationToken,
 ) -> Result<(), SpeedError> {
+    run(config, log, store, None, cancel).await
+}
+
+/// Runs one speed-layer instance of a consumer group (`membership`, joined with group id
+/// [`speed_consumer`]`(view_version)`): it consumes only the partitions the group assigns it.
+/// Leaves the group on return.
+///
+/// Errors: [`SpeedError`] when the log or the store fails.
+pub async fn run_speed_layer_in_group<L: EventLog>(
+    config: SpeedConfig,
+    log: Arc<L>,
+    store: ViewStore,
+    membership: GroupMembership,
+    cancel: CancellationToken,
+) -> Result<(), SpeedError> {
+    run(config, log, store, Some(membership), cancel).await
+}
+
+async fn run<L: EventLog>(
+    config: SpeedConfig,
+    log: Arc<L>,
+    store: ViewStore,
+    mut membership: Option<GroupMembership>,
+    cancel: CancellationToken,
+) -> Result<(), SpeedError> {
     let partitions = log.ensure_topic(QUOTES_TOPIC, config.partitions).await?;
     log.ensure_topic(DLQ_TOPIC, 1).await?;
-    let mut state = SpeedState::restore(config, partitions, &store).await?;
-    tracing::info!(consumer = %state.consumer_name, partitions, offsets = ?state.consumer.next_offsets(), "speed layer starting");
-    let mut last_commit = Instant::now();
-    loop {
-        let records = tokio::select! {
-            r = state.consumer.poll(&*log, 5_000) => r?,
-            _ = cancel.cancelled() => break,
-        };
-        if !records.is_empty() {
-            state.apply(&records, &*log, &store).await?;
-        }
-        // Commit every interval (also with nothing new, to follow the batch horizon and drop
-        // the windows it covers) or once enough events are waiting.
-        if state.events_since_commit >= state.config.commit_max_events
-            || last_commit.elapsed() >= state.config.commit_interval
-        {
-            state.commit(&store).await?;
-            last_commit = Instant::now();
-        }
+    let mut state = SpeedState::new(config, membership.is_some());
+    if membership.is_none() {
+        state.assign(&(0..partitions).collect::<Vec<_>>(), &store).await?;
     }
-    state.commit(&store).await?;
+    tracing::info!(consumer = %state.consumer_name, instance = %state.config.instance_id, partitions,
+        group = membership.is_some(), "speed layer starting");
+    let mut last_commit = Instant::now();
+    let result = loop {
+        if let Some(m) = membership.as_mut() {
+            if let Err(e) = state.follow_group(m, &store).await {
+                break Err(e);
+            }
+        }
+        let records = tokio::select! {
+            r = state.consumer.poll(&*log, 5_000) => r,
+            _ = cancel.cancelled() => break Ok(()),
+        };
+        let step = async {
+            let records = records?;
+            if !records.is_empty() {
+                state.apply(&records, &*log, &store).await?;
+            }
+            // Commit every interval (also with nothing new, to follow the batch horizon and drop
+            // the windows it covers) or once enough events are waiting.
+            if state.events_since_commit >= state.config.commit_max_events || last_commit.elapsed() >= state.config.commit_interval {
+                state.commit(&store).await?;
+                last_commit = Instant::now();
+            }
+            Ok::<(), SpeedError>(())
+        };
+        if let Err(e) = step.await {
+            break Err(e);
+        }
+    };
+    let result = match result {
+        Ok(()) => state.commit(&store).await,
+        Err(e) => Err(e),
+    };
+    if let Some(m) = membership {
+        m.leave().await;
+    }
+    result?;
     tracing::info!(consumer = %state.consumer_name, "speed layer stopped after its final commit");
     Ok(())
 }
 
 impl SpeedState {
-    async fn restore(config: SpeedConfig, partitions: i32, store: &ViewStore) -> Result<SpeedState, SpeedError> {
-        let consumer_name = speed_consumer(config.view_version);
-        let consumer = StoreConsumer::resume(store, &consumer_name, QUOTES_TOPIC, partitions).await?;
-        let floors: Vec<Option<i64>> = consumer
-            .offsets
-            .iter()
-            .map(|o| o.max_event_ts_ms.map(|m| cache_floor(m, config.allowed_lateness_ms)))
-            .collect();
+    fn new(config: SpeedConfig, in_group: bool) -> SpeedState {
+        SpeedState {
+            consumer_name: speed_consumer(config.view_version),
+            consumer: StoreConsumer::new(QUOTES_TOPIC),
+            config,
+            caches: BTreeMap::new(),
+            in_group,
+            events_since_commit: 0,
+            dropped_through_ms: None,
+            wrote_behind_horizon: false,
+        }
+    }
+
+    /// Takes `partitions` (the whole assignment): claims their leases, then resumes from their
+    /// stored offsets and warms each partition's window cache from its floor on.
+    async fn assign(&mut self, partitions: &[i32], store: &ViewStore) -> Result<(), SpeedError> {
+        self.consumer = StoreConsumer::claim(store, &self.consumer_name, QUOTES_TOPIC, partitions, &self.config.instance_id).await?;
+        let lateness = self.config.allowed_lateness_ms;
+        let floors: BTreeMap<i32, Option<i64>> =
+            self.consumer.offsets.iter().map(|o| (o.partition, o.max_event_ts_ms.map(|m| cache_floor(m, lateness)))).collect();
         // Partitions that never saw an event have nothing stored; the others need their rows
         // from their floor on.
-        let mut by_partition: Vec<Vec<OhlcvRow>> = (0..partitions).map(|_| Vec::new()).collect();
-        if let Some(lowest) = floors.iter().flatten().min() {
-            for row in store.realtime_rows_since(config.view_version, *lowest).await? {
-                let p = row.agg.open.map_or(0, |o| o.key.partition) as usize;
-                if let Some(rows) = by_partition.get_mut(p) {
+        let mut by_partition: BTreeMap<i32, Vec<OhlcvRow>> = floors.keys().map(|p| (*p, Vec::new())).collect();
+        if let Some(lowest) = floors.values().flatten().min() {
+            for row in store.realtime_rows_since(self.config.view_version, *lowest).await? {
+                let p = row.agg.open.map_or(-1, |o| o.key.partition);
+                if let Some(rows) = by_partition.get_mut(&p) {
                     rows.push(row);
                 }
             }
         }
-        let caches = by_partition.into_iter().zip(&floors).map(|(rows, floor)| WindowCache::new(rows, *floor)).collect();
-        Ok(SpeedState {
-            consumer_name,
-            config,
-            consumer,
-            caches,
-            events_since_commit: 0,
-            dropped_through_ms: None,
-            wrote_behind_horizon: false,
-        })
+        self.caches = by_partition.into_iter().map(|(p, rows)| (p, WindowCache::new(rows, floors.get(&p).copied().flatten()))).collect();
+        self.events_since_commit = 0;
+        metrics::gauge!(telemetry::ASSIGNED_PARTITIONS).set(self.caches.len() as f64);
+        tracing::info!(consumer = %self.consumer_name, partitions = ?self.consumer.partitions(),
+            offsets = ?self.consumer.next_offsets(), "speed layer owns partitions");
+        Ok(())
+    }
+
+    /// Forgets `partitions` and their uncommitted windows.
+    fn release(&mut self, partitions: &[i32]) {
+        self.consumer.release(partitions);
+        self.caches.retain(|p, _| !partitions.contains(p));
+        metrics::gauge!(telemetry::ASSIGNED_PARTITIONS).set(self.caches.len() as f64);
+    }
+
+    /// Applies the group's pending assignment changes: on revoke, commit then release; on
+    /// assign, claim and resume.
+    async fn follow_group(&mut self, membership: &mut GroupMembership, store: &ViewStore) -> Result<(), SpeedError> {
+        while let Some(change) = membership.try_next() {
+            match change {
+                AssignmentChange::Revoked { partitions, ack } => {
+                    self.commit(store).await?;
+                    self.release(&partitions);
+                    drop(ack);
+                }
+                AssignmentChange::Assigned(partitions) => {
+                    metrics::counter!(telemetry::REBALANCES_TOTAL).increment(1);
+                    self.assign(&partitions, store).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn apply<L: EventLog>(&mut self, records: &[LogRecord], log: &L, store: &ViewStore) -> Result<(), SpeedError> {
@@ -161,16 +265,16 @@ impl SpeedState {
                 Ok(quote) => {
                     // Late = behind its own partition's progress (stream time per partition, as
                     // in Kafka Streams); partitions advance at their own pace.
-                    let partition_max = self.consumer.offsets.get(r.partition as usize).and_then(|o| o.max_event_ts_ms);
+                    let partition_max = self.consumer.index_of(r.partition).and_then(|i| self.consumer.offsets[i].max_event_ts_ms);
                     if Watermark::new(partition_max, self.config.allowed_lateness_ms).is_late(quote.ts) {
                         metrics::counter!(telemetry::LATE_EVENTS_TOTAL).increment(1);
                     }
                     let (key, contribution) = ohlcv_contribution(&quote, pos);
-                    let Some(cache) = self.caches.get_mut(r.partition as usize) else {
-                        return Err(SpeedError::Log(prism_core::log::LogError::OutOfRange(format!(
-                            "record from partition {} beyond the {} known",
+                    let Some(cache) = self.caches.get_mut(&r.partition) else {
+                        return Err(SpeedError::Log(LogError::OutOfRange(format!(
+                            "record from partition {}, which this instance does not own ({:?})",
                             r.partition,
-                            self.consumer.offsets.len()
+                            self.consumer.partitions()
                         ))));
                     };
                     let current = match cache.get(&key) {
@@ -187,7 +291,7 @@ impl SpeedState {
                         source: format!("{QUOTES_TOPIC}/{}@{}", r.partition, r.offset),
                         reason: e.to_string(),
                         payload: String::from_utf8_lossy(&r.value).into_owned(),
-                        rejected_at_ms: chrono_now_ms(),
+                        rejected_at_ms: now_ms(),
                     };
                     dead.push(letter.into_record(r.key.clone()));
                     self.consumer.advance(r, None);
@@ -209,7 +313,7 @@ impl SpeedState {
         } else {
             None
         };
-        let rows: Vec<OhlcvRow> = self.caches.iter().flat_map(|c| c.dirty_rows()).collect();
+        let rows: Vec<OhlcvRow> = self.caches.values().flat_map(|c| c.dirty_rows()).collect();
         if let Some(h) = horizon {
             self.wrote_behind_horizon |= rows.iter().any(|r| r.key.window_start_ms < h);
         }
@@ -217,9 +321,12 @@ impl SpeedState {
         if rows.is_empty() && drop_before.is_none() && self.events_since_commit == 0 {
             return Ok(());
         }
-        store
-            .commit_realtime(&self.consumer_name, QUOTES_TOPIC, self.config.view_version, &rows, &self.consumer.offsets, drop_before)
-            .await?;
+        let c = &self.consumer;
+        match store.commit_realtime(&self.consumer_name, QUOTES_TOPIC, self.config.view_version, &rows, &c.offsets, &c.leases, drop_before).await {
+            Ok(()) => {}
+            Err(StoreError::Fenced { .. }) => return self.fenced(store).await,
+            Err(e) => return Err(e.into()),
+        }
         if let Some(h) = drop_before {
             self.dropped_through_ms = Some(h);
             self.wrote_behind_horizon = false;
@@ -232,16 +339,32 @@ impl SpeedState {
         }
         self.events_since_commit = 0;
         let lateness = self.config.allowed_lateness_ms;
-        for (cache, offset) in self.caches.iter_mut().zip(&self.consumer.offsets) {
-            cache.committed(offset.max_event_ts_ms, lateness);
+        for offset in &self.consumer.offsets {
+            if let Some(cache) = self.caches.get_mut(&offset.partition) {
+                cache.committed(offset.max_event_ts_ms, lateness);
+            }
         }
-        metrics::gauge!(telemetry::CACHED_WINDOWS).set(self.caches.iter().map(WindowCache::len).sum::<usize>() as f64);
+        metrics::gauge!(telemetry::CACHED_WINDOWS).set(self.caches.values().map(WindowCache::len).sum::<usize>() as f64);
         Ok(())
     }
-}
 
-fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    /// A commit was refused because another instance claimed some of this instance's
+    /// partitions. In a group that is a rebalance this instance has not heard of yet: drop those
+    /// partitions' uncommitted windows (their new owner recomputes them from the stored offsets)
+    /// and commit the rest. Standalone, it is an operator error.
+    async fn fenced(&mut self, store: &ViewStore) -> Result<(), SpeedError> {
+        let lost = store.lost_leases(&self.consumer_name, QUOTES_TOPIC, &self.consumer.leases).await?;
+        metrics::counter!(telemetry::FENCED_COMMITS_TOTAL).increment(1);
+        if !self.in_group {
+            return Err(SpeedError::Fenced { consumer: self.consumer_name.clone(), partitions: lost });
+        }
+        tracing::warn!(consumer = %self.consumer_name, partitions = ?lost,
+            "partitions claimed by another instance: dropping their uncommitted windows");
+        if lost.is_empty() {
+            // The leases moved and came back between the commit and this look: retry next time.
+            return Ok(());
+        }
+        self.release(&lost);
+        Box::pin(self.commit(store)).await
+    }
 }

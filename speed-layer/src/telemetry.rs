@@ -14,3 +14,9 @@ pub const COMMIT_SECONDS: &str = "prism_speed_commit_seconds";
 pub const WATERMARK_MS: &str = "prism_speed_watermark_ms";
 /// Windows held in memory across all partitions' caches.
 pub const CACHED_WINDOWS: &str = "prism_speed_cached_windows";
+/// Partitions of `prism.quotes` this instance owns now.
+pub const ASSIGNED_PARTITIONS: &str = "prism_speed_assigned_partitions";
+/// Consumer-group assignments received (each one claims partitions).
+pub const REBALANCES_TOTAL: &str = "prism_speed_rebalances_total";
+/// Commits refused because another instance claimed a partition's lease (fencing).
+pub const FENCED_COMMITS_TOTAL: &str = "prism_speed_fenced_commits_total";

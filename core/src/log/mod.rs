@@ -8,6 +8,7 @@
 
 pub mod embedded;
 pub mod kafka;
+pub mod kafka_group;
 pub mod partitioner;
 mod record;
 

@@ -14,6 +14,7 @@
 
 mod dialect;
 mod feed;
+pub(crate) mod leases;
 mod offsets;
 mod ohlcv;
 
@@ -27,6 +28,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use dialect::Dialect;
 pub use feed::{FeedCheckpoint, IngestCounters};
+pub use leases::{LeaseRecord, PartitionLease};
 pub use offsets::ConsumerOffset;
 pub use ohlcv::{BarsSnapshot, ServingState};
 
@@ -45,6 +47,17 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("view store migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A commit for partitions whose leases another instance has claimed since (see
+    /// [`leases`]): nothing was written.
+    #[error("consumer {consumer}: fenced: only {held} of the {expected} partition leases of this commit are still held (another instance claimed the rest)")]
+    Fenced {
+        /// Consumer name.
+        consumer: String,
+        /// Leases still held.
+        held: usize,
+        /// Leases the commit needed.
+        expected: usize,
+    },
     /// A stored value is not of the documented shape.
     #[error("view store holds a bad value: {0}")]
     BadValue(String),

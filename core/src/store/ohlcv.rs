@@ -4,6 +4,7 @@
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
+use super::leases::{check_leases, PartitionLease};
 use super::offsets::{col, write_offsets, ConsumerOffset};
 use super::{db, with_pool, Dialect, StoreError, ViewStore};
 use crate::decimal::Decimal6;
@@ -179,7 +180,12 @@ where
 impl ViewStore {
     /// The speed layer's commit: upserts changed realtime rows of `version`, deletes realtime
     /// rows with window start before `drop_before_ms` (covered by a published batch version),
-    /// and writes `consumer`'s offsets — all in one transaction.
+    /// and writes `consumer`'s offsets — all in one transaction, which first checks that the
+    /// committing instance still holds `leases` (the partitions whose offsets it writes).
+    ///
+    /// Errors: [`StoreError::Fenced`] (nothing written) when another instance claimed one of
+    /// those partitions since; [`StoreError::Db`].
+    #[allow(clippy::too_many_arguments)]
     pub async fn commit_realtime(
         &self,
         consumer: &str,
@@ -187,12 +193,14 @@ impl ViewStore {
         version: i64,
         rows: &[OhlcvRow],
         offsets: &[ConsumerOffset],
+        leases: &[PartitionLease],
         drop_before_ms: Option<i64>,
     ) -> Result<(), StoreError> {
         let d = self.dialect();
         let drop_sql = d.sql(&format!("DELETE FROM ohlcv_realtime WHERE view_version = ? AND window_start < {}", d.time_param()));
         with_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(db("beginning a realtime commit"))?;
+            check_leases!(&mut tx, d, consumer, topic, leases);
             insert_rows!(&mut tx, d, version, None, rows);
             if let Some(h) = drop_before_ms {
                 sqlx::query(&drop_sql)

@@ -1,0 +1,12 @@
+-- Which instance of a consumer owns each partition (consumer-group scale-out). Every claim bumps
+-- the epoch; a commit must hold the current epoch of every partition it writes, so an instance
+-- that lost a partition in a rebalance (or a paused "zombie") can no longer commit for it.
+CREATE TABLE consumer_leases (
+    consumer   TEXT        NOT NULL,
+    topic      TEXT        NOT NULL,
+    partition  BIGINT      NOT NULL,
+    epoch      BIGINT      NOT NULL,
+    owner      TEXT        NOT NULL,
+    claimed_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (consumer, topic, partition)
+);
