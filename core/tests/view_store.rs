@@ -93,6 +93,8 @@ async fn a_claimed_partition_fences_its_former_owner() {
         let leases = store.leases("t").await.expect("leases");
         let owners: Vec<(i32, i64, &str, i64)> = leases.iter().map(|l| (l.partition, l.epoch, l.owner.as_str(), l.claimed_at_ms)).collect();
         assert_eq!(owners, vec![(0, 1, "instance-a", 1_000), (1, 2, "instance-b", 2_000)], "{name}");
+        // The commits renewed the leases they checked (claims were stamped in 1970).
+        assert!(leases.iter().all(|l| l.renewed_at_ms > 1_700_000_000_000), "{name}: {leases:?}");
         // Another consumer's leases are separate.
         assert_eq!(store.claim_partitions("d", "t", &[1], "x", 0).await.expect("claim d")[0].epoch, 1, "{name}");
     }

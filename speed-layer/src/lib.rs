@@ -55,6 +55,8 @@ pub struct SpeedConfig {
     pub drop_behind_batch_horizon: bool,
     /// This instance's name in partition leases (`/v1/status` shows it as the owner).
     pub instance_id: String,
+    /// Commit (which renews the partition leases) at least this often, even when idle.
+    pub lease_renew_interval: Duration,
 }
 
 impl Default for SpeedConfig {
@@ -67,6 +69,7 @@ impl Default for SpeedConfig {
             partitions: 4,
             drop_behind_batch_horizon: true,
             instance_id: format!("speed-layer-{}", std::process::id()),
+            lease_renew_interval: Duration::from_secs(2),
         }
     }
 }
@@ -105,6 +108,10 @@ struct SpeedState {
     events_since_commit: usize,
     dropped_through_ms: Option<i64>,
     wrote_behind_horizon: bool,
+    /// Last successful commit (which renewed the leases).
+    last_renewal: Instant,
+    /// Last change of the owned partitions.
+    assigned_at: Instant,
 }
 
 /// Runs the speed layer on every partition until `cancel` fires, then commits what it holds
@@ -152,10 +159,17 @@ async fn run<L: EventLog>(
     tracing::info!(consumer = %state.consumer_name, instance = %state.config.instance_id, partitions,
         group = membership.is_some(), "speed layer starting");
     let mut last_commit = Instant::now();
+    let mut last_orphan_check = Instant::now();
     let result = loop {
         if let Some(m) = membership.as_mut() {
             if let Err(e) = state.follow_group(m, &store).await {
                 break Err(e);
+            }
+            if last_orphan_check.elapsed() >= m.config().session_timeout {
+                last_orphan_check = Instant::now();
+                if let Err(e) = state.adopt_orphans(m, &store, partitions).await {
+                    break Err(e);
+                }
             }
         }
         let records = tokio::select! {
@@ -202,6 +216,8 @@ impl SpeedState {
             events_since_commit: 0,
             dropped_through_ms: None,
             wrote_behind_horizon: false,
+            last_renewal: Instant::now(),
+            assigned_at: Instant::now(),
         }
     }
 
@@ -225,6 +241,7 @@ impl SpeedState {
         }
         self.caches = by_partition.into_iter().map(|(p, rows)| (p, WindowCache::new(rows, floors.get(&p).copied().flatten()))).collect();
         self.events_since_commit = 0;
+        self.assigned_at = Instant::now();
         metrics::gauge!(telemetry::ASSIGNED_PARTITIONS).set(self.caches.len() as f64);
         tracing::info!(consumer = %self.consumer_name, partitions = ?self.consumer.partitions(),
             offsets = ?self.consumer.next_offsets(), "speed layer owns partitions");
@@ -235,6 +252,7 @@ impl SpeedState {
     fn release(&mut self, partitions: &[i32]) {
         self.consumer.release(partitions);
         self.caches.retain(|p, _| !partitions.contains(p));
+        self.assigned_at = Instant::now();
         metrics::gauge!(telemetry::ASSIGNED_PARTITIONS).set(self.caches.len() as f64);
     }
 
@@ -254,6 +272,44 @@ impl SpeedState {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Partitions of the topic (`partitions` of them) that nobody owns although the group has
+    /// been stable for `silence`: not assigned here, and their lease missing or not renewed for
+    /// `silence` (its owner died). Compares wall clocks of the instances: keep `silence` well
+    /// above their skew.
+    async fn orphaned_partitions(&self, store: &ViewStore, partitions: i32, silence: Duration) -> Result<Vec<i32>, SpeedError> {
+        if self.assigned_at.elapsed() < silence {
+            return Ok(Vec::new());
+        }
+        let leases = store.leases(QUOTES_TOPIC).await?;
+        let (now, silence_ms) = (now_ms(), silence.as_millis() as i64);
+        Ok((0..partitions)
+            .filter(|p| self.consumer.index_of(*p).is_none())
+            .filter(|p| match leases.iter().find(|l| l.consumer == self.consumer_name && l.partition == *p) {
+                Some(l) => now - l.renewed_at_ms > silence_ms,
+                None => true,
+            })
+            .collect())
+    }
+
+    /// When partitions stay orphaned after the group balanced, leaves and rejoins the group so
+    /// that the coordinator forms it afresh (see [`GroupMembership::rejoin`]). A no-op on a
+    /// coordinator that expires dead members properly.
+    async fn adopt_orphans(&mut self, membership: &mut GroupMembership, store: &ViewStore, partitions: i32) -> Result<(), SpeedError> {
+        let silence = membership.config().session_timeout * 2;
+        let orphans = self.orphaned_partitions(store, partitions, silence).await?;
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(consumer = %self.consumer_name, ?orphans, silence_ms = silence.as_millis() as u64,
+            "partitions have no live owner although the group is stable; rejoining the consumer group");
+        metrics::counter!(telemetry::GROUP_REJOINS_TOTAL).increment(1);
+        self.commit(store).await?;
+        let owned = self.consumer.partitions();
+        self.release(&owned);
+        membership.rejoin().await?;
         Ok(())
     }
 
@@ -318,7 +374,8 @@ impl SpeedState {
             self.wrote_behind_horizon |= rows.iter().any(|r| r.key.window_start_ms < h);
         }
         let drop_before = horizon.filter(|h| self.wrote_behind_horizon || self.dropped_through_ms.is_none_or(|d| *h > d));
-        if rows.is_empty() && drop_before.is_none() && self.events_since_commit == 0 {
+        let renew = !self.consumer.leases.is_empty() && self.last_renewal.elapsed() >= self.config.lease_renew_interval;
+        if rows.is_empty() && drop_before.is_none() && self.events_since_commit == 0 && !renew {
             return Ok(());
         }
         let c = &self.consumer;
@@ -327,6 +384,7 @@ impl SpeedState {
             Err(StoreError::Fenced { .. }) => return self.fenced(store).await,
             Err(e) => return Err(e.into()),
         }
+        self.last_renewal = Instant::now();
         if let Some(h) = drop_before {
             self.dropped_through_ms = Some(h);
             self.wrote_behind_horizon = false;

@@ -20,3 +20,5 @@ pub const ASSIGNED_PARTITIONS: &str = "prism_speed_assigned_partitions";
 pub const REBALANCES_TOTAL: &str = "prism_speed_rebalances_total";
 /// Commits refused because another instance claimed a partition's lease (fencing).
 pub const FENCED_COMMITS_TOTAL: &str = "prism_speed_fenced_commits_total";
+/// Times this instance left and rejoined its consumer group because partitions stayed orphaned.
+pub const GROUP_REJOINS_TOTAL: &str = "prism_speed_group_rejoins_total";

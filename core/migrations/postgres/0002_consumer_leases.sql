@@ -1,6 +1,8 @@
 -- Which instance of a consumer owns each partition (consumer-group scale-out). Every claim bumps
 -- the epoch; a commit must hold the current epoch of every partition it writes, so an instance
 -- that lost a partition in a rebalance (or a paused "zombie") can no longer commit for it.
+-- renewed_at: the owner's last commit or heartbeat (a partition whose owner went silent is
+-- orphaned).
 CREATE TABLE consumer_leases (
     consumer   TEXT        NOT NULL,
     topic      TEXT        NOT NULL,
@@ -8,5 +10,6 @@ CREATE TABLE consumer_leases (
     epoch      BIGINT      NOT NULL,
     owner      TEXT        NOT NULL,
     claimed_at TIMESTAMPTZ NOT NULL,
+    renewed_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (consumer, topic, partition)
 );

@@ -107,9 +107,52 @@ impl ConsumerContext for MemberContext {
 
 /// A member of a Kafka consumer group; leaves the group when dropped.
 pub struct GroupMembership {
+    log: KafkaLogConfig,
+    group: GroupConfig,
+    instance_id: String,
     events: UnboundedReceiver<AssignmentChange>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// A running member: its change stream, stop flag and polling thread.
+type Member = (UnboundedReceiver<AssignmentChange>, Arc<AtomicBool>, JoinHandle<()>);
+
+fn start_member(log: &KafkaLogConfig, group: &GroupConfig, instance_id: &str) -> Result<Member, LogError> {
+    let (tx, events) = unbounded_channel();
+    let context = MemberContext { topic: group.topic.clone(), events: tx, revoke_timeout: group.revoke_timeout };
+    let session_ms = group.session_timeout.as_millis().max(1) as u64;
+    let consumer: BaseConsumer<MemberContext> = ClientConfig::new()
+        .set("bootstrap.servers", &log.brokers)
+        .set("client.id", format!("{}-{instance_id}", log.client_id))
+        .set("group.id", &group.group_id)
+        .set("session.timeout.ms", session_ms.to_string())
+        .set("heartbeat.interval.ms", (session_ms / 3).max(1).to_string())
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "latest")
+        .create_with_context(context)
+        .map_err(|e| LogError::Io { context: "Kafka: creating a group member".into(), source: std::io::Error::other(e.to_string()) })?;
+    consumer
+        .subscribe(&[&group.topic])
+        .map_err(|e| LogError::Io { context: "Kafka: subscribing".into(), source: std::io::Error::other(e.to_string()) })?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("group-{}", group.group_id))
+        .spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                // Serves heartbeats' results and rebalance callbacks; no record is fetched.
+                if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+                    tracing::debug!(error = %e, "consumer group member");
+                }
+            }
+            // Dropping the consumer leaves the group (close), so the others rebalance now
+            // rather than after the session timeout.
+            drop(consumer);
+        })
+        .map_err(|e| LogError::io("starting the group member thread", e))?;
+    Ok((events, stop, thread))
 }
 
 impl GroupMembership {
@@ -118,40 +161,20 @@ impl GroupMembership {
     ///
     /// Errors: [`LogError::Io`] when the member cannot be created or subscribe.
     pub fn join(log: &KafkaLogConfig, group: &GroupConfig, instance_id: &str) -> Result<GroupMembership, LogError> {
-        let (tx, events) = unbounded_channel();
-        let context = MemberContext { topic: group.topic.clone(), events: tx, revoke_timeout: group.revoke_timeout };
-        let session_ms = group.session_timeout.as_millis().max(1) as u64;
-        let consumer: BaseConsumer<MemberContext> = ClientConfig::new()
-            .set("bootstrap.servers", &log.brokers)
-            .set("client.id", format!("{}-{instance_id}", log.client_id))
-            .set("group.id", &group.group_id)
-            .set("session.timeout.ms", session_ms.to_string())
-            .set("heartbeat.interval.ms", (session_ms / 3).max(1).to_string())
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "latest")
-            .create_with_context(context)
-            .map_err(|e| LogError::Io { context: "Kafka: creating a group member".into(), source: std::io::Error::other(e.to_string()) })?;
-        consumer
-            .subscribe(&[&group.topic])
-            .map_err(|e| LogError::Io { context: "Kafka: subscribing".into(), source: std::io::Error::other(e.to_string()) })?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("group-{}", group.group_id))
-            .spawn(move || {
-                while !stopping.load(Ordering::Relaxed) {
-                    // Serves heartbeats' results and rebalance callbacks; no record is fetched.
-                    if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
-                        tracing::debug!(error = %e, "consumer group member");
-                    }
-                }
-                // Dropping the consumer leaves the group (close), so the others rebalance now
-                // rather than after the session timeout.
-                drop(consumer);
-            })
-            .map_err(|e| LogError::io("starting the group member thread", e))?;
-        Ok(GroupMembership { events, stop, thread: Some(thread) })
+        let (events, stop, thread) = start_member(log, group, instance_id)?;
+        Ok(GroupMembership {
+            log: log.clone(),
+            group: group.clone(),
+            instance_id: instance_id.to_string(),
+            events,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The group's settings.
+    pub fn config(&self) -> &GroupConfig {
+        &self.group
     }
 
     /// The next assignment change, if one is waiting.
@@ -159,14 +182,33 @@ impl GroupMembership {
         self.events.try_recv().ok()
     }
 
-    /// Leaves the group now (the others rebalance at once), without blocking the runtime.
-    pub async fn leave(mut self) {
+    /// Leaves the group and joins it again as a new member. The caller must have released its
+    /// partitions first (no revoke is delivered for them). A remedy for a coordinator that
+    /// keeps a dead member's assignment after expiring it (Tansu 0.6 re-sends the former
+    /// assignment instead of the leader's new one); after a leave it forms the group afresh.
+    ///
+    /// Errors: [`LogError::Io`] when the new member cannot be created.
+    pub async fn rejoin(&mut self) -> Result<(), LogError> {
+        self.stop_member().await;
+        let (events, stop, thread) = start_member(&self.log, &self.group, &self.instance_id)?;
+        self.events = events;
+        self.stop = stop;
+        self.thread = Some(thread);
+        Ok(())
+    }
+
+    async fn stop_member(&mut self) {
         self.events.close();
         while self.events.try_recv().is_ok() {}
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
+    }
+
+    /// Leaves the group now (the others rebalance at once), without blocking the runtime.
+    pub async fn leave(mut self) {
+        self.stop_member().await;
     }
 }
 

@@ -9,7 +9,10 @@
 //! epochs (KIP-98) and of Kleppmann's "How to do distributed locking" (2016), kept in the view
 //! store because that is where the results and offsets are committed.
 //!
-//! The check is an `UPDATE … SET epoch = epoch` (a no-op write) so that it takes the row locks
+//! Every commit also renews its leases (`renewed_at`), so a partition whose owner went silent
+//! shows as orphaned ([`LeaseRecord::renewed_at_ms`]).
+//!
+//! The check is an `UPDATE … SET renewed_at = now` so that it takes the row locks
 //! in PostgreSQL and the write lock in SQLite before anything else in the transaction: a claim
 //! that commits first makes the check fail; a commit that locks first finishes before the claim,
 //! and the new owner then reads its rows and offsets.
@@ -39,34 +42,37 @@ pub struct LeaseRecord {
     pub owner: String,
     /// When it was claimed, UTC ms.
     pub claimed_at_ms: i64,
+    /// The owner's last commit (every commit renews its leases), UTC ms.
+    pub renewed_at_ms: i64,
 }
 
 fn claim_sql(d: Dialect) -> String {
     d.sql(&format!(
-        "INSERT INTO consumer_leases (consumer, topic, partition, epoch, owner, claimed_at) VALUES (?, ?, ?, 1, ?, {})
+        "INSERT INTO consumer_leases (consumer, topic, partition, epoch, owner, claimed_at, renewed_at) VALUES (?, ?, ?, 1, ?, {t}, {t})
          ON CONFLICT (consumer, topic, partition) DO UPDATE SET epoch = consumer_leases.epoch + 1,
-         owner = excluded.owner, claimed_at = excluded.claimed_at
+         owner = excluded.owner, claimed_at = excluded.claimed_at, renewed_at = excluded.renewed_at
          RETURNING epoch",
-        d.time_param()
+        t = d.time_param()
     ))
 }
 
-/// The fencing check for `leases` partitions (binds: consumer, topic, then partition and epoch
-/// per lease). Affects exactly `leases` rows when every epoch is still current.
+/// The fencing check for `leases` partitions, which also renews them (binds: now, consumer,
+/// topic, then partition and epoch per lease). Affects exactly `leases` rows when every epoch is
+/// still current.
 pub(crate) fn fence_sql(d: Dialect, leases: usize) -> String {
     let held = vec!["(partition = ? AND epoch = ?)"; leases].join(" OR ");
-    d.sql(&format!("UPDATE consumer_leases SET epoch = epoch WHERE consumer = ? AND topic = ? AND ({held})"))
+    d.sql(&format!("UPDATE consumer_leases SET renewed_at = {} WHERE consumer = ? AND topic = ? AND ({held})", d.time_param()))
 }
 
-/// Checks, first thing in a caller's transaction, that `$leases` are all still current;
-/// otherwise returns [`StoreError::Fenced`] from the enclosing function (the transaction rolls
+/// Checks, first thing in a caller's transaction, that `$leases` are all still current, and
+/// renews them (`renewed_at` = now); otherwise returns [`StoreError::Fenced`] from the enclosing function (the transaction rolls
 /// back when dropped).
 macro_rules! check_leases {
     ($tx:expr, $dialect:expr, $consumer:expr, $topic:expr, $leases:expr) => {{
         let leases: &[$crate::store::PartitionLease] = $leases;
         if !leases.is_empty() {
             let sql = $crate::store::leases::fence_sql($dialect, leases.len());
-            let mut q = sqlx::query(&sql).bind($consumer).bind($topic);
+            let mut q = sqlx::query(&sql).bind($crate::time::now_ms()).bind($consumer).bind($topic);
             for l in leases {
                 q = q.bind(l.partition as i64).bind(l.epoch);
             }
@@ -105,6 +111,7 @@ impl ViewStore {
                     .bind(p as i64)
                     .bind(owner)
                     .bind(now_ms)
+                    .bind(now_ms)
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(db("claiming a partition"))?;
@@ -133,8 +140,9 @@ impl ViewStore {
     pub async fn leases(&self, topic: &str) -> Result<Vec<LeaseRecord>, StoreError> {
         let d = self.dialect();
         let sql = d.sql(&format!(
-            "SELECT consumer, partition, epoch, owner, {} FROM consumer_leases WHERE topic = ? ORDER BY consumer, partition",
-            d.time_column("claimed_at")
+            "SELECT consumer, partition, epoch, owner, {}, {} FROM consumer_leases WHERE topic = ? ORDER BY consumer, partition",
+            d.time_column("claimed_at"),
+            d.time_column("renewed_at")
         ));
         with_pool!(self, pool => {
             let rows = sqlx::query(&sql).bind(topic).fetch_all(pool).await.map_err(db("reading partition leases"))?;
@@ -146,6 +154,7 @@ impl ViewStore {
                         epoch: col(r, 2)?,
                         owner: col(r, 3)?,
                         claimed_at_ms: col(r, 4)?,
+                        renewed_at_ms: col(r, 5)?,
                     })
                 })
                 .collect()

@@ -231,8 +231,14 @@ pub async fn wait_ready(client: &reqwest::Client, base: &str, what: &str) {
     }
 }
 
-/// The lab subset's trades as NDJSON bodies, one trading day per body, in feed order.
+/// The lab subset's trades (20 per daily bar) as NDJSON bodies, one trading day per body, in
+/// feed order.
 pub fn lab_day_bodies(dir: &Path) -> Vec<String> {
+    lab_day_bodies_with(dir, 20)
+}
+
+/// As [`lab_day_bodies`], with `trades_per_bar` trades per daily bar.
+pub fn lab_day_bodies_with(dir: &Path, trades_per_bar: usize) -> Vec<String> {
     let subset: PathBuf = dir.join("lab-subset.csv");
     let mut csv = String::from("Ticker,Date,Open,High,Low,Close,Volume\n");
     for b in read_lab_csv().iter().filter(|b| b.date.as_str() >= "2012-05-18" && b.date.as_str() < "2012-07-01") {
@@ -243,7 +249,7 @@ pub fn lab_day_bodies(dir: &Path) -> Vec<String> {
     bars.sort_by(|a, b| (a.date, &a.symbol).cmp(&(b.date, &b.symbol)));
     let mut bodies = Vec::new();
     for day in bars.chunk_by(|a, b| a.date == b.date) {
-        let mut trades: Vec<_> = day.iter().flat_map(|b| expand_bar(b, 20)).collect();
+        let mut trades: Vec<_> = day.iter().flat_map(|b| expand_bar(b, trades_per_bar)).collect();
         trades.sort_by(|a, b| (a.ts, &a.symbol).cmp(&(b.ts, &b.symbol)));
         let lines: Vec<String> = trades.iter().map(|q| String::from_utf8_lossy(&q.to_json()).into_owned()).collect();
         bodies.push(lines.join("\n"));
