@@ -27,18 +27,10 @@ async fn owners(store: &ViewStore) -> Vec<(i32, String)> {
         .collect()
 }
 
-/// Waits until the 4 partitions' leases are held exactly by `want` (each holding at least one).
+/// Waits until the 4 partitions' leases are held exactly by `want`; returns them.
 async fn wait_owners(store: &ViewStore, want: &[&str], timeout: Duration) -> Vec<(i32, String)> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let now = owners(store).await;
-        let holders: BTreeSet<&str> = now.iter().map(|(_, o)| o.as_str()).collect();
-        if now.len() == 4 && holders == want.iter().copied().collect() {
-            return now;
-        }
-        assert!(Instant::now() < deadline, "leases never settled on {want:?}: {now:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_owners_of(store, 4, want, timeout).await;
+    owners(store).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,4 +127,139 @@ async fn two_speed_layers_split_partitions_and_the_survivor_takes_over() {
     }
     embedded.stop().await;
     drop(processes);
+}
+
+fn trades(symbols: &[&str], per_symbol: usize) -> Vec<prism_core::event::Quote> {
+    let t0 = 1_704_205_800_000; // 2024-01-02T14:30:00Z
+    symbols
+        .iter()
+        .flat_map(|s| {
+            (0..per_symbol).map(move |i| prism_core::event::Quote {
+                symbol: s.to_string(),
+                ts: t0 + i as i64 * 7_000,
+                price: prism_core::decimal::Decimal6::from_units(1_000_000 + i as i128),
+                size: 1 + i as i64 % 7,
+                bid: None,
+                ask: None,
+                exchange: None,
+            })
+        })
+        .collect()
+}
+
+async fn append<L: prism_core::log::EventLog>(log: &L, quotes: &[prism_core::event::Quote]) {
+    let records = quotes.iter().map(|q| prism_core::log::NewRecord::new(q.symbol.clone(), q.to_json())).collect();
+    log.append(QUOTES_TOPIC, records).await.expect("append");
+}
+
+async fn trades_in_views(store: &ViewStore) -> i64 {
+    store.realtime_rows_since(1, i64::MIN).await.expect("rows").iter().map(|r| r.agg.trades).sum()
+}
+
+/// A symbol whose key hashes to `partition` of 2.
+fn symbol_on(partition: i32) -> &'static str {
+    ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF"]
+        .into_iter()
+        .find(|s| prism_core::log::partitioner::partition_for_key(s.as_bytes(), 2) == partition)
+        .expect("a symbol per partition")
+}
+
+/// An instance in a group whose partition is claimed behind its back (a rebalance it has not
+/// heard of, or an operator's mistake): its next commit is fenced, it drops that partition's
+/// uncommitted work and keeps committing the other; when the claimer never renews the lease,
+/// the instance finds the partition orphaned, rejoins the group and takes it back. Every trade
+/// is counted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_group_member_drops_the_lost_partition_and_later_adopts_it() {
+    use prism_core::log::kafka::{KafkaLog, KafkaLogConfig};
+    use prism_core::log::kafka_group::{GroupConfig, GroupMembership};
+    use prism_core::log::EventLog;
+    use prism_speed::{run_speed_layer_in_group, SpeedConfig};
+
+    let env = TestEnv::start();
+    let kafka = KafkaLogConfig::new(env.var("PRISM_KAFKA_BROKERS"));
+    let log = std::sync::Arc::new(KafkaLog::connect(kafka.clone()).await.expect("broker"));
+    log.ensure_topic(QUOTES_TOPIC, 2).await.expect("topic");
+    let store = ViewStore::connect_postgres(&env.var("PRISM_DATABASE_URL"), Duration::from_secs(10)).await.expect("store");
+    let group = GroupConfig {
+        group_id: speed_consumer(1),
+        topic: QUOTES_TOPIC.to_string(),
+        session_timeout: Duration::from_secs(6),
+        revoke_timeout: Duration::from_secs(10),
+    };
+    let config = SpeedConfig { partitions: 2, instance_id: "a".into(), ..SpeedConfig::default() };
+    let membership = GroupMembership::join(&kafka, &group, "a").expect("join");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(run_speed_layer_in_group(config, log.clone(), store.clone(), membership, stop.clone()));
+    wait_owners_of(&store, 2, &["a"], Duration::from_secs(60)).await;
+
+    let (p0, p1) = (symbol_on(0), symbol_on(1));
+    let intruder = store.claim_partitions(&speed_consumer(1), QUOTES_TOPIC, &[1], "intruder", prism_core::time::now_ms()).await.expect("claim");
+    let first = trades(&[p0, p1], 50);
+    append(&*log, &first).await;
+    // Partition 0 goes on; partition 1's work is fenced and dropped, its offset stays put.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while trades_in_views(&store).await < 50 {
+        assert!(Instant::now() < deadline, "partition 0 did not go on after the fence");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let offsets = store.consumer_offsets(&speed_consumer(1), QUOTES_TOPIC).await.expect("offsets");
+    assert!(offsets.iter().all(|o| o.partition != 1 || o.next_offset == 0), "{offsets:?}");
+    assert_eq!(trades_in_views(&store).await, 50, "only partition 0's trades are in the views");
+    assert!(!task.is_finished(), "a fenced group member keeps running");
+    let leases = store.leases(QUOTES_TOPIC).await.expect("leases");
+    assert!(leases.iter().any(|l| l.partition == 1 && l.owner == "intruder" && l.epoch == intruder[0].epoch), "{leases:?}");
+
+    // The intruder never renews: the member adopts partition 1 and counts its trades once.
+    wait_owners_of(&store, 2, &["a"], Duration::from_secs(90)).await;
+    append(&*log, &trades(&[p1], 10)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while trades_in_views(&store).await < 110 {
+        assert!(Instant::now() < deadline, "partition 1 was not adopted: {} trades", trades_in_views(&store).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(trades_in_views(&store).await, 110, "every trade counted exactly once");
+    stop.cancel();
+    task.await.expect("join").expect("the speed layer stops cleanly");
+}
+
+/// A standalone speed layer (no group) whose partition another instance claims stops with a
+/// clear error instead of double counting.
+#[tokio::test]
+async fn a_fenced_standalone_speed_layer_stops_with_a_clear_error() {
+    use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
+    use prism_core::log::EventLog;
+    use prism_speed::{run_speed_layer, SpeedConfig, SpeedError};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = std::sync::Arc::new(EmbeddedLog::open(dir.path().join("log"), EmbeddedLogConfig::default()).expect("log"));
+    log.ensure_topic(QUOTES_TOPIC, 2).await.expect("topic");
+    let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
+    let config = SpeedConfig { partitions: 2, instance_id: "first".into(), ..SpeedConfig::default() };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(run_speed_layer(config, log.clone(), store.clone(), stop.clone()));
+    wait_owners_of(&store, 2, &["first"], Duration::from_secs(10)).await;
+    store.claim_partitions(&speed_consumer(1), QUOTES_TOPIC, &[0], "second", prism_core::time::now_ms()).await.expect("claim");
+    append(&*log, &trades(&[symbol_on(0), symbol_on(1)], 5)).await;
+    let result = tokio::time::timeout(Duration::from_secs(10), task).await.expect("the speed layer stops").expect("join");
+    match result {
+        Err(e @ SpeedError::Fenced { .. }) => assert!(e.to_string().contains("[0]"), "{e}"),
+        other => panic!("expected a fenced error, got {other:?}"),
+    }
+    assert_eq!(trades_in_views(&store).await, 0, "nothing of the fenced commit was written");
+}
+
+/// Waits until the first `partitions` leases are held exactly by `want`.
+async fn wait_owners_of(store: &ViewStore, partitions: usize, want: &[&str], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = owners(store).await;
+        let holders: BTreeSet<&str> = now.iter().map(|(_, o)| o.as_str()).collect();
+        if now.len() == partitions && holders == want.iter().copied().collect() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "leases never settled on {want:?}: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
