@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Starts (or stops) the servers Prism's tests need, on 127.0.0.1 with free ports:
 #   - PostgreSQL 15: initdb into a temp dir, wal_level=logical (for CDC), trust auth, db "prism";
-#   - a Kafka-protocol broker: Tansu 0.6.0 (Apache-2.0, Rust), SQLite storage in a fresh state dir.
+#   - a Kafka-protocol broker: Tansu 0.6.0 (Apache-2.0, Rust), SQLite storage in a fresh state dir;
+#   - an S3-compatible object store: moto's server (Apache-2.0, Python), bucket "prism-test",
+#     for the master dataset on object storage.
 # Installs what is missing (Debian's postgresql-15; Tansu with cargo install, 8-13 min on 2 cores,
-# reused when already installed).
+# reused when already installed; moto[server] with pip).
 #
-#   eval "$(infra/test-env.sh start)"   # exports PRISM_DATABASE_URL, PRISM_KAFKA_BROKERS, PRISM_TEST_ENV_DIR
+#   eval "$(infra/test-env.sh start)"   # exports PRISM_DATABASE_URL, PRISM_KAFKA_BROKERS,
+#                                       # PRISM_TEST_S3_ENDPOINT, PRISM_TEST_ENV_DIR
 #   infra/test-env.sh stop "$PRISM_TEST_ENV_DIR"
 #   infra/test-env.sh restart-broker "$PRISM_TEST_ENV_DIR" [down-seconds]   # fault tests
 #   infra/test-env.sh restart-postgres "$PRISM_TEST_ENV_DIR"                # fault tests
@@ -40,6 +43,26 @@ ensure_tansu() {
   CARGO_TARGET_DIR="$build" cargo install tansu --version 0.6.0 --locked --no-default-features --features libsql,dynostore >&2
   rm -rf "$build"
   echo "$HOME/.cargo/bin/tansu"
+}
+
+ensure_moto() {
+  if ! command -v moto_server >/dev/null 2>&1; then
+    log "installing moto[server] 5.2.5 with pip"
+    python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5' >&2
+  fi
+  command -v moto_server
+}
+
+start_s3() { # dir: starts moto's S3 server and creates the test bucket
+  local dir=$1 moto port
+  moto=$(ensure_moto); port=$(free_port)
+  log "starting moto S3 on 127.0.0.1:$port"
+  mkdir -p "$dir/s3"
+  (exec "$moto" -H 127.0.0.1 -p "$port" >>"$dir/s3/server.log" 2>&1) &
+  echo $! > "$dir/s3.pid"
+  wait_port 127.0.0.1 "$port" 60 || { log "moto did not listen; see $dir/s3/server.log"; tail -20 "$dir/s3/server.log" >&2; exit 1; }
+  python3 -c "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:$port/prism-test', method='PUT'))"
+  echo "$port" > "$dir/s3_port"
 }
 
 wait_port() { # host port seconds
@@ -104,16 +127,19 @@ start() {
   echo "$tansu" > "$dir/tansu_bin"
   echo "$kafka_port" > "$dir/kafka_port"
   start_broker "$dir"
+  start_s3 "$dir"
 
   echo "export PRISM_TEST_ENV_DIR=$dir"
   echo "export PRISM_DATABASE_URL=postgres://prism@127.0.0.1:$pg_port/prism"
   echo "export PRISM_KAFKA_BROKERS=127.0.0.1:$kafka_port"
+  echo "export PRISM_TEST_S3_ENDPOINT=http://127.0.0.1:$(cat "$dir/s3_port")"
 }
 
 stop() {
   local dir=${1:-${PRISM_TEST_ENV_DIR:-}}
   [ -n "$dir" ] && [ -d "$dir" ] || { log "nothing to stop"; return 0; }
   if [ -f "$dir/tansu.pid" ]; then kill "$(cat "$dir/tansu.pid")" 2>/dev/null || true; fi
+  if [ -f "$dir/s3.pid" ]; then kill "$(cat "$dir/s3.pid")" 2>/dev/null || true; fi
   if [ -f "$dir/pg_bindir" ]; then
     local bindir pg_user; bindir=$(cat "$dir/pg_bindir"); pg_user=$(cat "$dir/pg_user")
     if [ "$(id -u)" = 0 ]; then runuser -u "$pg_user" -- "$bindir/pg_ctl" -D "$dir/pg/data" -m fast stop >/dev/null 2>&1 || true

@@ -8,7 +8,6 @@
 //! they are written again from the log, so no row is lost or archived twice.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,14 +18,14 @@ use prism_core::consumer::StoreConsumer;
 use prism_core::store::{ConsumerOffset, ViewStore};
 use tokio_util::sync::CancellationToken;
 
-use crate::master::{self, hour_start, ArchivedQuote};
+use crate::master::{hour_start, ArchivedQuote, MasterDataset};
 use crate::{telemetry, BatchError};
 
 /// Settings of the archiver.
 #[derive(Debug, Clone)]
 pub struct ArchiverConfig {
-    /// Root folder of the master dataset.
-    pub master_dir: PathBuf,
+    /// The master dataset (a local folder or object storage).
+    pub master: MasterDataset,
     /// Flush when this many rows are buffered.
     pub flush_rows: usize,
     /// Flush at least this often while rows are buffered.
@@ -47,10 +46,7 @@ pub async fn run_archiver<L: EventLog>(
     let partitions = log.ensure_topic(QUOTES_TOPIC, config.partitions).await?;
     let mut consumer = StoreConsumer::resume(&store, ARCHIVER_CONSUMER, QUOTES_TOPIC, partitions).await?;
     let committed = consumer.next_offsets();
-    let root = config.master_dir.clone();
-    let removed = tokio::task::spawn_blocking(move || master::remove_uncommitted(&root, QUOTES_TOPIC, &committed))
-        .await
-        .map_err(|e| BatchError::Task(e.to_string()))??;
+    let removed = config.master.remove_uncommitted(QUOTES_TOPIC, &committed).await?;
     if removed > 0 {
         tracing::warn!(removed, "archiver removed files written after its last commit; they will be written again");
     }
@@ -103,19 +99,14 @@ async fn flush(
     let started = Instant::now();
     let rows = std::mem::take(buffer);
     let count = rows.len();
-    let root = config.master_dir.clone();
-    let files = tokio::task::spawn_blocking(move || -> Result<usize, BatchError> {
-        let mut groups: BTreeMap<(i32, i64), Vec<ArchivedQuote>> = BTreeMap::new();
-        for row in rows {
-            groups.entry((row.pos.partition, hour_start(row.quote.ts))).or_default().push(row);
-        }
-        for group in groups.values() {
-            master::write_file(&root, QUOTES_TOPIC, group)?;
-        }
-        Ok(groups.len())
-    })
-    .await
-    .map_err(|e| BatchError::Task(e.to_string()))??;
+    let mut groups: BTreeMap<(i32, i64), Vec<ArchivedQuote>> = BTreeMap::new();
+    for row in rows {
+        groups.entry((row.pos.partition, hour_start(row.quote.ts))).or_default().push(row);
+    }
+    let files = groups.len();
+    for group in groups.into_values() {
+        config.master.write_file(QUOTES_TOPIC, group).await?;
+    }
     store.commit_offsets(ARCHIVER_CONSUMER, QUOTES_TOPIC, offsets).await?;
     metrics::counter!(telemetry::ARCHIVED_EVENTS_TOTAL).increment(count as u64);
     metrics::counter!(telemetry::ARCHIVED_FILES_TOTAL).increment(files as u64);

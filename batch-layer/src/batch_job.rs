@@ -9,7 +9,6 @@
 //! unless it was requested explicitly.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,14 +23,14 @@ use prism_core::window::{window_start, Interval};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::master;
+use crate::master::{MasterDataset, MasterFile};
 use crate::{telemetry, BatchError};
 
 /// Settings of the batch job.
 #[derive(Debug, Clone)]
 pub struct BatchConfig {
-    /// Root folder of the master dataset.
-    pub master_dir: PathBuf,
+    /// The master dataset (a local folder or object storage).
+    pub master: MasterDataset,
     /// Allowed lateness, ms: the horizon trails each partition's archive by this much.
     pub allowed_lateness_ms: i64,
     /// Time between scheduled runs.
@@ -124,9 +123,10 @@ pub async fn build_and_publish(
     // The recompute runs on a blocking thread and hands over finished hours (and days) of rows;
     // they are written as they come, so memory holds about one hour of the master dataset.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<IntervalRows>>(4);
-    let root = config.master_dir.clone();
+    let master = config.master.clone();
+    let runtime = tokio::runtime::Handle::current();
     let reader = tokio::task::spawn_blocking(move || {
-        recompute_streaming(&root, &committed, horizon, &mut |chunk| {
+        recompute_streaming(&master, &runtime, &committed, horizon, &mut |chunk| {
             tx.blocking_send(chunk).map_err(|_| BatchError::Task("the batch writer stopped".into()))
         })
     });
@@ -185,14 +185,17 @@ async fn write_pending(
 /// roll-ups; 1d roll-ups are emitted when their UTC day is complete. Returns (files read,
 /// events aggregated).
 ///
+/// Runs on a blocking thread: it waits for the dataset's reads on `runtime`.
+///
 /// Errors: [`BatchError::Master`] when a file cannot be listed or read; whatever `emit` returns.
 pub fn recompute_streaming(
-    root: &std::path::Path,
+    master: &MasterDataset,
+    runtime: &tokio::runtime::Handle,
     committed: &[i64],
     horizon: i64,
     emit: &mut dyn FnMut(Vec<IntervalRows>) -> Result<(), BatchError>,
 ) -> Result<(u64, u64), BatchError> {
-    let files: Vec<master::MasterFile> = master::list_files(root, QUOTES_TOPIC)?
+    let files: Vec<MasterFile> = runtime.block_on(master.list_files(QUOTES_TOPIC))?
         .into_iter()
         // Only committed files; and Hive partition pruning: an hour at or after H holds nothing
         // before H.
@@ -213,7 +216,7 @@ pub fn recompute_streaming(
         let mut minutes: HashMap<OhlcvKey, Ohlcv> = HashMap::new();
         for f in hour {
             files_read += 1;
-            for row in master::read_file(&f.path)? {
+            for row in runtime.block_on(master.read_file(f))? {
                 if row.quote.ts >= horizon {
                     continue;
                 }
@@ -269,22 +272,27 @@ pub type RowsByInterval = std::collections::BTreeMap<i64, Vec<OhlcvRow>>;
 /// (rows by interval length in ms, files read, events).
 ///
 /// Errors: as [`recompute_streaming`].
-pub fn recompute(
-    root: &std::path::Path,
+pub async fn recompute(
+    master: &MasterDataset,
     committed: &[i64],
     horizon: i64,
 ) -> Result<(RowsByInterval, u64, u64), BatchError> {
-    let mut all = RowsByInterval::new();
-    let (files, events) = recompute_streaming(root, committed, horizon, &mut |chunk| {
-        for (interval, rows) in chunk {
-            all.entry(interval).or_default().extend(rows);
+    let (master, committed, runtime) = (master.clone(), committed.to_vec(), tokio::runtime::Handle::current());
+    tokio::task::spawn_blocking(move || {
+        let mut all = RowsByInterval::new();
+        let (files, events) = recompute_streaming(&master, &runtime, &committed, horizon, &mut |chunk| {
+            for (interval, rows) in chunk {
+                all.entry(interval).or_default().extend(rows);
+            }
+            Ok(())
+        })?;
+        for rows in all.values_mut() {
+            rows.sort_by(|a, b| a.key.cmp(&b.key));
         }
-        Ok(())
-    })?;
-    for rows in all.values_mut() {
-        rows.sort_by(|a, b| a.key.cmp(&b.key));
-    }
-    Ok((all, files, events))
+        Ok((all, files, events))
+    })
+    .await
+    .map_err(|e| BatchError::Task(e.to_string()))?
 }
 
 /// Runs the batch job every `config.interval` and whenever a request arrives on `requests`,

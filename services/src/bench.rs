@@ -21,6 +21,7 @@ use clap::Args;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use prism_batch::archiver::{run_archiver, ArchiverConfig};
 use prism_batch::batch_job::{build_and_publish, BatchConfig};
+use prism_batch::master::MasterDataset;
 use prism_core::time::MINUTE_MS;
 use prism_core::window::window_start;
 use prism_core::config::{speed_consumer, ARCHIVER_CONSUMER};
@@ -209,7 +210,8 @@ async fn bench_in(dir: &Path, config: &BenchConfig, quotes: &[Quote]) -> anyhow:
 
     let started = Instant::now();
     let stop = CancellationToken::new();
-    let archiver = ArchiverConfig { master_dir: dirs.master.clone(), flush_rows: 200_000, flush_interval: Duration::from_secs(1), partitions: config.partitions };
+    let master = MasterDataset::local(&dirs.master)?;
+    let archiver = ArchiverConfig { master: master.clone(), flush_rows: 200_000, flush_interval: Duration::from_secs(1), partitions: config.partitions };
     let task = tokio::spawn(run_archiver(archiver, log.clone(), store.clone(), stop.clone()));
     wait_for_consumer(&store, ARCHIVER_CONSUMER, &ends).await?;
     stages.push(stage("archiver", n, started.elapsed()));
@@ -219,7 +221,7 @@ async fn bench_in(dir: &Path, config: &BenchConfig, quotes: &[Quote]) -> anyhow:
     // A full recompute: the horizon is placed past the newest event, so the batch job reads,
     // aggregates, writes and publishes the whole workload.
     let started = Instant::now();
-    let batch = BatchConfig { master_dir: dirs.master.clone(), allowed_lateness_ms: 5_000, interval: Duration::from_secs(3600) };
+    let batch = BatchConfig { master, allowed_lateness_ms: 5_000, interval: Duration::from_secs(3600) };
     let newest = quotes.iter().map(|q| q.ts).max().unwrap_or(0);
     let horizon = window_start(newest, MINUTE_MS) + MINUTE_MS;
     let report = build_and_publish(&batch, &store, ends.clone(), horizon, started).await?;

@@ -105,7 +105,7 @@ pub async fn run_kafka_bench(b: KafkaBench<'_>, quotes: &[Quote]) -> anyhow::Res
     let server = tokio::spawn(async move {
         axum::serve(listener, ingest.merge(serving)).with_graceful_shutdown(async move { server_stop.cancelled().await }).await
     });
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
 
     let mut stages = Vec::new();
     let started = Instant::now();

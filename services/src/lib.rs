@@ -14,3 +14,11 @@ pub mod duration;
 pub mod lab;
 pub mod micro;
 pub mod up;
+
+/// An HTTP client for Prism's own tools (the bench, the tests). The workspace builds `reqwest`
+/// with rustls but without a built-in crypto provider (see the root `Cargo.toml`), so this
+/// installs rustls' ring provider first; a second install is a no-op.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}

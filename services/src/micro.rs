@@ -11,7 +11,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use axum::Router;
 use clap::Args;
 use prism_batch::archiver::{run_archiver, ArchiverConfig};
 use prism_batch::batch_job::{run_batch_layer, BatchConfig};
+use prism_batch::master::MasterDataset;
 use prism_core::config::Architecture;
 use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::config::speed_consumer;
@@ -106,7 +106,8 @@ pub struct ArchiverServiceConfig {
     /// HTTP address (ops endpoints).
     #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8083")]
     pub http_addr: SocketAddr,
-    /// Root of the master dataset (a local folder shared with the batch layer).
+    /// The master dataset, shared with the batch layer: a local folder, `file:///path`, or
+    /// `s3://bucket/prefix` (S3 settings from the standard `AWS_*` variables).
     #[arg(long, env = "PRISM_MASTER_DATASET", default_value = "./prism-master")]
     pub master_dataset: String,
 }
@@ -120,7 +121,7 @@ pub struct BatchLayerConfig {
     /// HTTP address (ops endpoints and `POST /v1/admin/batch-runs`).
     #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8084")]
     pub http_addr: SocketAddr,
-    /// Root of the master dataset.
+    /// The master dataset: a local folder, `file:///path`, or `s3://bucket/prefix`.
     #[arg(long, env = "PRISM_MASTER_DATASET", default_value = "./prism-master")]
     pub master_dataset: String,
     /// Time between batch runs.
@@ -280,21 +281,47 @@ pub async fn run_speed_layer_service(config: SpeedLayerConfig, shutdown: Cancell
     done
 }
 
-fn master_dir(spec: &str) -> anyhow::Result<PathBuf> {
-    if spec.contains("://") && !spec.starts_with("file://") {
-        anyhow::bail!("master dataset {spec:?}: only local folders are supported in this version (object storage is a later issue)");
-    }
-    Ok(PathBuf::from(spec.strip_prefix("file://").unwrap_or(spec)))
+/// Opens the master dataset and checks that it answers (a clear error at start otherwise).
+async fn open_master(spec: &str) -> anyhow::Result<MasterDataset> {
+    let master = MasterDataset::open(spec).with_context(|| format!("cannot open the master dataset {spec:?} (PRISM_MASTER_DATASET)"))?;
+    master.check().await.with_context(|| format!("cannot reach the master dataset {spec:?} (PRISM_MASTER_DATASET)"))?;
+    Ok(master)
+}
+
+/// `/readyz` also lists the master dataset (object storage can go away like any server).
+fn master_ready(master: MasterDataset) -> ReadinessCheck {
+    Arc::new(move || {
+        let master = master.clone();
+        Box::pin(async move { master.check().await.map_err(|e| e.to_string()) })
+    })
+}
+
+/// Ready when every check passes; the first failure says why not.
+fn all_ready(checks: Vec<ReadinessCheck>) -> ReadinessCheck {
+    Arc::new(move || {
+        let futures: Vec<_> = checks.iter().map(|c| c()).collect();
+        Box::pin(async move {
+            for f in futures {
+                f.await?;
+            }
+            Ok(())
+        })
+    })
+}
+
+fn ops_with_master(store: &ViewStore, log: &Arc<KafkaLog>, master: &MasterDataset) -> Router {
+    let check = all_ready(vec![kafka_ready(log.clone()), master_ready(master.clone())]);
+    prism_serving::ops::router(OpsState { store: store.clone(), extra_check: Some(check), metrics: metrics_renderer() })
 }
 
 /// `prism archiver`: Kafka → the Parquet master dataset.
 pub async fn run_archiver_service(config: ArchiverServiceConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let master = master_dir(&config.master_dataset)?;
     let (log, store) = connect(&config.deps).await?;
-    let archiver = ArchiverConfig { master_dir: master, flush_rows: 200_000, flush_interval: Duration::from_secs(1), partitions: config.deps.partitions };
+    let master = open_master(&config.master_dataset).await?;
+    let archiver = ArchiverConfig { master: master.clone(), flush_rows: 200_000, flush_interval: Duration::from_secs(1), partitions: config.deps.partitions };
     let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
     let component = async move { supervise("archiver", stop.clone(), || run_archiver(archiver.clone(), l.clone(), s.clone(), stop.clone())).await };
-    let done = run_service("archiver", config.http_addr, ops(&store, &log), shutdown, Some(component)).await;
+    let done = run_service("archiver", config.http_addr, ops_with_master(&store, &log, &master), shutdown, Some(component)).await;
     store.close().await;
     done
 }
@@ -302,8 +329,8 @@ pub async fn run_archiver_service(config: ArchiverServiceConfig, shutdown: Cance
 /// `prism batch-layer`: the master dataset → batch views, on a schedule and on
 /// `POST /v1/admin/batch-runs`.
 pub async fn run_batch_layer_service(config: BatchLayerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let master = master_dir(&config.master_dataset)?;
     let (log, store) = connect(&config.deps).await?;
+    let master = open_master(&config.master_dataset).await?;
     let (trigger, requests) = tokio::sync::mpsc::channel(4);
     let admin_state = ServingState {
         store: store.clone(),
@@ -315,8 +342,8 @@ pub async fn run_batch_layer_service(config: BatchLayerConfig, shutdown: Cancell
     let app = Router::new()
         .route("/v1/admin/batch-runs", axum::routing::post(prism_serving::admin::post_batch_run::<KafkaLog>))
         .with_state(admin_state)
-        .merge(ops(&store, &log));
-    let batch = BatchConfig { master_dir: master, allowed_lateness_ms: config.deps.allowed_lateness_ms, interval: config.batch_interval };
+        .merge(ops_with_master(&store, &log, &master));
+    let batch = BatchConfig { master, allowed_lateness_ms: config.deps.allowed_lateness_ms, interval: config.batch_interval };
     let requests = Arc::new(tokio::sync::Mutex::new(requests));
     let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
     let component = async move {

@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use prism_batch::archiver::{run_archiver, ArchiverConfig};
 use prism_batch::batch_job::{run_batch_layer, BatchConfig};
+use prism_batch::master::MasterDataset;
 use prism_core::config::Architecture;
 use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
@@ -144,15 +145,16 @@ pub async fn run_up(
         ..SpeedConfig::default()
     };
     layer_tasks.spawn(named("speed layer", run_speed_layer(speed, log.clone(), store.clone(), layers.clone())));
+    let master = MasterDataset::local(&dirs.master).context("opening the master dataset")?;
     let archiver = ArchiverConfig {
-        master_dir: dirs.master.clone(),
+        master: master.clone(),
         flush_rows: 200_000,
         flush_interval: Duration::from_secs(1),
         partitions: config.partitions,
     };
     layer_tasks.spawn(named("archiver", run_archiver(archiver, log.clone(), store.clone(), layers.clone())));
     let batch = BatchConfig {
-        master_dir: dirs.master.clone(),
+        master,
         allowed_lateness_ms: config.allowed_lateness_ms,
         interval: config.batch_interval,
     };

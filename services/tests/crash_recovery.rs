@@ -72,7 +72,7 @@ fn stop(mut child: Child) {
 async fn sigkill_mid_feed_then_restart_gives_the_same_bars() {
     let work = tempfile::tempdir().expect("tempdir");
     let feed = write_subset(work.path());
-    let client = reqwest::Client::new();
+    let client = prism::http_client();
 
     // Uninterrupted reference run.
     let port = free_port();

@@ -1,5 +1,6 @@
 //! End to end with separate processes: lab trades posted to `prism ingest-api` → Kafka →
-//! `prism speed-layer` + `prism archiver` + `prism batch-layer` → PostgreSQL → `prism serving`,
+//! `prism speed-layer` + `prism archiver` + `prism batch-layer` → PostgreSQL (views) and S3
+//! (the master dataset, on the test's S3-compatible server) → `prism serving`,
 //! whose `/v1/bars` answers equal an embedded `prism up` run's answers exactly (same trades,
 //! same posts), for every symbol and interval. Needs the servers `./infra/test.sh` starts
 //! (`PRISM_KAFKA_BROKERS`, `PRISM_DATABASE_URL`); without them it fails.
@@ -19,13 +20,20 @@ async fn microservices_over_kafka_and_postgres_equal_the_embedded_run() {
     let pg = std::env::var("PRISM_DATABASE_URL").expect("PRISM_DATABASE_URL is not set: run ./infra/test.sh");
     let work = tempfile::tempdir().expect("tempdir");
     let bodies = lab_day_bodies(work.path());
-    let client = reqwest::Client::new();
+    let client = prism::http_client();
 
+    let s3 = std::env::var("PRISM_TEST_S3_ENDPOINT").expect("PRISM_TEST_S3_ENDPOINT is not set: run ./infra/test.sh");
     let envs = vec![
         ("PRISM_KAFKA_BROKERS", brokers),
         ("PRISM_DATABASE_URL", fresh_database(&pg).await),
         ("PRISM_PARTITIONS", "2".to_string()),
-        ("PRISM_MASTER_DATASET", work.path().join("master").display().to_string()),
+        // The master dataset on object storage (the S3-compatible test server).
+        ("PRISM_MASTER_DATASET", format!("s3://prism-test/distributed-{}", std::process::id())),
+        ("AWS_ENDPOINT", s3),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
         ("PRISM_BATCH_INTERVAL", "1h".to_string()),
     ];
     // Start from empty topics: the broker may have served earlier runs.
@@ -58,7 +66,9 @@ async fn microservices_over_kafka_and_postgres_equal_the_embedded_run() {
     // Settle both, then run their batch jobs.
     wait_caught_up(&client, &base(4), false, Duration::from_secs(300)).await;
     let run = client.post(format!("{}/v1/admin/batch-runs", base(3))).send().await.expect("batch run");
-    assert_eq!(run.status().as_u16(), 201, "{}", run.text().await.unwrap_or_default());
+    assert_eq!(run.status().as_u16(), 201);
+    let report: serde_json::Value = run.json().await.expect("batch run report");
+    assert!(report["files_read"].as_u64().unwrap_or(0) > 0, "the batch job read the archive from S3: {report}");
     let refused = client.post(format!("{}/v1/admin/batch-runs", base(4))).send().await.expect("POST to serving");
     assert_eq!(refused.status().as_u16(), 409, "serving has no batch layer of its own");
     settle_and_run_batch(&embedded.client, &embedded.base, false, Duration::from_secs(300)).await;

@@ -30,7 +30,7 @@ async fn services_recover_from_broker_and_database_restarts() {
     let env = TestEnv::start();
     let work = tempfile::tempdir().expect("tempdir");
     let bodies = lab_day_bodies(work.path());
-    let client = reqwest::Client::new();
+    let client = prism::http_client();
     let envs = vec![
         ("PRISM_KAFKA_BROKERS", env.var("PRISM_KAFKA_BROKERS")),
         ("PRISM_DATABASE_URL", env.var("PRISM_DATABASE_URL")),

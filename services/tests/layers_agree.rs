@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use prism_batch::archiver::{run_archiver, ArchiverConfig};
 use prism_batch::batch_job::recompute;
+use prism_batch::master::MasterDataset;
 use prism_core::config::{speed_consumer, ARCHIVER_CONSUMER};
 use prism_core::decimal::Decimal6;
 use prism_core::event::{Quote, QUOTES_TOPIC};
@@ -81,8 +82,8 @@ async fn run_layers(
     let stop = CancellationToken::new();
     let speed = SpeedConfig { partitions, commit_max_events: 37, ..SpeedConfig::default() };
     let speed_task = tokio::spawn(run_speed_layer(speed, log.clone(), store.clone(), stop.clone()));
-    let master = dir.path().join("master");
-    let archiver = ArchiverConfig { master_dir: master.clone(), flush_rows: 53, flush_interval: Duration::from_millis(20), partitions };
+    let master = MasterDataset::local(&dir.path().join("master")).expect("master dataset");
+    let archiver = ArchiverConfig { master: master.clone(), flush_rows: 53, flush_interval: Duration::from_millis(20), partitions };
     let archiver_task = tokio::spawn(run_archiver(archiver, log.clone(), store.clone(), stop.clone()));
     wait_for(&store, &speed_consumer(1), &ends).await;
     wait_for(&store, ARCHIVER_CONSUMER, &ends).await;
@@ -92,7 +93,7 @@ async fn run_layers(
 
     let mut realtime = store.realtime_rows_since(1, i64::MIN).await.expect("realtime rows");
     realtime.sort_by(|a, b| a.key.cmp(&b.key));
-    let (batch, _, _) = recompute(&master, &ends, horizon).expect("batch job");
+    let (batch, _, _) = recompute(&master, &ends, horizon).await.expect("batch job");
     let mut expected: Vec<OhlcvRow> = expected.into_iter().map(|(key, agg)| OhlcvRow { key, agg }).collect();
     expected.sort_by(|a, b| a.key.cmp(&b.key));
     (realtime, batch, expected)

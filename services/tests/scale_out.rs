@@ -39,7 +39,7 @@ async fn two_speed_layers_split_partitions_and_the_survivor_takes_over() {
     let env = TestEnv::start();
     let work = tempfile::tempdir().expect("tempdir");
     let bodies = lab_day_bodies_with(work.path(), 200);
-    let client = reqwest::Client::new();
+    let client = prism::http_client();
     let envs = vec![
         ("PRISM_KAFKA_BROKERS", env.var("PRISM_KAFKA_BROKERS")),
         ("PRISM_DATABASE_URL", env.var("PRISM_DATABASE_URL")),

@@ -56,7 +56,7 @@ pub async fn start(config: UpConfig) -> Running {
         .await
         .expect("prism up listens within 60 s")
         .expect("prism up reports its address");
-    Running { base: format!("http://{addr}"), client: reqwest::Client::new(), shutdown, handle }
+    Running { base: format!("http://{addr}"), client: prism::http_client(), shutdown, handle }
 }
 
 impl Running {
