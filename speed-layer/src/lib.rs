@@ -224,6 +224,13 @@ impl SpeedState {
     /// Takes `partitions` (the whole assignment): claims their leases, then resumes from their
     /// stored offsets and warms each partition's window cache from its floor on.
     async fn assign(&mut self, partitions: &[i32], store: &ViewStore) -> Result<(), SpeedError> {
+        if !self.consumer.offsets.is_empty() {
+            // An assignment without a revoke first (not expected of the eager protocol): keep
+            // what was done, then start over from the store.
+            self.commit(store).await?;
+            let owned = self.consumer.partitions();
+            self.release(&owned);
+        }
         self.consumer = StoreConsumer::claim(store, &self.consumer_name, QUOTES_TOPIC, partitions, &self.config.instance_id).await?;
         let lateness = self.config.allowed_lateness_ms;
         let floors: BTreeMap<i32, Option<i64>> =
