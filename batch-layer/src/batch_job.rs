@@ -310,14 +310,23 @@ pub async fn run_batch_layer<L: EventLog>(
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
+    // A run in progress is abandoned on shutdown rather than awaited (a full recompute can take
+    // minutes): nothing of it is published, and its unpublished rows are deleted by the next run.
+    let abandoned = || tracing::info!("batch run abandoned on shutdown; nothing of it was published");
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = ticker.tick() => {
-                run_batch_once(&config, &*log, &store, &mut previous, false).await?;
+                tokio::select! {
+                    r = run_batch_once(&config, &*log, &store, &mut previous, false) => { r?; }
+                    _ = cancel.cancelled() => { abandoned(); break; }
+                }
             }
             Some(reply) = requests.recv() => {
-                let result = run_batch_once(&config, &*log, &store, &mut previous, true).await;
+                let result = tokio::select! {
+                    r = run_batch_once(&config, &*log, &store, &mut previous, true) => r,
+                    _ = cancel.cancelled() => { abandoned(); break; }
+                };
                 let answer = match result {
                     Ok(report) => report.ok_or_else(|| "nothing to do".to_string()),
                     Err(e) => Err(e.to_string()),

@@ -158,7 +158,10 @@ pub async fn run_up(
         allowed_lateness_ms: config.allowed_lateness_ms,
         interval: config.batch_interval,
     };
-    let (batch_log, batch_store, batch_stop) = (log.clone(), store.clone(), layers.clone());
+    // The batch layer stops with the intake, not after it: a run in progress is abandoned
+    // (nothing of it is published; a POST waiting for it gets a 503) instead of holding the
+    // HTTP server's graceful shutdown for minutes.
+    let (batch_log, batch_store, batch_stop) = (log.clone(), store.clone(), intake.clone());
     layer_tasks.spawn(named("batch layer", async move {
         run_batch_layer(batch, batch_log, batch_store, &mut batch_rx, batch_stop).await
     }));
