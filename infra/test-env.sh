@@ -9,6 +9,8 @@
 #
 #   eval "$(infra/test-env.sh start)"   # exports PRISM_DATABASE_URL, PRISM_KAFKA_BROKERS,
 #                                       # PRISM_TEST_S3_ENDPOINT, PRISM_TEST_ENV_DIR
+#   infra/test-env.sh start OWNER_PID    # also stops the servers once process OWNER_PID is gone
+#                                       # (tests that start private servers pass their own PID)
 #   infra/test-env.sh stop "$PRISM_TEST_ENV_DIR"
 #   infra/test-env.sh restart-broker "$PRISM_TEST_ENV_DIR" [down-seconds]   # fault tests
 #   infra/test-env.sh restart-postgres "$PRISM_TEST_ENV_DIR"                # fault tests
@@ -129,6 +131,11 @@ start() {
   start_broker "$dir"
   start_s3 "$dir"
 
+  if [ -n "${1:-}" ]; then
+    # A watchdog: if the owner dies without stopping us (killed by a signal), stop the servers.
+    setsid bash "$0" watch "$1" "$dir" </dev/null >/dev/null 2>&1 &
+  fi
+
   echo "export PRISM_TEST_ENV_DIR=$dir"
   echo "export PRISM_DATABASE_URL=postgres://prism@127.0.0.1:$pg_port/prism"
   echo "export PRISM_KAFKA_BROKERS=127.0.0.1:$kafka_port"
@@ -149,10 +156,16 @@ stop() {
   log "stopped"
 }
 
+watch() { # owner-pid dir
+  while kill -0 "$1" 2>/dev/null && [ -d "$2" ]; do sleep 2; done
+  [ -d "$2" ] && stop "$2"
+}
+
 case "${1:-}" in
-  start) start ;;
+  start) start "${2:-}" ;;
+  watch) watch "$2" "$3" ;;
   stop) stop "${2:-}" ;;
   restart-broker) restart_broker "$2" "${3:-1}" ;;
   restart-postgres) restart_postgres "$2" ;;
-  *) echo "usage: $0 start | stop [dir] | restart-broker dir [down-seconds] | restart-postgres dir" >&2; exit 2 ;;
+  *) echo "usage: $0 start [owner-pid] | stop [dir] | restart-broker dir [down-seconds] | restart-postgres dir" >&2; exit 2 ;;
 esac

@@ -13,7 +13,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 env_file=$(mktemp)
-./infra/test-env.sh start > "$env_file"
+./infra/test-env.sh start $$ > "$env_file"   # $$: the servers stop even if this script is killed
 # shellcheck disable=SC1090
 source "$env_file"
 rm -f "$env_file"
