@@ -1,5 +1,6 @@
-//! Scale-out: two `prism speed-layer` instances in one Kafka consumer group split the partitions
-//! of `prism.quotes`; one is SIGKILLed mid-stream; once its session times out the survivor takes
+//! Scale-out: a second `prism speed-layer` joins a running one while events flow, and the Kafka
+//! consumer group splits the partitions of `prism.quotes` between them (the first commits on
+//! revoke; each resumes its new partitions from the store); one is SIGKILLed mid-stream; once its session times out the survivor takes
 //! its partitions over (claiming their leases, which fences the dead instance) and resumes them
 //! from the offsets in PostgreSQL. The final bars equal an uninterrupted embedded run's exactly.
 //! Private servers (`infra/test-env.sh`), so the topics are this test's alone.
@@ -56,20 +57,38 @@ async fn two_speed_layers_split_partitions_and_the_survivor_takes_over() {
     for (i, service) in services.iter().enumerate().skip(1) {
         processes.0.push((service.to_string(), spawn(service, ports[i], &envs)));
     }
-    for (i, name) in ["speed-a", "speed-b"].into_iter().enumerate() {
+    let speed = |name: &str, port: u16| {
         let mut own = envs.clone();
         own.push(("PRISM_INSTANCE_ID", name.to_string()));
-        processes.0.push((name.to_string(), spawn("speed-layer", ports[3 + i], &own)));
-    }
-    for (i, base) in bases.iter().enumerate() {
+        (name.to_string(), spawn("speed-layer", port, &own))
+    };
+    // One instance first: it owns every partition and consumes the first part.
+    processes.0.push(speed("speed-a", ports[3]));
+    for (i, base) in bases.iter().enumerate().take(4) {
         wait_ready(&client, base, &format!("service {i}")).await;
     }
+    wait_owners(&store, &["speed-a"], Duration::from_secs(60)).await;
+    let quarter = bodies.len() / 4;
+    post_all(&client, &bases[0], &bodies[..quarter]).await;
+    wait_caught_up(&client, &bases[2], false, Duration::from_secs(120)).await;
 
-    // The group splits the partitions between the two instances.
+    // Scale out while events flow: the group revokes A's partitions (A commits and lets go) and
+    // splits them between A and B, which resume from the committed offsets.
+    let posting = {
+        // Paced over the ~5 s a join takes, so the rebalance happens mid-stream.
+        let (client, base, bodies) = (client.clone(), bases[0].clone(), bodies[quarter..2 * quarter].to_vec());
+        tokio::spawn(async move {
+            for body in bodies.chunks(1) {
+                post_all(&client, &base, body).await;
+                tokio::time::sleep(Duration::from_millis(800)).await;
+            }
+        })
+    };
+    processes.0.push(speed("speed-b", ports[4]));
+    wait_ready(&client, &bases[4], "speed-b").await;
     let split = wait_owners(&store, &["speed-a", "speed-b"], Duration::from_secs(60)).await;
     eprintln!("scale-out: split {split:?} at {:?}", t0.elapsed());
-    let third = bodies.len() / 3;
-    post_all(&client, &bases[0], &bodies[..third]).await;
+    posting.await.expect("posting task");
     wait_caught_up(&client, &bases[2], false, Duration::from_secs(120)).await;
     let (_, status) = get_json(&client, &bases[2], "/v1/status").await;
     let speed_owners: BTreeSet<String> = status["partitions"]
@@ -81,24 +100,25 @@ async fn two_speed_layers_split_partitions_and_the_survivor_takes_over() {
         .filter_map(|c| c["owner"].as_str().map(str::to_string))
         .collect();
     assert_eq!(speed_owners, ["speed-a".to_string(), "speed-b".to_string()].into(), "both instances committed: {status}");
+    let half = 2 * quarter;
 
     // Mid-stream, instance B dies without a word (SIGKILL: no revoke, no final commit).
-    let half = third + third / 2;
+    let rest = half + (bodies.len() - half) / 2;
     let posting = {
-        let (client, base, bodies) = (client.clone(), bases[0].clone(), bodies[third..2 * third].to_vec());
+        let (client, base, bodies) = (client.clone(), bases[0].clone(), bodies[half..rest].to_vec());
         tokio::spawn(async move { post_all(&client, &base, &bodies).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let b = processes.0.iter_mut().find(|(n, _)| n == "speed-b").expect("speed-b");
     b.1.kill().expect("SIGKILL speed-b");
     b.1.wait().expect("reap speed-b");
-    eprintln!("scale-out: speed-b killed at {:?} (posting {} of {} bodies)", t0.elapsed(), half, bodies.len());
+    eprintln!("scale-out: speed-b killed at {:?} (posting bodies {half}..{rest} of {})", t0.elapsed(), bodies.len());
     posting.await.expect("posting task");
 
     // After the session timeout the survivor owns every partition and catches up alone.
     let taken = wait_owners(&store, &["speed-a"], Duration::from_secs(90)).await;
     eprintln!("scale-out: survivor owns {taken:?} at {:?}", t0.elapsed());
-    post_all(&client, &bases[0], &bodies[2 * third..]).await;
+    post_all(&client, &bases[0], &bodies[rest..]).await;
     wait_caught_up(&client, &bases[2], false, Duration::from_secs(180)).await;
     eprintln!("scale-out: caught up at {:?}", t0.elapsed());
 
