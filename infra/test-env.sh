@@ -48,19 +48,19 @@ ensure_tansu() {
 }
 
 ensure_moto() {
-  if ! command -v moto_server >/dev/null 2>&1; then
+  # Run as a module (not the moto_server script), so no PATH or pyenv-shim lookup is needed.
+  if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
     log "installing moto[server] 5.2.5 with pip"
     python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5' >&2
   fi
-  command -v moto_server
 }
 
 start_s3() { # dir: starts moto's S3 server and creates the test bucket
-  local dir=$1 moto port
-  moto=$(ensure_moto); port=$(free_port)
+  local dir=$1 port
+  ensure_moto; port=$(free_port)
   log "starting moto S3 on 127.0.0.1:$port"
   mkdir -p "$dir/s3"
-  (exec "$moto" -H 127.0.0.1 -p "$port" >>"$dir/s3/server.log" 2>&1) &
+  (exec python3 -m moto.server -H 127.0.0.1 -p "$port" >>"$dir/s3/server.log" 2>&1) &
   echo $! > "$dir/s3.pid"
   wait_port 127.0.0.1 "$port" 60 || { log "moto did not listen; see $dir/s3/server.log"; tail -20 "$dir/s3/server.log" >&2; exit 1; }
   python3 -c "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:$port/prism-test', method='PUT'))"
