@@ -214,7 +214,12 @@ pub async fn run_up(
                 Err(e) => { failure = Some(e); break; }
             },
             Some(done) = layer_tasks.join_next() => {
-                failure = Some(flatten(done).err().unwrap_or_else(|| anyhow::anyhow!("a layer stopped unexpectedly")));
+                match flatten(done) {
+                    // The batch layer stops with the intake: once a stop is asked, that is expected.
+                    Ok(name) if intake.is_cancelled() => tracing::info!(component = name, "stopped"),
+                    Ok(name) => failure = Some(anyhow::anyhow!("{name} stopped unexpectedly")),
+                    Err(e) => failure = Some(e),
+                }
                 break;
             }
         }
