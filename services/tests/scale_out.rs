@@ -100,6 +100,15 @@ async fn two_speed_layers_split_partitions_and_the_survivor_takes_over() {
         .filter_map(|c| c["owner"].as_str().map(str::to_string))
         .collect();
     assert_eq!(speed_owners, ["speed-a".to_string(), "speed-b".to_string()].into(), "both instances committed: {status}");
+    let renewed: Vec<String> = status["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .flat_map(|p| p["consumers"].as_array().cloned().unwrap_or_default())
+        .filter(|c| c["consumer"] == speed_consumer(1).as_str())
+        .map(|c| c["owner_renewed_at"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(renewed.len() == 4 && renewed.iter().all(|r| r.starts_with("20")), "every owned partition shows its lease renewal: {status}");
     let half = 2 * quarter;
 
     // Mid-stream, instance B dies without a word (SIGKILL: no revoke, no final commit).

@@ -59,6 +59,10 @@ pub struct ConsumerLag {
     /// instances, like the speed layer); absent for consumers without leases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// When the owner last committed (every commit renews its lease), RFC 3339 UTC. A lease
+    /// that stops being renewed belongs to an instance that died or stalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_renewed_at: Option<String>,
 }
 
 /// One ingest source's counts.
@@ -102,9 +106,7 @@ pub async fn get_status<L: EventLog>(State(state): State<ServingState<L>>) -> Re
     let ends = state.log.end_offsets(QUOTES_TOPIC).await?;
     let consumers = state.store.all_consumer_offsets(QUOTES_TOPIC).await?;
     let leases = state.store.leases(QUOTES_TOPIC).await?;
-    let owner = |consumer: &str, partition: i32| {
-        leases.iter().find(|l| l.consumer == consumer && l.partition == partition).map(|l| l.owner.clone())
-    };
+    let lease = |consumer: &str, partition: i32| leases.iter().find(|l| l.consumer == consumer && l.partition == partition);
     let partitions = ends
         .iter()
         .enumerate()
@@ -119,7 +121,8 @@ pub async fn get_status<L: EventLog>(State(state): State<ServingState<L>>) -> Re
                     consumer: name.clone(),
                     next_offset: o.next_offset,
                     lag: end - o.next_offset,
-                    owner: owner(name, o.partition),
+                    owner: lease(name, o.partition).map(|l| l.owner.clone()),
+                    owner_renewed_at: lease(name, o.partition).map(|l| format_rfc3339(l.renewed_at_ms)),
                 })
                 .collect(),
         })
