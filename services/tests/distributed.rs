@@ -55,10 +55,7 @@ async fn microservices_over_kafka_and_postgres_equal_the_embedded_run() {
 
     // The same posts to an embedded `prism up`.
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(dir.path());
-    config.no_feed = true;
-    config.partitions = 2;
-    let embedded = start(config).await;
+    let embedded = embedded_reference(dir.path(), 2).await;
 
     post_all(&client, &base(0), &bodies).await;
     post_all(&embedded.client, &embedded.base, &bodies).await;
@@ -77,10 +74,7 @@ async fn microservices_over_kafka_and_postgres_equal_the_embedded_run() {
     assert!(status["batch_horizon"].is_string(), "{status}");
     let distributed = every_bar(&client, &base(4)).await;
     let reference = every_bar(&embedded.client, &embedded.base).await;
-    for ((name, want), (_, have)) in reference.iter().zip(&distributed) {
-        assert!(!want.is_empty(), "{name}: the embedded run has bars");
-        assert_eq!(want, have, "{name}: distributed bars differ from the embedded run's");
-    }
+    assert_same_bars(&reference, &distributed, "distributed bars differ from the embedded run's");
     embedded.stop().await;
 
     // Graceful stop: every service exits 0 on SIGTERM.

@@ -85,19 +85,13 @@ async fn services_recover_from_broker_and_database_restarts() {
     eprintln!("faults: batch run done at {:?}", t0.elapsed());
     // The same posts to an undisturbed embedded run.
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(dir.path());
-    config.no_feed = true;
-    config.partitions = 2;
-    let embedded = start(config).await;
+    let embedded = embedded_reference(dir.path(), 2).await;
     post_all(&embedded.client, &embedded.base, &bodies).await;
     settle_and_run_batch(&embedded.client, &embedded.base, false, Duration::from_secs(300)).await;
 
     let recovered = every_bar(&client, &bases[4]).await;
     let reference = every_bar(&embedded.client, &embedded.base).await;
-    for ((name, want), (_, have)) in reference.iter().zip(&recovered) {
-        assert!(!want.is_empty(), "{name}");
-        assert_eq!(want, have, "{name}: bars after the faults differ from an undisturbed run's");
-    }
+    assert_same_bars(&reference, &recovered, "bars after the faults differ from an undisturbed run's");
     let (_, status) = get_json(&client, &bases[4], "/v1/status").await;
     let accepted = status["ingest"][0]["accepted"].as_i64().unwrap_or(-1);
     let log_end: i64 = status["partitions"].as_array().expect("partitions").iter().map(|p| p["log_end_offset"].as_i64().unwrap_or(0)).sum();

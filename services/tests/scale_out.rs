@@ -91,24 +91,19 @@ async fn two_speed_layers_split_partitions_and_the_survivor_takes_over() {
     posting.await.expect("posting task");
     wait_caught_up(&client, &bases[2], false, Duration::from_secs(120)).await;
     let (_, status) = get_json(&client, &bases[2], "/v1/status").await;
-    let speed_owners: BTreeSet<String> = status["partitions"]
+    let speed: Vec<serde_json::Value> = status["partitions"]
         .as_array()
         .expect("partitions")
         .iter()
         .flat_map(|p| p["consumers"].as_array().cloned().unwrap_or_default())
         .filter(|c| c["consumer"] == speed_consumer(1).as_str())
-        .filter_map(|c| c["owner"].as_str().map(str::to_string))
         .collect();
-    assert_eq!(speed_owners, ["speed-a".to_string(), "speed-b".to_string()].into(), "both instances committed: {status}");
-    let renewed: Vec<String> = status["partitions"]
-        .as_array()
-        .expect("partitions")
-        .iter()
-        .flat_map(|p| p["consumers"].as_array().cloned().unwrap_or_default())
-        .filter(|c| c["consumer"] == speed_consumer(1).as_str())
-        .map(|c| c["owner_renewed_at"].as_str().unwrap_or_default().to_string())
-        .collect();
-    assert!(renewed.len() == 4 && renewed.iter().all(|r| r.starts_with("20")), "every owned partition shows its lease renewal: {status}");
+    let speed_owners: BTreeSet<&str> = speed.iter().filter_map(|c| c["owner"].as_str()).collect();
+    assert_eq!(speed_owners, ["speed-a", "speed-b"].into(), "both instances committed: {status}");
+    assert!(
+        speed.len() == 4 && speed.iter().all(|c| c["owner_renewed_at"].as_str().is_some_and(|r| r.starts_with("20"))),
+        "every owned partition shows its lease renewal: {status}"
+    );
     let half = 2 * quarter;
 
     // Mid-stream, instance B dies without a word (SIGKILL: no revoke, no final commit).
@@ -133,25 +128,14 @@ async fn two_speed_layers_split_partitions_and_the_survivor_takes_over() {
 
     // The same posts to an uninterrupted embedded run.
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(dir.path());
-    config.no_feed = true;
-    config.partitions = 4;
-    let embedded = start(config).await;
+    let embedded = embedded_reference(dir.path(), 4).await;
     post_all(&embedded.client, &embedded.base, &bodies).await;
     // No batch run on either side: every bar comes from the realtime views.
     wait_caught_up(&embedded.client, &embedded.base, false, Duration::from_secs(300)).await;
     let survived = every_bar(&client, &bases[2]).await;
     let reference = every_bar(&embedded.client, &embedded.base).await;
-    for ((name, want), (_, have)) in reference.iter().zip(&survived) {
-        assert!(!want.is_empty(), "{name}");
-        let first_diff = want.iter().zip(have).position(|(w, h)| w != h);
-        assert!(
-            want.len() == have.len() && first_diff.is_none(),
-            "{name}: bars after the takeover differ from an uninterrupted run's ({} vs {} bars); first difference: {:?}",
-            want.len(),
-            have.len(),
-            first_diff.map(|i| (&want[i], &have[i]))
-        );
+    assert_same_bars(&reference, &survived, "bars after the takeover differ from an uninterrupted run's");
+    for (name, want) in &reference {
         assert!(want.iter().all(|b| b["layer"] == "realtime"), "{name}: the comparison is of realtime views");
     }
     embedded.stop().await;

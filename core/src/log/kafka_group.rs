@@ -198,12 +198,18 @@ impl GroupMembership {
     }
 
     async fn stop_member(&mut self) {
+        if let Some(t) = self.signal_stop() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+
+    /// Tells the member thread to leave; returns the thread to join. Nobody answers revokes any
+    /// more, so the leave goes through without waiting for an owner.
+    fn signal_stop(&mut self) -> Option<JoinHandle<()>> {
         self.events.close();
         while self.events.try_recv().is_ok() {}
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
+        self.thread.take()
     }
 
     /// Leaves the group now (the others rebalance at once), without blocking the runtime.
@@ -214,11 +220,7 @@ impl GroupMembership {
 
 impl Drop for GroupMembership {
     fn drop(&mut self) {
-        // Nobody will answer revokes any more: let the leave go through without waiting.
-        self.events.close();
-        while self.events.try_recv().is_ok() {}
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = self.signal_stop() {
             let _ = t.join();
         }
     }

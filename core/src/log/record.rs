@@ -32,7 +32,7 @@ impl NewRecord {
             key: key.into(),
             value: value.into(),
             headers: Vec::new(),
-            timestamp_ms: chrono::Utc::now().timestamp_millis(),
+            timestamp_ms: crate::time::now_ms(),
         }
     }
 

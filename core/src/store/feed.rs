@@ -105,7 +105,7 @@ impl ViewStore {
             d.time_param()
         ));
         let counters = counters_sql(d);
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = crate::time::now_ms();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(db("beginning a feed checkpoint"))?;
             sqlx::query(&upsert)

@@ -292,7 +292,7 @@ impl ViewStore {
             t = d.time_param()
         ));
         let update = d.sql(&format!("UPDATE serving_state SET batch_version = ?, batch_horizon = {} WHERE id = 1", d.time_param()));
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = crate::time::now_ms();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(db("beginning a batch publish"))?;
             sqlx::query(&insert)

@@ -254,7 +254,7 @@ fn load_days(config: &FeedConfig) -> Result<(Vec<Day>, Vec<bars::RowError>), Fee
 fn day_records(day: &Day, feed_id: &str, first_seq: i64, resume_seq: i64, trades_per_day: usize) -> Vec<NewRecord> {
     let mut trades: Vec<_> = day.bars.iter().flat_map(|b| expand_bar(b, trades_per_day)).collect();
     trades.sort_by(|a, b| (a.ts, &a.symbol).cmp(&(b.ts, &b.symbol)));
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = prism_core::time::now_ms();
     trades
         .into_iter()
         .enumerate()
@@ -304,7 +304,7 @@ async fn dead_letter_refused_rows<L: EventLog>(log: &L, refused: &[bars::RowErro
     if refused.is_empty() {
         return Ok(());
     }
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = prism_core::time::now_ms();
     let records = refused
         .iter()
         .map(|r| {

@@ -265,6 +265,32 @@ pub async fn post_all(client: &reqwest::Client, base: &str, bodies: &[String]) {
     }
 }
 
+/// An embedded `prism up` without the feed, on `partitions` partitions: the reference run the
+/// distributed tests compare with.
+pub async fn embedded_reference(dir: &Path, partitions: i32) -> Running {
+    let mut config = test_config(dir);
+    config.no_feed = true;
+    config.partitions = partitions;
+    start(config).await
+}
+
+/// Asserts that `have` equals `reference` (both from [`every_bar`]) bar for bar, naming the
+/// first difference; every series of the reference must have bars.
+pub fn assert_same_bars(reference: &[(String, Vec<Value>)], have: &[(String, Vec<Value>)], what: &str) {
+    assert_eq!(reference.len(), have.len(), "{what}: not the same series");
+    for ((name, want), (_, got)) in reference.iter().zip(have) {
+        assert!(!want.is_empty(), "{name}: the reference run has bars");
+        let first_diff = want.iter().zip(got).position(|(w, h)| w != h);
+        assert!(
+            want.len() == got.len() && first_diff.is_none(),
+            "{name}: {what} ({} vs {} bars); first difference: {:?}",
+            want.len(),
+            got.len(),
+            first_diff.map(|i| (&want[i], &got[i]))
+        );
+    }
+}
+
 pub async fn every_bar(client: &reqwest::Client, base: &str) -> Vec<(String, Vec<Value>)> {
     let mut out = Vec::new();
     for symbol in ["AAPL", "FB", "GOOG", "IBM", "MSFT"] {
