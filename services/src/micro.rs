@@ -169,8 +169,11 @@ fn kafka_ready(log: Arc<KafkaLog>) -> ReadinessCheck {
     })
 }
 
-fn ops(store: &ViewStore, log: &Arc<KafkaLog>) -> Router {
-    prism_serving::ops::router(OpsState { store: store.clone(), extra_check: Some(kafka_ready(log.clone())), metrics: metrics_renderer() })
+/// The ops endpoints; `/readyz` checks the store, the brokers and, when given, the master dataset.
+fn ops(store: &ViewStore, log: &Arc<KafkaLog>, master: Option<&MasterDataset>) -> Router {
+    let mut checks = vec![kafka_ready(log.clone())];
+    checks.extend(master.map(|m| master_ready(m.clone())));
+    prism_serving::ops::router(OpsState { store: store.clone(), extra_check: Some(all_ready(checks)), metrics: metrics_renderer() })
 }
 
 /// Runs a restartable component until `stop` fires: on failure it logs, counts
@@ -237,7 +240,7 @@ where
 pub async fn run_ingest_api(config: IngestApiConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (log, store) = connect(&config.deps).await?;
     let ingest = prism_ingest::http::IngestState { log: log.clone(), store: store.clone() };
-    let app = prism_ingest::http::router(ingest, config.max_body_bytes).merge(ops(&store, &log)).merge(docs_router());
+    let app = prism_ingest::http::router(ingest, config.max_body_bytes).merge(ops(&store, &log, None)).merge(docs_router());
     let done = run_service::<std::future::Ready<anyhow::Result<()>>>("ingest-api", config.http_addr, app, shutdown, None).await;
     log.flush().await.context("flushing the producer")?;
     store.close().await;
@@ -276,7 +279,7 @@ pub async fn run_speed_layer_service(config: SpeedLayerConfig, shutdown: Cancell
         })
         .await
     };
-    let done = run_service("speed-layer", config.http_addr, ops(&store, &log), shutdown, Some(component)).await;
+    let done = run_service("speed-layer", config.http_addr, ops(&store, &log, None), shutdown, Some(component)).await;
     store.close().await;
     done
 }
@@ -309,11 +312,6 @@ fn all_ready(checks: Vec<ReadinessCheck>) -> ReadinessCheck {
     })
 }
 
-fn ops_with_master(store: &ViewStore, log: &Arc<KafkaLog>, master: &MasterDataset) -> Router {
-    let check = all_ready(vec![kafka_ready(log.clone()), master_ready(master.clone())]);
-    prism_serving::ops::router(OpsState { store: store.clone(), extra_check: Some(check), metrics: metrics_renderer() })
-}
-
 /// `prism archiver`: Kafka → the Parquet master dataset.
 pub async fn run_archiver_service(config: ArchiverServiceConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (log, store) = connect(&config.deps).await?;
@@ -321,7 +319,7 @@ pub async fn run_archiver_service(config: ArchiverServiceConfig, shutdown: Cance
     let archiver = ArchiverConfig { master: master.clone(), flush_rows: 200_000, flush_interval: Duration::from_secs(1), partitions: config.deps.partitions };
     let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
     let component = async move { supervise("archiver", stop.clone(), || run_archiver(archiver.clone(), l.clone(), s.clone(), stop.clone())).await };
-    let done = run_service("archiver", config.http_addr, ops_with_master(&store, &log, &master), shutdown, Some(component)).await;
+    let done = run_service("archiver", config.http_addr, ops(&store, &log, Some(&master)), shutdown, Some(component)).await;
     store.close().await;
     done
 }
@@ -342,7 +340,7 @@ pub async fn run_batch_layer_service(config: BatchLayerConfig, shutdown: Cancell
     let app = Router::new()
         .route("/v1/admin/batch-runs", axum::routing::post(prism_serving::admin::post_batch_run::<KafkaLog>))
         .with_state(admin_state)
-        .merge(ops_with_master(&store, &log, &master));
+        .merge(ops(&store, &log, Some(&master)));
     let batch = BatchConfig { master, allowed_lateness_ms: config.deps.allowed_lateness_ms, interval: config.batch_interval };
     let requests = Arc::new(tokio::sync::Mutex::new(requests));
     let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
@@ -371,7 +369,7 @@ pub async fn run_serving_service(config: ServingServiceConfig, shutdown: Cancell
         allowed_lateness_ms: config.deps.allowed_lateness_ms,
         batch_trigger: None,
     };
-    let app = prism_serving::router(state).merge(ops(&store, &log)).merge(docs_router());
+    let app = prism_serving::router(state).merge(ops(&store, &log, None)).merge(docs_router());
     let done = run_service::<std::future::Ready<anyhow::Result<()>>>("serving", config.http_addr, app, shutdown, None).await;
     store.close().await;
     done
