@@ -40,9 +40,12 @@ ensure_postgres() {
 ensure_tansu() {
   if command -v tansu >/dev/null 2>&1; then command -v tansu; return 0; fi
   if [ -x "$HOME/.cargo/bin/tansu" ]; then echo "$HOME/.cargo/bin/tansu"; return 0; fi
-  log "installing tansu 0.6.0 with cargo install (8-13 min on 2 cores)"
+  log "installing tansu 0.6.0 with cargo install (a test broker: built at opt-level 1, no LTO, parallel codegen)"
   local build; build=$(mktemp -d)
-  CARGO_TARGET_DIR="$build" cargo install tansu --version 0.6.0 --locked --no-default-features --features libsql,dynostore >&2
+  # A fast build profile: the broker only serves tests, so compile time matters more than speed.
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_INCREMENTAL=false CARGO_TARGET_DIR="$build" \
+    cargo install tansu --version 0.6.0 --locked --no-default-features --features libsql,dynostore >&2
   rm -rf "$build"
   echo "$HOME/.cargo/bin/tansu"
 }

@@ -1,25 +1,42 @@
 //! The archiver: `prism.quotes` → the Parquet master dataset (DESIGN §5).
 //!
 //! It reads every partition from the offsets committed in the view store (consumer
-//! `archiver`), buffers rows, and on each flush writes one file per (partition, event hour),
-//! each made visible by rename, and only then commits the new offsets together with the max
+//! `archiver`), buffers rows, and on each flush writes one file per (partition, UTC event day),
+//! each made visible atomically, and only then commits the new offsets together with the max
 //! event time archived per partition (which the batch horizon is computed from). On start it
-//! deletes files written after the last committed offsets (a crash between rename and commit):
+//! deletes files written after the last committed offsets (a crash between write and commit):
 //! they are written again from the log, so no row is lost or archived twice.
+//!
+//! It also runs [compaction](crate::compaction) of the files it committed, between polls (never
+//! during a flush): every `compact_interval`, and as soon as it has caught up with the log after
+//! a backlog (a poll that filled its batch, or a flush forced by `flush_rows`) — e.g. right after
+//! a bulk load, so the batch job reads one file per (partition, day). It does not compact after
+//! every flush of a live trickle, which would rewrite the day's file every second.
+//!
+//! A failed compaction pass is logged, counted (`prism_archiver_compaction_failures_total`) and
+//! retried at the next scheduled time; the files stay consistent whatever the pass did. Only a
+//! *persistent* storage failure ([`MasterError::is_persistent`](crate::master::MasterError::is_persistent):
+//! access denied, bad credentials, an unsupported operation, a full or read-only disk) stops the
+//! archiver with the error, as retrying cannot help and the operator must act. A store that is
+//! merely down fails the next flush anyway, which stops the archiver (its supervisor restarts it).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prism_core::config::ARCHIVER_CONSUMER;
+use prism_core::consumer::StoreConsumer;
 use prism_core::event::{LogPosition, Quote, QUOTES_TOPIC};
 use prism_core::log::EventLog;
-use prism_core::consumer::StoreConsumer;
 use prism_core::store::{ConsumerOffset, ViewStore};
 use tokio_util::sync::CancellationToken;
 
-use crate::master::{hour_start, ArchivedQuote, MasterDataset};
+use crate::compaction::{compact, DEFAULT_GRACE};
+use crate::master::{day_start, ArchivedQuote, MasterDataset};
 use crate::{telemetry, BatchError};
+
+/// Records read per poll.
+const MAX_POLL: usize = 10_000;
 
 /// Settings of the archiver.
 #[derive(Debug, Clone)]
@@ -32,34 +49,63 @@ pub struct ArchiverConfig {
     pub flush_interval: Duration,
     /// Partitions of `prism.quotes` if the archiver has to create it.
     pub partitions: i32,
+    /// Time between compaction passes; zero turns compaction off.
+    pub compact_interval: Duration,
+    /// How long a file superseded by compaction stays readable (for readers that listed it
+    /// before) before it is deleted.
+    pub compact_grace: Duration,
 }
 
-/// Runs the archiver until `cancel` fires; flushes and commits before returning.
+impl ArchiverConfig {
+    /// The defaults for `master` and `partitions`: flush at 200 000 rows or every second,
+    /// compact every 60 s, delete superseded files after 10 minutes.
+    pub fn new(master: MasterDataset, partitions: i32) -> ArchiverConfig {
+        ArchiverConfig {
+            master,
+            flush_rows: 200_000,
+            flush_interval: Duration::from_secs(1),
+            partitions,
+            compact_interval: Duration::from_secs(60),
+            compact_grace: DEFAULT_GRACE,
+        }
+    }
+}
+
+/// Runs the archiver until `cancel` fires; flushes and commits before returning (a compaction
+/// pass in progress is abandoned, which is safe).
 ///
-/// Errors: [`BatchError`] when the log, the store or the master dataset fails.
+/// Errors: [`BatchError`] when the log, the store or the master dataset fails (compaction: only
+/// persistent failures, see the module docs).
 pub async fn run_archiver<L: EventLog>(
     config: ArchiverConfig,
     log: Arc<L>,
     store: ViewStore,
     cancel: CancellationToken,
 ) -> Result<(), BatchError> {
+    telemetry::describe();
     let partitions = log.ensure_topic(QUOTES_TOPIC, config.partitions).await?;
     let mut consumer = StoreConsumer::resume(&store, ARCHIVER_CONSUMER, QUOTES_TOPIC, partitions).await?;
-    let committed = consumer.next_offsets();
+    // Per partition (index = partition): what the master dataset holds committed.
+    let mut committed = consumer.next_offsets();
     let removed = config.master.remove_uncommitted(QUOTES_TOPIC, &committed).await?;
     if removed > 0 {
         tracing::warn!(removed, "archiver removed files written after its last commit; they will be written again");
     }
-    tracing::info!(partitions, offsets = ?consumer.next_offsets(), "archiver starting");
+    tracing::info!(partitions, offsets = ?committed, "archiver starting");
 
     let mut buffer: Vec<ArchivedQuote> = Vec::new();
     let mut consumed_since_flush = 0usize;
     let mut last_flush = Instant::now();
+    let mut last_compaction = Instant::now();
+    // Consecutive empty polls (a round of them means caught up) and whether there was a backlog.
+    let (mut empty_polls, mut behind) = (0usize, false);
     loop {
         let records = tokio::select! {
-            r = consumer.poll(&*log, 10_000) => r?,
+            r = consumer.poll(&*log, MAX_POLL) => r?,
             _ = cancel.cancelled() => break,
         };
+        behind |= records.len() >= MAX_POLL;
+        empty_polls = if records.is_empty() { empty_polls + 1 } else { 0 };
         for r in &records {
             // Malformed records are the speed layer's to dead-letter; the archive skips them.
             match Quote::from_json(&r.value) {
@@ -77,9 +123,34 @@ pub async fn run_archiver<L: EventLog>(
         if consumed_since_flush > 0
             && (buffer.len() >= config.flush_rows || last_flush.elapsed() >= config.flush_interval)
         {
+            behind |= buffer.len() >= config.flush_rows;
             flush(&config, &store, &mut buffer, &consumer.offsets).await?;
+            committed = consumer.next_offsets();
             consumed_since_flush = 0;
             last_flush = Instant::now();
+        }
+
+        let caught_up = consumed_since_flush == 0 && empty_polls >= consumer.offsets.len().max(1);
+        let due = last_compaction.elapsed() >= config.compact_interval || (caught_up && behind);
+        if config.compact_interval.is_zero() || !due {
+            continue;
+        }
+        behind = false;
+        let pass = tokio::select! {
+            r = compact(&config.master, QUOTES_TOPIC, &committed, config.compact_grace) => r,
+            _ = cancel.cancelled() => {
+                tracing::info!("compaction pass abandoned on shutdown (safe: it resumes at the next start)");
+                break;
+            }
+        };
+        last_compaction = Instant::now();
+        if let Err(e) = pass {
+            if e.is_persistent() {
+                tracing::error!(error = %e, "compaction failed persistently; stopping the archiver");
+                return Err(e.into());
+            }
+            metrics::counter!(telemetry::ARCHIVER_COMPACTION_FAILURES_TOTAL).increment(1);
+            tracing::warn!(error = %e, retry_in_s = config.compact_interval.as_secs_f64(), "compaction failed; retrying at the next opportunity");
         }
     }
     if consumed_since_flush > 0 {
@@ -89,7 +160,7 @@ pub async fn run_archiver<L: EventLog>(
     Ok(())
 }
 
-/// Writes the buffer as one file per (partition, hour), then commits the offsets.
+/// Writes the buffer as one file per (partition, UTC day), then commits the offsets.
 async fn flush(
     config: &ArchiverConfig,
     store: &ViewStore,
@@ -101,7 +172,7 @@ async fn flush(
     let count = rows.len();
     let mut groups: BTreeMap<(i32, i64), Vec<ArchivedQuote>> = BTreeMap::new();
     for row in rows {
-        groups.entry((row.pos.partition, hour_start(row.quote.ts))).or_default().push(row);
+        groups.entry((row.pos.partition, day_start(row.quote.ts))).or_default().push(row);
     }
     let files = groups.len();
     for group in groups.into_values() {

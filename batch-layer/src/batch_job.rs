@@ -1,48 +1,76 @@
-//! The batch job: the master dataset → the `ohlcv` batch view, up to the batch horizon
-//! (DESIGN §5).
+//! The batch job: the master dataset → batch views as versioned segments, up to the batch
+//! horizon (DESIGN §5). Generic over the [`View`]; it runs every view of the registry.
 //!
-//! Each run computes the horizon H from the archiver's committed progress, recomputes every
-//! 1-minute window that starts before H from the committed master-dataset files with the same
-//! view code as the speed layer ([`prism_core::ohlcv`]), writes the rows as a new batch-view
-//! version, and then publishes (H, version) in one transaction; older versions are deleted
-//! afterwards. A run is skipped when neither H nor the archive moved since the last one,
-//! unless it was requested explicitly.
+//! One run of one view:
+//! 1. ends versions no reader can still use (retired longer than the grace period, or left
+//!    `building` by a run that never published) and deletes their segment files, and any file
+//!    under `segments/<view>/` that no manifest lists;
+//! 2. computes the horizon H from the archiver's committed progress (H never moves back);
+//! 3. lists the committed master-dataset files and groups them into [`Chunk`]s;
+//! 4. carries over every chunk whose segment in the published version was built from the same
+//!    inputs and range with the same view definition; builds the others (all of them on a full
+//!    rebuild: asked for, or a changed view fingerprint), two at a time;
+//! 5. publishes the new version (manifest + H) with one pointer update.
+//!
+//! A run is skipped when neither H nor the archive moved since the last one, unless asked for.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prism_core::batch_run::{BatchRunReport, BatchRunRequest};
 use prism_core::config::ARCHIVER_CONSUMER;
-use prism_core::event::QUOTES_TOPIC;
+use prism_core::event::Quote;
 use prism_core::log::EventLog;
-use prism_core::ohlcv::{ohlcv_contribution, Ohlcv, OhlcvKey, OhlcvRow, OHLCV_WINDOW_MS};
-use prism_core::store::{ConsumerOffset, ViewStore};
-use prism_core::time::DAY_MS;
-use prism_core::window::{window_start, Interval};
+use prism_core::store::{ConsumerOffset, SegmentRecord, ViewStore};
+use prism_core::time::now_ms;
+use prism_core::view::View;
+use prism_core::window::window_start;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::master::{MasterDataset, MasterFile};
+use crate::build::{build_chunk, BuiltSegment, ChunkBuild};
+use crate::chunks::{Chunk, ChunkInputs};
+use crate::master::MasterDataset;
 use crate::{telemetry, BatchError};
 
 /// Settings of the batch job.
 #[derive(Debug, Clone)]
 pub struct BatchConfig {
-    /// The master dataset (a local folder or object storage).
+    /// The master dataset (a local folder or object storage); segments go under its
+    /// `segments/` prefix.
     pub master: MasterDataset,
-    /// Allowed lateness, ms: the horizon trails each partition's archive by this much.
-    pub allowed_lateness_ms: i64,
     /// Time between scheduled runs.
     pub interval: Duration,
+    /// How long a retired version's segments stay readable (longer than any query).
+    pub segment_grace: Duration,
+    /// Chunks built at once (each on a blocking thread).
+    pub parallelism: usize,
+    /// How often to check whether the archiver has caught up with the log after lagging; a
+    /// catch-up triggers a run at once instead of at the next scheduled one.
+    pub catch_up_check: Duration,
+}
+
+impl BatchConfig {
+    /// Settings with the defaults: runs every 60 s and after each catch-up of the archiver
+    /// (checked every second), 10-minute grace, 2 chunks at once.
+    pub fn new(master: MasterDataset) -> BatchConfig {
+        BatchConfig {
+            master,
+            interval: Duration::from_secs(60),
+            segment_grace: Duration::from_secs(600),
+            parallelism: 2,
+            catch_up_check: Duration::from_secs(1),
+        }
+    }
 }
 
 /// The batch horizon H (UTC ms) for the archiver's committed progress and the log's end
-/// offsets: the newest 1-minute window boundary that every partition's archive has passed by
-/// the allowed lateness. A partition whose archive has caught up with the log's end offset is
-/// idle and does not hold H back (like Flink's `withIdleness`); when all are idle, the most
-/// advanced partition sets H. `None` while nothing is archived.
-pub fn batch_horizon(archive: &[ConsumerOffset], log_end: &[i64], allowed_lateness_ms: i64) -> Option<i64> {
+/// offsets: the newest boundary of `window_ms` windows that every partition's archive has
+/// passed by the allowed lateness. A partition whose archive has caught up with the log's end
+/// offset is idle and does not hold H back (like Flink's `withIdleness`); when all are idle, the
+/// most advanced partition sets H. `None` while nothing is archived.
+pub fn batch_horizon(archive: &[ConsumerOffset], log_end: &[i64], allowed_lateness_ms: i64, window_ms: i64) -> Option<i64> {
     let active: Vec<Option<i64>> = log_end
         .iter()
         .enumerate()
@@ -58,27 +86,39 @@ pub fn batch_horizon(archive: &[ConsumerOffset], log_end: &[i64], allowed_latene
         // An active partition with nothing archived yet holds everything back.
         active.into_iter().collect::<Option<Vec<i64>>>()?.into_iter().min()?
     };
-    Some(window_start(edge.saturating_sub(allowed_lateness_ms), OHLCV_WINDOW_MS))
+    Some(window_start(edge.saturating_sub(allowed_lateness_ms), window_ms))
 }
 
-/// Runs one batch job now. `previous` is the archive progress of the last run; the run is
-/// skipped (returning `Ok(None)`) when `force` is false and nothing moved.
+/// What the last run of a view saw: (H, archive offsets). A scheduled run with the same
+/// progress is skipped.
+pub type RunProgress = (Option<i64>, Vec<i64>);
+
+/// Runs the batch job of `view` now. `previous` is the progress of its last run; the run is
+/// skipped (returning `Ok(None)`) when `force` is false and nothing moved. `full` rebuilds
+/// every chunk.
 ///
 /// Errors: [`BatchError`].
-pub async fn run_batch_once<L: EventLog>(
+pub async fn run_batch_once<V, L>(
+    view: &Arc<V>,
     config: &BatchConfig,
     log: &L,
     store: &ViewStore,
-    previous: &mut Option<(Option<i64>, Vec<i64>)>,
+    previous: &mut Option<RunProgress>,
     force: bool,
-) -> Result<Option<BatchRunReport>, BatchError> {
+    full: bool,
+) -> Result<Option<BatchRunReport>, BatchError>
+where
+    V: View<Event = Quote>,
+    L: EventLog,
+{
     let started = Instant::now();
-    let archive = store.consumer_offsets(ARCHIVER_CONSUMER, QUOTES_TOPIC).await?;
-    let log_end = log.end_offsets(QUOTES_TOPIC).await?;
-    let state = store.serving_state().await?;
-    let computed = batch_horizon(&archive, &log_end, config.allowed_lateness_ms);
+    let topic = view.source_topic();
+    let archive = store.consumer_offsets(ARCHIVER_CONSUMER, topic).await?;
+    let log_end = log.end_offsets(topic).await?;
+    let pointer = store.view_pointer(view.name()).await?;
+    let computed = batch_horizon(&archive, &log_end, view.allowed_lateness_ms(), view.window_ms());
     // H never moves back.
-    let horizon = match (computed, state.batch_horizon_ms) {
+    let horizon = match (computed, pointer.batch_horizon_ms) {
         (Some(h), Some(old)) => Some(h.max(old)),
         (h, old) => h.or(old),
     };
@@ -86,257 +126,262 @@ pub async fn run_batch_once<L: EventLog>(
     if !force && previous.as_ref() == Some(&progress) {
         return Ok(None);
     }
+    expire_versions(view.name(), config, store).await?;
     let Some(horizon) = horizon else {
         *previous = Some(progress);
-        return Ok(Some(BatchRunReport {
-            view_version: None,
-            batch_horizon_ms: None,
-            files_read: 0,
-            events: 0,
-            rows: 0,
-            elapsed_ms: started.elapsed().as_millis() as u64,
-        }));
+        return Ok(Some(empty_report(view.name(), started)));
     };
-
-    let committed: Vec<i64> = (0..log_end.len() as i32)
-        .map(|p| archive.iter().find(|o| o.partition == p).map_or(0, |o| o.next_offset))
-        .collect();
-    let report = build_and_publish(config, store, committed, horizon, started).await?;
+    let committed: Vec<i64> =
+        (0..log_end.len() as i32).map(|p| archive.iter().find(|o| o.partition == p).map_or(0, |o| o.next_offset)).collect();
+    let report = build_and_publish(view, config, store, &committed, horizon, full, started).await?;
     *previous = Some(progress);
     Ok(Some(report))
 }
 
-/// Recomputes the batch view below `horizon` from the files committed below `committed`
-/// offsets (per partition), writes it as a new version and publishes (horizon, version).
-/// `started` is when the run began (for the report's elapsed time).
-///
-/// Errors: [`BatchError`].
-pub async fn build_and_publish(
-    config: &BatchConfig,
-    store: &ViewStore,
-    committed: Vec<i64>,
-    horizon: i64,
-    started: Instant,
-) -> Result<BatchRunReport, BatchError> {
-    store.delete_unpublished_batch_rows().await?;
-    let version = store.next_batch_version().await?;
-    // The recompute runs on a blocking thread and hands over finished hours (and days) of rows;
-    // they are written as they come, so memory holds about one hour of the master dataset.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<IntervalRows>>(4);
-    let master = config.master.clone();
-    let runtime = tokio::runtime::Handle::current();
-    let reader = tokio::task::spawn_blocking(move || {
-        recompute_streaming(&master, &runtime, &committed, horizon, &mut |chunk| {
-            tx.blocking_send(chunk).map_err(|_| BatchError::Task("the batch writer stopped".into()))
-        })
-    });
-    let mut rows_written = 0u64;
-    let mut pending = RowsByInterval::new();
-    while let Some(chunk) = rx.recv().await {
-        for (interval_ms, rows) in chunk {
-            pending.entry(interval_ms).or_default().extend(rows);
-        }
-        if pending.values().map(Vec::len).sum::<usize>() >= 50_000 {
-            rows_written += write_pending(store, version, &mut pending).await?;
+fn empty_report(view: &str, started: Instant) -> BatchRunReport {
+    BatchRunReport {
+        view: view.to_string(),
+        view_version: None,
+        batch_horizon_ms: None,
+        full: false,
+        segments_built: 0,
+        segments_carried: 0,
+        files_read: 0,
+        events: 0,
+        rows: 0,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// Ends unusable versions and deletes segment files no remaining manifest lists. Only one batch
+/// job runs per view, so a file no manifest lists is a leftover of a run that never published.
+async fn expire_versions(view: &str, config: &BatchConfig, store: &ViewStore) -> Result<(), BatchError> {
+    let cutoff = now_ms() - config.segment_grace.as_millis() as i64;
+    let expired = store.expire_batch_versions(view, cutoff).await?;
+    let referenced: HashSet<String> = store.referenced_segment_paths(view).await?.into_iter().collect();
+    let location = config.master.location();
+    let mut removed = 0usize;
+    for meta in location.list(&format!("segments/{view}")).await? {
+        if !referenced.contains(meta.location.as_ref()) {
+            location.delete(&meta.location).await?;
+            removed += 1;
         }
     }
-    rows_written += write_pending(store, version, &mut pending).await?;
-    let (files_read, events) = reader.await.map_err(|e| BatchError::Task(e.to_string()))??;
-    store.publish_batch_version(version, horizon, rows_written as i64, events as i64).await?;
-    store.delete_unpublished_batch_rows().await?;
+    if removed > 0 {
+        tracing::info!(view, removed, expired_versions = expired.len(), "removed segment files no version uses");
+    }
+    Ok(())
+}
 
+/// Builds the version of `view` for horizon `horizon` from the files committed below
+/// `committed` offsets (per partition) and publishes it.
+///
+/// Errors: [`BatchError`].
+pub async fn build_and_publish<V>(
+    view: &Arc<V>,
+    config: &BatchConfig,
+    store: &ViewStore,
+    committed: &[i64],
+    horizon: i64,
+    full: bool,
+    started: Instant,
+) -> Result<BatchRunReport, BatchError>
+where
+    V: View<Event = Quote>,
+{
+    let fingerprint = view.fingerprint();
+    let published = store.published_batch_version(view.name()).await?;
+    let full = full || published.as_ref().is_none_or(|p| p.fingerprint != fingerprint);
+    let previous: BTreeMap<i64, SegmentRecord> = match &published {
+        Some(p) if !full => store.batch_segments(view.name(), p.version).await?.into_iter().map(|s| (s.chunk_start_ms, s)).collect(),
+        _ => BTreeMap::new(),
+    };
+    let plan = plan_chunks(&config.master, view.source_topic(), committed, horizon).await?;
+    let version = store.begin_batch_version(view.name(), &fingerprint).await?;
+    let mut segments: Vec<SegmentRecord> = Vec::with_capacity(plan.len());
+    let mut to_build = Vec::new();
+    for build in plan {
+        match previous.get(&build.chunk.start_ms) {
+            Some(s) if s.chunk_end_ms == build.chunk.end_ms && s.covered_until_ms == build.covered_until_ms && s.inputs == build.inputs => {
+                segments.push(s.clone());
+            }
+            _ => to_build.push(build),
+        }
+    }
+    let carried = segments.len() as u64;
+    let total = to_build.len();
+    let built = build_chunks(view, config, version, to_build).await?;
+    let (mut files_read, mut events, mut rows) = (0u64, 0u64, 0u64);
+    for b in built {
+        files_read += b.files_read;
+        events += b.record.events as u64;
+        rows += b.record.rows as u64;
+        segments.push(b.record);
+    }
+    segments.sort_by_key(|s| s.chunk_start_ms);
+    store.publish_batch_version(view.name(), version, horizon, &segments).await?;
     let report = BatchRunReport {
+        view: view.name().to_string(),
         view_version: Some(version),
         batch_horizon_ms: Some(horizon),
+        full,
+        segments_built: total as u64,
+        segments_carried: carried,
         files_read,
         events,
-        rows: rows_written,
+        rows,
         elapsed_ms: started.elapsed().as_millis() as u64,
     };
-    metrics::counter!(telemetry::BATCH_RUNS_TOTAL).increment(1);
-    metrics::gauge!(telemetry::BATCH_HORIZON_MS).set(horizon as f64);
-    metrics::histogram!(telemetry::BATCH_RUN_SECONDS).record(started.elapsed().as_secs_f64());
+    let name = view.name().to_string();
+    metrics::counter!(telemetry::BATCH_RUNS_TOTAL, "view" => name.clone()).increment(1);
+    metrics::counter!(telemetry::SEGMENTS_BUILT_TOTAL, "view" => name.clone()).increment(total as u64);
+    metrics::gauge!(telemetry::BATCH_HORIZON_MS, "view" => name.clone()).set(horizon as f64);
+    metrics::histogram!(telemetry::BATCH_RUN_SECONDS, "view" => name).record(started.elapsed().as_secs_f64());
     tracing::info!(
-        version, horizon = %prism_core::time::format_rfc3339(horizon), files = files_read, events,
-        rows = report.rows, elapsed_ms = report.elapsed_ms, "batch view published"
+        view = %view.name(), version, horizon = %prism_core::time::format_rfc3339(horizon), full, built = total, carried,
+        files = files_read, events, rows, elapsed_ms = report.elapsed_ms, "batch view published"
     );
     Ok(report)
 }
 
-/// Rows of one interval: (interval length in ms, rows).
-pub type IntervalRows = (i64, Vec<OhlcvRow>);
-
-async fn write_pending(
-    store: &ViewStore,
-    version: i64,
-    pending: &mut RowsByInterval,
-) -> Result<u64, BatchError> {
-    let mut written = 0;
-    for (interval_ms, rows) in std::mem::take(pending) {
-        store.write_batch_rows(version, interval_ms, &rows).await?;
-        written += rows.len() as u64;
+/// The chunks a version for horizon `horizon` holds, with their committed files and inputs.
+async fn plan_chunks(master: &MasterDataset, topic: &str, committed: &[i64], horizon: i64) -> Result<Vec<ChunkBuild>, BatchError> {
+    let mut chunks: BTreeMap<Chunk, (Vec<_>, ChunkInputs)> = BTreeMap::new();
+    for f in master.list_files(topic).await? {
+        // Only committed files; and Hive partition pruning: a day at or after H holds nothing
+        // before H.
+        if f.last_offset >= committed.get(f.partition as usize).copied().unwrap_or(0) || f.day_start_ms >= horizon {
+            continue;
+        }
+        let Some(chunk) = Chunk::of(f.day_start_ms, horizon) else { continue };
+        let (files, inputs) = chunks.entry(chunk).or_default();
+        inputs.add_file(f.partition, f.last_offset);
+        files.push(f);
     }
-    Ok(written)
+    Ok(chunks
+        .into_iter()
+        .map(|(chunk, (files, inputs))| ChunkBuild { chunk, covered_until_ms: chunk.end_ms.min(horizon), files, inputs: inputs.encode() })
+        .collect())
 }
 
-/// Recomputes the batch view from every committed event (offset below `committed[partition]`)
-/// with event time before `horizon`, one hour partition at a time (a 1-minute window never
-/// crosses an hour). For each hour it emits the 1-minute rows and their 5m, 15m and 1h
-/// roll-ups; 1d roll-ups are emitted when their UTC day is complete. Returns (files read,
-/// events aggregated).
-///
-/// Runs on a blocking thread: it waits for the dataset's reads on `runtime`.
-///
-/// Errors: [`BatchError::Master`] when a file cannot be listed or read; whatever `emit` returns.
-pub fn recompute_streaming(
-    master: &MasterDataset,
-    runtime: &tokio::runtime::Handle,
-    committed: &[i64],
-    horizon: i64,
-    emit: &mut dyn FnMut(Vec<IntervalRows>) -> Result<(), BatchError>,
-) -> Result<(u64, u64), BatchError> {
-    let files: Vec<MasterFile> = runtime.block_on(master.list_files(QUOTES_TOPIC))?
-        .into_iter()
-        // Only committed files; and Hive partition pruning: an hour at or after H holds nothing
-        // before H.
-        .filter(|f| f.last_offset < committed.get(f.partition as usize).copied().unwrap_or(0) && f.hour_start_ms < horizon)
-        .collect();
-    let (mut files_read, mut events) = (0u64, 0u64);
-    let mut days: HashMap<OhlcvKey, Ohlcv> = HashMap::new();
-    let mut current_day: Option<i64> = None;
+/// Builds `builds` on blocking threads, `config.parallelism` at a time, logging progress.
+async fn build_chunks<V>(view: &Arc<V>, config: &BatchConfig, version: i64, builds: Vec<ChunkBuild>) -> Result<Vec<BuiltSegment>, BatchError>
+where
+    V: View<Event = Quote>,
+{
+    let total = builds.len();
+    let mut pending = builds.into_iter();
+    let mut running = tokio::task::JoinSet::new();
+    let mut done = Vec::with_capacity(total);
     let mut last_progress = Instant::now();
-    let total = files.len();
-    for hour in files.chunk_by(|a, b| a.hour_start_ms == b.hour_start_ms) {
-        let hour_start = hour[0].hour_start_ms;
-        let day = window_start(hour_start, DAY_MS);
-        if current_day.is_some_and(|d| d != day) {
-            emit(vec![(DAY_MS, sorted(std::mem::take(&mut days)))])?;
+    let runtime = tokio::runtime::Handle::current();
+    loop {
+        while running.len() < config.parallelism.max(1) {
+            let Some(build) = pending.next() else { break };
+            let (view, master, runtime) = (view.clone(), config.master.clone(), runtime.clone());
+            running.spawn_blocking(move || build_chunk(&*view, &master, &runtime, version, &build));
         }
-        current_day = Some(day);
-        let mut minutes: HashMap<OhlcvKey, Ohlcv> = HashMap::new();
-        for f in hour {
-            files_read += 1;
-            for row in runtime.block_on(master.read_file(f))? {
-                if row.quote.ts >= horizon {
-                    continue;
-                }
-                let (key, contribution) = ohlcv_contribution(&row.quote, row.pos);
-                let agg = minutes.entry(key).or_default();
-                *agg = agg.merge(&contribution);
-                events += 1;
-            }
-        }
-        let minute_rows = sorted(minutes);
-        let mut chunk = Vec::with_capacity(4);
-        for interval in [Interval::M5, Interval::M15, Interval::H1] {
-            chunk.push((interval.size_ms(), roll_up(&minute_rows, interval.size_ms())));
-        }
-        for r in roll_up(&minute_rows, DAY_MS) {
-            let agg = days.entry(r.key).or_default();
-            *agg = agg.merge(&r.agg);
-        }
-        chunk.push((OHLCV_WINDOW_MS, minute_rows));
-        emit(chunk)?;
+        let Some(next) = running.join_next().await else { break };
+        done.push(next.map_err(|e| BatchError::Task(e.to_string()))??);
         if last_progress.elapsed() >= Duration::from_secs(5) {
-            tracing::info!(files_done = files_read, files_total = total, events, "batch job progress");
+            tracing::info!(view = %view.name(), version, segments_done = done.len(), segments_total = total, "batch run progress");
             last_progress = Instant::now();
         }
     }
-    if !days.is_empty() {
-        emit(vec![(DAY_MS, sorted(days))])?;
-    }
-    Ok((files_read, events))
+    Ok(done)
 }
 
-fn sorted(map: HashMap<OhlcvKey, Ohlcv>) -> Vec<OhlcvRow> {
-    let mut rows: Vec<OhlcvRow> = map.into_iter().map(|(key, agg)| OhlcvRow { key, agg }).collect();
-    rows.sort_by(|a, b| a.key.cmp(&b.key));
-    rows
+/// Whether the archiver has archived everything the log holds on `topic` now.
+async fn archive_caught_up<L: EventLog>(log: &L, store: &ViewStore, topic: &str) -> Result<bool, BatchError> {
+    let archive = store.consumer_offsets(ARCHIVER_CONSUMER, topic).await?;
+    let ends = log.end_offsets(topic).await?;
+    Ok(ends.iter().enumerate().all(|(p, end)| archive.iter().find(|o| o.partition == p as i32).map_or(0, |o| o.next_offset) >= *end))
 }
 
-/// Merges rows into windows of `size_ms` (the monoid's roll-up), sorted by key.
-fn roll_up(rows: &[OhlcvRow], size_ms: i64) -> Vec<OhlcvRow> {
-    let mut out: HashMap<OhlcvKey, Ohlcv> = HashMap::new();
-    for r in rows {
-        let key = OhlcvKey { symbol: r.key.symbol.clone(), window_start_ms: window_start(r.key.window_start_ms, size_ms) };
-        let agg = out.entry(key).or_default();
-        *agg = agg.merge(&r.agg);
-    }
-    sorted(out)
-}
-
-/// Batch-view rows keyed by interval length, ms.
-pub type RowsByInterval = std::collections::BTreeMap<i64, Vec<OhlcvRow>>;
-
-/// The whole recompute collected in memory, by interval (for tests and small datasets):
-/// (rows by interval length in ms, files read, events).
-///
-/// Errors: as [`recompute_streaming`].
-pub async fn recompute(
-    master: &MasterDataset,
-    committed: &[i64],
-    horizon: i64,
-) -> Result<(RowsByInterval, u64, u64), BatchError> {
-    let (master, committed, runtime) = (master.clone(), committed.to_vec(), tokio::runtime::Handle::current());
-    tokio::task::spawn_blocking(move || {
-        let mut all = RowsByInterval::new();
-        let (files, events) = recompute_streaming(&master, &runtime, &committed, horizon, &mut |chunk| {
-            for (interval, rows) in chunk {
-                all.entry(interval).or_default().extend(rows);
-            }
-            Ok(())
-        })?;
-        for rows in all.values_mut() {
-            rows.sort_by(|a, b| a.key.cmp(&b.key));
-        }
-        Ok((all, files, events))
-    })
-    .await
-    .map_err(|e| BatchError::Task(e.to_string()))?
-}
-
-/// Runs the batch job every `config.interval` and whenever a request arrives on `requests`,
-/// until `cancel` fires.
+/// Runs the batch job of every view in `views` every `config.interval`, once each time the
+/// archiver catches up with the log after lagging behind it, and whenever a request arrives on
+/// `requests`, until `cancel` fires.
 ///
 /// Errors: [`BatchError`] from a scheduled run (a requested run's error goes to its requester).
-pub async fn run_batch_layer<L: EventLog>(
+pub async fn run_batch_layer<V, L>(
+    views: Vec<Arc<V>>,
     config: BatchConfig,
     log: Arc<L>,
     store: ViewStore,
     requests: &mut mpsc::Receiver<BatchRunRequest>,
     cancel: CancellationToken,
-) -> Result<(), BatchError> {
-    let mut previous = None;
+) -> Result<(), BatchError>
+where
+    V: View<Event = Quote>,
+    L: EventLog,
+{
+    let mut previous: Vec<Option<RunProgress>> = vec![None; views.len()];
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
-    // A run in progress is abandoned on shutdown rather than awaited (a full recompute can take
-    // minutes): nothing of it is published, and its unpublished rows are deleted by the next run.
+    // A run in progress is abandoned on shutdown rather than awaited: nothing of it is
+    // published, and the next run deletes what it wrote.
     let abandoned = || tracing::info!("batch run abandoned on shutdown; nothing of it was published");
+    let mut catch_up = tokio::time::interval(config.catch_up_check);
+    catch_up.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let topic = views.first().map(|v| v.source_topic());
+    let mut lagging = false;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = catch_up.tick(), if topic.is_some() => {
+                let caught_up = archive_caught_up(&*log, &store, topic.unwrap_or_default()).await?;
+                if !caught_up {
+                    lagging = true;
+                } else if lagging {
+                    lagging = false;
+                    tracing::info!("the archiver caught up with the log: running the batch job");
+                    tokio::select! {
+                        r = run_all(&views, &config, &*log, &store, &mut previous, false, false) => { r?; }
+                        _ = cancel.cancelled() => { abandoned(); break; }
+                    }
+                }
+            }
             _ = ticker.tick() => {
                 tokio::select! {
-                    r = run_batch_once(&config, &*log, &store, &mut previous, false) => { r?; }
+                    r = run_all(&views, &config, &*log, &store, &mut previous, false, false) => { r?; }
                     _ = cancel.cancelled() => { abandoned(); break; }
                 }
             }
-            Some(reply) = requests.recv() => {
+            Some(request) = requests.recv() => {
                 let result = tokio::select! {
-                    r = run_batch_once(&config, &*log, &store, &mut previous, true) => r,
+                    r = run_all(&views, &config, &*log, &store, &mut previous, true, request.full) => r,
                     _ = cancel.cancelled() => { abandoned(); break; }
                 };
-                let answer = match result {
-                    Ok(report) => report.ok_or_else(|| "nothing to do".to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                let _ = reply.send(answer);
+                let _ = request.reply.send(result.map_err(|e| e.to_string()));
             }
         }
     }
     tracing::info!("batch layer stopped");
     Ok(())
+}
+
+/// Runs every view's batch job once, in registry order.
+async fn run_all<V, L>(
+    views: &[Arc<V>],
+    config: &BatchConfig,
+    log: &L,
+    store: &ViewStore,
+    previous: &mut [Option<RunProgress>],
+    force: bool,
+    full: bool,
+) -> Result<Vec<BatchRunReport>, BatchError>
+where
+    V: View<Event = Quote>,
+    L: EventLog,
+{
+    let mut reports = Vec::new();
+    for (view, prev) in views.iter().zip(previous.iter_mut()) {
+        if let Some(r) = run_batch_once(view, config, log, store, prev, force, full).await? {
+            reports.push(r);
+        }
+    }
+    Ok(reports)
 }
 
 #[cfg(test)]
@@ -349,16 +394,19 @@ mod tests {
 
     #[test]
     fn horizon_waits_for_the_slowest_active_partition() {
+        let m = 60_000;
         let archive = [off(0, 10, Some(600_000)), off(1, 5, Some(300_000))];
-        assert_eq!(batch_horizon(&archive, &[20, 20], 5_000), Some(240_000));
+        assert_eq!(batch_horizon(&archive, &[20, 20], 5_000, m), Some(240_000));
         // Partition 1 caught up with the log: idle, so it no longer holds H back.
-        assert_eq!(batch_horizon(&archive, &[20, 5], 5_000), Some(540_000));
+        assert_eq!(batch_horizon(&archive, &[20, 5], 5_000, m), Some(540_000));
         // All idle: the most advanced partition sets H.
-        assert_eq!(batch_horizon(&archive, &[10, 5], 5_000), Some(540_000));
+        assert_eq!(batch_horizon(&archive, &[10, 5], 5_000, m), Some(540_000));
         // A partition with unarchived data and nothing archived holds everything back.
-        assert_eq!(batch_horizon(&[off(0, 10, Some(600_000))], &[10, 3], 5_000), None);
+        assert_eq!(batch_horizon(&[off(0, 10, Some(600_000))], &[10, 3], 5_000, m), None);
         // An empty partition never does.
-        assert_eq!(batch_horizon(&[off(0, 10, Some(600_000))], &[10, 0], 5_000), Some(540_000));
-        assert_eq!(batch_horizon(&[], &[0, 0], 5_000), None);
+        assert_eq!(batch_horizon(&[off(0, 10, Some(600_000))], &[10, 0], 5_000, m), Some(540_000));
+        assert_eq!(batch_horizon(&[], &[0, 0], 5_000, m), None);
+        // Aligned to the view's window.
+        assert_eq!(batch_horizon(&[off(0, 10, Some(600_000))], &[10], 0, 7 * m), Some(7 * m * (600_000 / (7 * m))));
     }
 }

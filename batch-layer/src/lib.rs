@@ -1,9 +1,13 @@
-//! Prism batch layer (DESIGN §5): the [`archiver`] (log → Parquet master dataset) and the
-//! [`batch_job`] (master dataset → batch views, published with the batch horizon).
-//! [`master`] holds the master dataset's layout and file format.
+//! Prism batch layer (DESIGN §5): the [`archiver`] (log → Parquet master dataset, with
+//! [`compaction`]) and the [`batch_job`] (master dataset → batch views as versioned segments,
+//! published with the batch horizon; [`chunks`] and [`build`] are its time chunks and its
+//! segment builder). [`master`] holds the master dataset's layout and file format.
 
 pub mod archiver;
 pub mod batch_job;
+pub mod build;
+pub mod chunks;
+pub mod compaction;
 pub mod master;
 pub mod telemetry;
 
@@ -25,6 +29,12 @@ pub enum BatchError {
     /// The master dataset failed.
     #[error(transparent)]
     Master(#[from] master::MasterError),
+    /// A batch-view segment could not be written.
+    #[error(transparent)]
+    Segment(#[from] prism_core::segment::SegmentError),
+    /// Object storage failed (segments, their cleanup).
+    #[error("segment store: {0}")]
+    Object(#[from] prism_core::objects::ObjectError),
     /// A blocking task panicked or was cancelled.
     #[error("batch layer task failed: {0}")]
     Task(String),

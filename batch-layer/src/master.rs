@@ -1,39 +1,61 @@
-//! The master dataset: immutable Parquet files of every quote, Hive-partitioned by event date
-//! and hour (DESIGN §5):
+//! The master dataset: immutable Parquet files of every quote, Hive-partitioned by UTC event
+//! date (DESIGN §3, §5):
 //!
-//! `<root>/quotes/date=YYYY-MM-DD/hour=HH/<topic>-<partition>-<first offset>-<last offset>.parquet`
+//! `<root>/quotes/date=YYYY-MM-DD/<topic>-<partition>-<first offset>-<last offset>.parquet`
 //!
-//! Columns: `symbol` Utf8, `ts` Timestamp(ms, UTC), `price` Decimal128(18,6), `size` Int64,
-//! `partition` Int32, `offset` Int64; zstd. Spark, Trino and DuckDB read the layout as is.
-//! `<root>` is a local folder or an S3-compatible bucket/prefix ([`MasterDataset::open`]); every
-//! file appears atomically (one PUT, or a local staging file renamed into place).
+//! One file holds rows of one log partition and one UTC day, sorted by offset; its name is its
+//! identity, so rewriting it after a crash is idempotent. `<root>` is a local folder or an
+//! S3-compatible bucket/prefix (an [`ObjectLocation`]); every file appears atomically. Other
+//! prefixes of the root (the batch job's `segments/`) are not the dataset's and are ignored.
+//!
+//! **Schema** (lossless: every field of [`Quote`] plus its log position; zstd):
+//!
+//! | column | Arrow type | null |
+//! |---|---|---|
+//! | `symbol` | Utf8 | no |
+//! | `ts` | Timestamp(ms, "UTC") — event time | no |
+//! | `price` | Decimal128(18,6) | no |
+//! | `size` | Int64 — shares | no |
+//! | `bid` | Decimal128(18,6) | yes |
+//! | `ask` | Decimal128(18,6) | yes |
+//! | `exchange` | Utf8 | yes |
+//! | `partition` | Int32 — log partition | no |
+//! | `offset` | Int64 — log offset | no |
+//!
+//! Spark, Trino and DuckDB read the layout as is (`date` is the Hive partition column).
+//!
+//! **Earlier data.** Files of the previous layout, `quotes/date=YYYY-MM-DD/hour=HH/<name>`, and of
+//! the first schema (no `bid`, `ask`, `exchange`: read as `None`) are still listed and read;
+//! [`compaction`](crate::compaction) rewrites them into day files.
+//!
+//! **Visibility.** Compaction writes one large file over many small ones, then deletes the small
+//! ones later. [`MasterDataset::list_files`] therefore returns only the visible files: within one
+//! (partition, day), a file is *superseded* — not returned — when a day-layout file's offset
+//! range `[first, last]` contains its own (an equal range counts for a legacy hour file). Legacy
+//! hour files never supersede anything: one flush wrote one file per hour, so ranges of one day's
+//! hour files interleave without containing each other's rows.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+mod codec;
 
-use arrow::array::{Array, ArrayRef, Decimal128Array, Int32Array, Int64Array, StringArray, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use arrow::record_batch::RecordBatch;
+use std::cmp::Reverse;
+use std::path::Path;
+
 use bytes::Bytes;
-use futures_util::TryStreamExt;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::local::LocalFileSystem;
-use object_store::path::Path as ObjectPath;
-use object_store::prefix::PrefixStore;
-use object_store::{ClientConfigKey, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use chrono::{DateTime, Utc};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
-use prism_core::decimal::Decimal6;
+use object_store::path::Path as ObjectPath;
 use prism_core::event::{LogPosition, Quote};
+use prism_core::objects::{ObjectError, ObjectLocation};
+use prism_core::time::DAY_MS;
+
+pub use codec::quotes_schema;
+
+/// The prefix of every quotes file in the dataset's root.
+pub const QUOTES_PREFIX: &str = "quotes";
 
 /// Errors of master-dataset I/O.
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
-    /// A file or folder operation failed.
+    /// A local file or folder operation failed.
     #[error("master dataset I/O error while {context}: {source}")]
     Io {
         /// What was being done.
@@ -45,7 +67,7 @@ pub enum MasterError {
     /// The object store refused or failed a request (S3: network, credentials, bucket).
     #[error("master dataset {context}: {source}")]
     Store {
-        /// What was being done.
+        /// What was being done (and on which object).
         context: String,
         /// What the object store said.
         #[source]
@@ -54,51 +76,76 @@ pub enum MasterError {
     /// The dataset location cannot be used.
     #[error("master dataset location {0}")]
     Location(String),
-    /// Parquet or Arrow refused the data.
+    /// Parquet or Arrow refused the data, or rows do not belong in the file.
     #[error("master dataset file {file}: {reason}")]
     Format {
         /// The file.
         file: String,
-        /// What Parquet/Arrow said.
+        /// What Parquet/Arrow said, or which rule the rows break.
         reason: String,
     },
 }
 
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> MasterError {
-    let context = context.into();
-    move |source| MasterError::Io { context, source }
+impl From<ObjectError> for MasterError {
+    fn from(e: ObjectError) -> Self {
+        match e {
+            ObjectError::Io { context, source } => MasterError::Io { context, source },
+            ObjectError::Store { context, source } => MasterError::Store { context, source },
+            ObjectError::Location(m) => MasterError::Location(m),
+        }
+    }
 }
 
-fn store_err(context: impl Into<String>) -> impl FnOnce(object_store::Error) -> MasterError {
-    let context = context.into();
-    move |source| MasterError::Store { context, source }
+impl MasterError {
+    /// True when retrying will not help until an operator acts: the location is unusable, the
+    /// store denies access (credentials, permissions), lacks the operation, or the local disk is
+    /// full or read-only. Network failures, server errors, missing objects and unreadable files
+    /// are not persistent in this sense.
+    pub fn is_persistent(&self) -> bool {
+        use std::io::ErrorKind as K;
+        let io_persistent = |mut e: Option<&(dyn std::error::Error + 'static)>| {
+            while let Some(err) = e {
+                if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                    if matches!(io.kind(), K::PermissionDenied | K::StorageFull | K::ReadOnlyFilesystem | K::QuotaExceeded) {
+                        return true;
+                    }
+                }
+                e = err.source();
+            }
+            false
+        };
+        match self {
+            MasterError::Location(_) => true,
+            MasterError::Format { .. } => false,
+            MasterError::Io { source, .. } => io_persistent(Some(source)),
+            MasterError::Store { source, .. } => {
+                matches!(
+                    source,
+                    object_store::Error::PermissionDenied { .. }
+                        | object_store::Error::Unauthenticated { .. }
+                        | object_store::Error::NotSupported { .. }
+                        | object_store::Error::NotImplemented { .. }
+                        | object_store::Error::UnknownConfigurationKey { .. }
+                ) || io_persistent(Some(source))
+            }
+        }
+    }
 }
 
 /// One archived quote with its log position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchivedQuote {
-    /// The quote (bid/ask/exchange are not archived by this version of the schema).
+    /// The quote, every field (bid/ask/exchange are `None` when the event had none, or when the
+    /// file is of the first schema, which did not store them).
     pub quote: Quote,
     /// Where it was read from.
     pub pos: LogPosition,
 }
 
-/// The Arrow schema of a quotes file.
-pub fn quotes_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("symbol", DataType::Utf8, false),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
-        Field::new("price", DataType::Decimal128(18, 6), false),
-        Field::new("size", DataType::Int64, false),
-        Field::new("partition", DataType::Int32, false),
-        Field::new("offset", DataType::Int64, false),
-    ]))
-}
-
-/// The name parts of a committed quotes file.
+/// A quotes file, as its location names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MasterFile {
-    /// Location in the dataset (`quotes/date=…/hour=…/<name>.parquet`).
+    /// Location in the dataset: `quotes/date=…/<name>.parquet` (or `…/hour=HH/<name>.parquet`).
     pub location: ObjectPath,
     /// Log partition its rows came from.
     pub partition: i32,
@@ -106,205 +153,254 @@ pub struct MasterFile {
     pub first_offset: i64,
     /// Largest offset in the file.
     pub last_offset: i64,
-    /// Start of its hour partition, UTC ms.
-    pub hour_start_ms: i64,
+    /// Start of its UTC day (the `date=` partition), UTC ms.
+    pub day_start_ms: i64,
+    /// The hour (0–23) of a file of the previous `date=/hour=` layout; `None` for a day file.
+    pub legacy_hour: Option<u32>,
 }
 
-/// Hour partition start (UTC ms) of an event time.
-pub fn hour_start(ts_ms: i64) -> i64 {
-    ts_ms.div_euclid(3_600_000) * 3_600_000
+/// A quotes file as stored, visible or superseded ([`MasterDataset::list_all_files`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedFile {
+    /// The file.
+    pub file: MasterFile,
+    /// Its size, bytes.
+    pub size: u64,
+    /// When it was written (the store's clock).
+    pub last_modified: DateTime<Utc>,
+    /// `None` when visible; otherwise since when it is superseded: the earliest `last_modified`
+    /// of the files that supersede it.
+    pub superseded_since: Option<DateTime<Utc>>,
 }
 
-/// `quotes/date=YYYY-MM-DD/hour=HH` of an hour.
-fn hour_prefix(hour_start_ms: i64) -> String {
-    let t = DateTime::<Utc>::from_timestamp_millis(hour_start_ms).unwrap_or_default();
-    format!("{QUOTES_PREFIX}/date={}/hour={}", t.format("%Y-%m-%d"), t.format("%H"))
+/// Start (UTC ms, 00:00) of the UTC day of an event time in UTC ms.
+pub fn day_start(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(DAY_MS) * DAY_MS
 }
 
-const QUOTES_PREFIX: &str = "quotes";
+/// `quotes/date=YYYY-MM-DD/<topic>-<partition>-<first>-<last>.parquet`.
+pub fn file_location(topic: &str, partition: i32, day_start_ms: i64, first_offset: i64, last_offset: i64) -> ObjectPath {
+    // Event times are validated to years 0001–9999, which chrono represents.
+    let day = DateTime::<Utc>::from_timestamp_millis(day_start_ms).unwrap_or_default();
+    ObjectPath::from(format!(
+        "{QUOTES_PREFIX}/date={}/{topic}-{partition}-{first_offset}-{last_offset}.parquet",
+        day.format("%Y-%m-%d")
+    ))
+}
 
-/// The master dataset's location: a local folder or an S3-compatible bucket (and prefix),
-/// through the `object_store` crate. Cheap to clone.
+/// The master dataset: a thin layer over an [`ObjectLocation`] (local folder or S3-compatible
+/// bucket/prefix) that knows the quotes layout. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct MasterDataset {
-    store: Arc<dyn ObjectStore>,
-    /// The folder, when local: files are also fsynced there (object stores are durable on put).
-    local_root: Option<PathBuf>,
-    /// Where it is, for messages.
-    url: String,
+    objects: ObjectLocation,
 }
 
 impl MasterDataset {
-    /// Opens the dataset `spec` names:
-    /// - a local path or `file:///path` (created if missing);
-    /// - `s3://bucket[/prefix]`: credentials, region and endpoint come from the standard
-    ///   `AWS_*` variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
-    ///   `AWS_ENDPOINT` for S3-compatible servers such as MinIO, `AWS_ALLOW_HTTP=true` for
-    ///   plain-HTTP endpoints); requests are path-style unless
-    ///   `AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true`.
+    /// Opens the dataset `spec` names: a local path or `file:///path` (created if missing), or
+    /// `s3://bucket[/prefix]` configured by the standard `AWS_*` variables (see
+    /// [`ObjectLocation::open`]).
     ///
     /// Errors: [`MasterError::Location`] for another scheme or a bad S3 configuration;
     /// [`MasterError::Io`] when the local folder cannot be created.
     pub fn open(spec: &str) -> Result<MasterDataset, MasterError> {
-        if let Some(rest) = spec.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(MasterError::Location(format!("{spec:?}: no bucket after s3://")));
-            }
-            // rustls needs a process-wide crypto provider; a second install is a harmless no-op.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            // A few quick retries, not the library's three minutes: a store that is down must
-            // show as not ready, and the layer's supervisor retries with its own backoff.
-            let retry = RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(15), ..RetryConfig::default() };
-            let connect_timeout = AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout);
-            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry);
-            if builder.get_config_value(&connect_timeout).is_none() {
-                builder = builder.with_config(connect_timeout, "5s");
-            }
-            let s3 = builder
-                .build()
-                .map_err(|e| MasterError::Location(format!("{spec:?}: {e}")))?;
-            let prefix = prefix.trim_matches('/');
-            let store: Arc<dyn ObjectStore> =
-                if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix)) };
-            return Ok(MasterDataset { store, local_root: None, url: spec.to_string() });
-        }
-        if spec.contains("://") && !spec.starts_with("file://") {
-            return Err(MasterError::Location(format!("{spec:?}: use a local path, file:///path or s3://bucket/prefix")));
-        }
-        MasterDataset::local(Path::new(spec.strip_prefix("file://").unwrap_or(spec)))
+        Ok(MasterDataset { objects: ObjectLocation::open(spec)? })
     }
 
     /// The dataset in local folder `root` (created if missing).
     ///
     /// Errors: [`MasterError::Io`], [`MasterError::Location`].
     pub fn local(root: &Path) -> Result<MasterDataset, MasterError> {
-        std::fs::create_dir_all(root).map_err(io(format!("creating {}", root.display())))?;
-        let fs = LocalFileSystem::new_with_prefix(root).map_err(|e| MasterError::Location(format!("{}: {e}", root.display())))?;
-        Ok(MasterDataset { store: Arc::new(fs), local_root: Some(root.to_path_buf()), url: root.display().to_string() })
+        Ok(MasterDataset { objects: ObjectLocation::local(root)? })
+    }
+
+    /// The dataset at an already opened storage root.
+    pub fn from_location(objects: ObjectLocation) -> MasterDataset {
+        MasterDataset { objects }
+    }
+
+    /// The storage root, shared with the batch job's `segments/` (which this dataset ignores).
+    pub fn location(&self) -> &ObjectLocation {
+        &self.objects
     }
 
     /// Where the dataset is (a folder or an `s3://` URL).
     pub fn url(&self) -> &str {
-        &self.url
+        self.objects.url()
     }
 
     /// Checks that the dataset answers (for `/readyz`): lists the quotes prefix.
     ///
     /// Errors: [`MasterError::Store`].
     pub async fn check(&self) -> Result<(), MasterError> {
-        let prefix = ObjectPath::from(QUOTES_PREFIX);
-        self.store.list_with_delimiter(Some(&prefix)).await.map(|_| ()).map_err(store_err(format!("{}: listing", self.url)))
+        Ok(self.objects.check(QUOTES_PREFIX).await?)
     }
 
-    /// Writes one file of rows (all from one partition and one hour) at its Hive location.
-    /// The write is atomic: the object appears whole or not at all (a local file is written
-    /// under a staging name, fsynced with its folder, then renamed). Returns its location.
+    /// Writes one file of `rows` (all of one partition and one UTC day; sorted by offset here)
+    /// at its Hive location, atomically: it appears whole or not at all (and a local file is
+    /// fsynced). Rewriting the same rows writes the same file. Returns its location.
     ///
-    /// Errors: [`MasterError`].
+    /// Errors: [`MasterError::Format`] when `rows` is empty or spans partitions or days;
+    /// [`MasterError::Store`]/[`MasterError::Io`] when the write fails.
     pub async fn write_file(&self, topic: &str, rows: Vec<ArchivedQuote>) -> Result<ObjectPath, MasterError> {
-        let Some(first) = rows.first() else {
-            return Err(MasterError::Format { file: self.url.clone(), reason: "no rows to write".into() });
+        Ok(self.write_rows(topic, rows).await?.0)
+    }
+
+    /// [`write_file`](Self::write_file), also returning the file's size in bytes.
+    pub(crate) async fn write_rows(&self, topic: &str, mut rows: Vec<ArchivedQuote>) -> Result<(ObjectPath, u64), MasterError> {
+        let bad = |reason: String| MasterError::Format { file: format!("{} ({topic})", self.url()), reason };
+        let Some(first) = rows.first() else { return Err(bad("no rows to write".into())) };
+        let (partition, day) = (first.pos.partition, day_start(first.quote.ts));
+        if let Some(r) = rows.iter().find(|r| r.pos.partition != partition || day_start(r.quote.ts) != day) {
+            return Err(bad(format!(
+                "one file holds one partition and one UTC day: {}@{} (ts {}) does not go with {}@{} (ts {})",
+                r.pos.partition, r.pos.offset, r.quote.ts, partition, first.pos.offset, first.quote.ts
+            )));
+        }
+        rows.sort_unstable_by_key(|r| r.pos.offset);
+        let (first_offset, last_offset) = match (rows.first(), rows.last()) {
+            (Some(a), Some(b)) => (a.pos.offset, b.pos.offset),
+            _ => return Err(bad("no rows to write".into())),
         };
-        let first_offset = rows.iter().map(|r| r.pos.offset).min().unwrap_or(0);
-        let last_offset = rows.iter().map(|r| r.pos.offset).max().unwrap_or(0);
-        let location = ObjectPath::from(format!(
-            "{}/{topic}-{}-{first_offset}-{last_offset}.parquet",
-            hour_prefix(hour_start(first.quote.ts)),
-            first.pos.partition
-        ));
+        let location = file_location(topic, partition, day, first_offset, last_offset);
         // Encoding (zstd) is CPU work: off the async threads.
-        let at = location.clone();
-        let bytes = tokio::task::spawn_blocking(move || encode(&rows, &at))
+        let name = location.to_string();
+        let bytes = tokio::task::spawn_blocking(move || codec::encode(&rows, &name))
             .await
             .map_err(|e| MasterError::Format { file: location.to_string(), reason: format!("encoder task: {e}") })??;
-        self.store.put(&location, PutPayload::from(bytes)).await.map_err(store_err(format!("writing {location}")))?;
-        if let Some(root) = &self.local_root {
-            // LocalFileSystem renames a finished staging file into place but does not fsync.
-            let file = root.join(location.as_ref());
-            tokio::task::spawn_blocking(move || sync_file_and_folder(&file))
-                .await
-                .map_err(|e| MasterError::Io { context: "fsync task".into(), source: std::io::Error::other(e.to_string()) })??;
-        }
-        Ok(location)
+        let size = bytes.len() as u64;
+        self.objects.put_atomic(&location, Bytes::from(bytes)).await?;
+        Ok((location, size))
     }
 
-    /// Lists the quotes files of `topic` (ignoring other objects), by hour, partition and offset.
+    /// Lists the visible quotes files of `topic` (see the module docs: superseded files, other
+    /// topics and other objects are left out), sorted by (day, partition, first offset).
     ///
     /// Errors: [`MasterError::Store`].
     pub async fn list_files(&self, topic: &str) -> Result<Vec<MasterFile>, MasterError> {
-        let mut out = Vec::new();
-        for meta in self.list_all().await? {
-            if let Some(f) = parse_location(&meta.location, topic) {
-                out.push(f);
-            }
-        }
-        out.sort_by_key(|f| (f.hour_start_ms, f.partition, f.first_offset));
-        Ok(out)
+        Ok(self.list_all_files(topic).await?.into_iter().filter(|f| f.superseded_since.is_none()).map(|f| f.file).collect())
     }
 
-    async fn list_all(&self) -> Result<Vec<ObjectMeta>, MasterError> {
-        let prefix = ObjectPath::from(QUOTES_PREFIX);
-        self.store.list(Some(&prefix)).try_collect().await.map_err(store_err(format!("{}: listing", self.url)))
+    /// Lists every quotes file of `topic`, superseded ones included, sorted by (day, partition,
+    /// first offset).
+    ///
+    /// Errors: [`MasterError::Store`].
+    pub async fn list_all_files(&self, topic: &str) -> Result<Vec<ListedFile>, MasterError> {
+        let mut files: Vec<ListedFile> = self
+            .objects
+            .list(QUOTES_PREFIX)
+            .await?
+            .into_iter()
+            .filter_map(|meta| {
+                let file = parse_location(&meta.location, topic)?;
+                Some(ListedFile { file, size: meta.size, last_modified: meta.last_modified, superseded_since: None })
+            })
+            .collect();
+        mark_superseded(&mut files);
+        files.sort_by(|a, b| {
+            let key = |f: &MasterFile| (f.day_start_ms, f.partition, f.first_offset, Reverse(f.last_offset), f.legacy_hour);
+            key(&a.file).cmp(&key(&b.file))
+        });
+        Ok(files)
     }
 
     /// Removes files whose rows were never committed (first offset at or past the committed
-    /// next offset of their partition; the archiver writes them again) and `.tmp` leftovers of
-    /// earlier versions. Returns how many objects were removed.
+    /// next offset of their partition, `committed_next[partition]`; the archiver writes them
+    /// again) and `.tmp` leftovers of earlier versions. A committed file — compacted or not —
+    /// starts below the committed offset and is never removed. Returns how many were removed.
     ///
     /// Errors: [`MasterError::Store`].
     pub async fn remove_uncommitted(&self, topic: &str, committed_next: &[i64]) -> Result<usize, MasterError> {
         let mut removed = 0;
-        for meta in self.list_all().await? {
+        for meta in self.objects.list(QUOTES_PREFIX).await? {
             let uncommitted = match parse_location(&meta.location, topic) {
-                Some(f) => f.first_offset >= committed_next.get(f.partition as usize).copied().unwrap_or(0),
+                Some(f) => f.first_offset >= next_offset(committed_next, f.partition),
                 None => meta.location.as_ref().ends_with(".tmp"),
             };
             if uncommitted {
-                self.store.delete(&meta.location).await.map_err(store_err(format!("removing {}", meta.location)))?;
+                self.objects.delete(&meta.location).await?;
                 removed += 1;
             }
         }
         Ok(removed)
     }
 
-    /// Reads every row of a quotes file.
+    /// Reads every row of a quotes file, in file order (by offset), decoding on a blocking
+    /// thread.
     ///
     /// Errors: [`MasterError::Store`] when it cannot be read, [`MasterError::Format`] when it is
-    /// not a quotes file of this schema.
+    /// not a quotes file.
     pub async fn read_file(&self, file: &MasterFile) -> Result<Vec<ArchivedQuote>, MasterError> {
-        let bytes = self
-            .store
-            .get(&file.location)
+        let bytes = self.objects.get(&file.location).await?;
+        let name = file.location.to_string();
+        tokio::task::spawn_blocking(move || codec::decode(bytes, &name))
             .await
-            .map_err(store_err(format!("reading {}", file.location)))?
-            .bytes()
-            .await
-            .map_err(store_err(format!("reading {}", file.location)))?;
-        decode(bytes, &file.location)
+            .map_err(|e| MasterError::Format { file: file.location.to_string(), reason: format!("decoder task: {e}") })?
+    }
+
+    /// Deletes one file (already gone is fine).
+    ///
+    /// Errors: [`MasterError::Store`].
+    pub(crate) async fn delete(&self, location: &ObjectPath) -> Result<(), MasterError> {
+        Ok(self.objects.delete(location).await?)
     }
 }
 
-fn sync_file_and_folder(file: &Path) -> Result<(), MasterError> {
-    std::fs::File::open(file).and_then(|f| f.sync_all()).map_err(io(format!("syncing {}", file.display())))?;
-    if let Some(dir) = file.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(format!("syncing {}", dir.display())))?;
-    }
-    Ok(())
+/// The committed next offset of `partition` (0 when unknown).
+pub(crate) fn next_offset(committed_next: &[i64], partition: i32) -> i64 {
+    usize::try_from(partition).ok().and_then(|p| committed_next.get(p)).copied().unwrap_or(0)
 }
 
-/// `quotes/date=YYYY-MM-DD/hour=HH/<topic>-<partition>-<first>-<last>.parquet` → its parts.
+/// Sets `superseded_since` of every file (see the module docs), in O(n · overlap) per
+/// (partition, day): a sweep by first offset keeps the day files whose range is still open.
+fn mark_superseded(files: &mut [ListedFile]) {
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    // Containers first: by first offset, then the longer range, then day files before legacy.
+    order.sort_by_key(|&i| {
+        let f = &files[i].file;
+        (f.partition, f.day_start_ms, f.first_offset, Reverse(f.last_offset), f.legacy_hour.is_some())
+    });
+    let mut active: Vec<usize> = Vec::new();
+    let mut group = None;
+    for i in order {
+        let (first, last, legacy) = (files[i].file.first_offset, files[i].file.last_offset, files[i].file.legacy_hour.is_some());
+        let this_group = Some((files[i].file.partition, files[i].file.day_start_ms));
+        if group != this_group {
+            active.clear();
+            group = this_group;
+        }
+        // Later files start at or after `first`: a range closed before it contains none of them.
+        active.retain(|&a| files[a].file.last_offset >= first);
+        files[i].superseded_since =
+            active.iter().filter(|&&a| files[a].file.last_offset >= last).map(|&a| files[a].last_modified).min();
+        if !legacy {
+            active.push(i);
+        }
+    }
+}
+
+/// `quotes/date=YYYY-MM-DD[/hour=HH]/<topic>-<partition>-<first>-<last>.parquet` → its parts.
 fn parse_location(location: &ObjectPath, topic: &str) -> Option<MasterFile> {
     let parts: Vec<String> = location.parts().map(|p| p.as_ref().to_string()).collect();
-    let [quotes, date, hour, name] = parts.as_slice() else { return None };
-    if quotes != QUOTES_PREFIX {
-        return None;
-    }
-    let day = date.strip_prefix("date=")?;
-    let h: u32 = hour.strip_prefix("hour=")?.parse().ok()?;
-    let hour_start_ms = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?.and_hms_opt(h, 0, 0)?.and_utc().timestamp_millis();
+    let (date, hour, name) = match parts.as_slice() {
+        [quotes, date, name] if quotes == QUOTES_PREFIX => (date, None, name),
+        [quotes, date, hour, name] if quotes == QUOTES_PREFIX => (date, Some(hour), name),
+        _ => return None,
+    };
+    let day = chrono::NaiveDate::parse_from_str(date.strip_prefix("date=")?, "%Y-%m-%d").ok()?;
+    let legacy_hour = match hour {
+        Some(h) => Some(h.strip_prefix("hour=")?.parse::<u32>().ok().filter(|h| *h < 24)?),
+        None => None,
+    };
+    let day_start_ms = day.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis();
     let (partition, first_offset, last_offset) = parse_name(name, topic)?;
-    Some(MasterFile { location: location.clone(), partition, first_offset, last_offset, hour_start_ms })
+    (first_offset <= last_offset).then(|| MasterFile {
+        location: location.clone(),
+        partition,
+        first_offset,
+        last_offset,
+        day_start_ms,
+        legacy_hour,
+    })
 }
 
 fn parse_name(name: &str, topic: &str) -> Option<(i32, i64, i64)> {
@@ -316,59 +412,90 @@ fn parse_name(name: &str, topic: &str) -> Option<(i32, i64, i64)> {
     parts.next().is_none().then_some((p, first, last))
 }
 
-/// Encodes rows as one zstd Parquet file of [`quotes_schema`].
-fn encode(rows: &[ArchivedQuote], location: &ObjectPath) -> Result<Vec<u8>, MasterError> {
-    let format_err = |e: &dyn std::fmt::Display| MasterError::Format { file: location.to_string(), reason: e.to_string() };
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.quote.symbol.as_str()))),
-        Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.quote.ts)).with_timezone("UTC")),
-        Arc::new(
-            Decimal128Array::from_iter_values(rows.iter().map(|r| r.quote.price.units()))
-                .with_precision_and_scale(18, 6)
-                .map_err(|e| format_err(&e))?,
-        ),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.quote.size))),
-        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.pos.partition))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.pos.offset))),
-    ];
-    let batch = RecordBatch::try_new(quotes_schema(), columns).map_err(|e| format_err(&e))?;
-    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), quotes_schema(), Some(props)).map_err(|e| format_err(&e))?;
-    writer.write(&batch).map_err(|e| format_err(&e))?;
-    writer.into_inner().map_err(|e| format_err(&e))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Decodes a quotes file's rows.
-fn decode(bytes: Bytes, location: &ObjectPath) -> Result<Vec<ArchivedQuote>, MasterError> {
-    let format_err = |e: &dyn std::fmt::Display| MasterError::Format { file: location.to_string(), reason: e.to_string() };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| format_err(&e))?.build().map_err(|e| format_err(&e))?;
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| format_err(&e))?;
-        let col = |name: &str| batch.column_by_name(name).ok_or_else(|| format_err(&format!("no column {name}")));
-        let symbol = col("symbol")?.as_any().downcast_ref::<StringArray>().ok_or_else(|| format_err(&"symbol is not Utf8"))?;
-        let ts = col("ts")?.as_any().downcast_ref::<TimestampMillisecondArray>().ok_or_else(|| format_err(&"ts is not Timestamp(ms)"))?;
-        let price = col("price")?.as_any().downcast_ref::<Decimal128Array>().ok_or_else(|| format_err(&"price is not Decimal128"))?;
-        if price.scale() != 6 {
-            return Err(format_err(&format!("price scale {} is not 6", price.scale())));
-        }
-        let size = col("size")?.as_any().downcast_ref::<Int64Array>().ok_or_else(|| format_err(&"size is not Int64"))?;
-        let partition = col("partition")?.as_any().downcast_ref::<Int32Array>().ok_or_else(|| format_err(&"partition is not Int32"))?;
-        let offset = col("offset")?.as_any().downcast_ref::<Int64Array>().ok_or_else(|| format_err(&"offset is not Int64"))?;
-        for i in 0..batch.num_rows() {
-            out.push(ArchivedQuote {
-                quote: Quote {
-                    symbol: symbol.value(i).to_string(),
-                    ts: ts.value(i),
-                    price: Decimal6::from_units(price.value(i)),
-                    size: size.value(i),
-                    bid: None,
-                    ask: None,
-                    exchange: None,
-                },
-                pos: LogPosition { partition: partition.value(i), offset: offset.value(i) },
-            });
-        }
+    fn listed(name: &str, modified_s: i64) -> ListedFile {
+        let file = parse_location(&ObjectPath::from(name), "t").expect("a quotes file name");
+        let last_modified = DateTime::<Utc>::from_timestamp(modified_s, 0).expect("time");
+        ListedFile { file, size: 1, last_modified, superseded_since: None }
     }
-    Ok(out)
+
+    fn superseded(names: &[(&str, i64)]) -> Vec<Option<i64>> {
+        let mut files: Vec<ListedFile> = names.iter().map(|(n, t)| listed(n, *t)).collect();
+        mark_superseded(&mut files);
+        files.iter().map(|f| f.superseded_since.map(|t| t.timestamp())).collect()
+    }
+
+    #[test]
+    fn locations_parse_in_both_layouts_and_nothing_else() {
+        let day = parse_location(&ObjectPath::from("quotes/date=2024-01-02/t-3-10-20.parquet"), "t").expect("day file");
+        assert_eq!((day.partition, day.first_offset, day.last_offset, day.legacy_hour), (3, 10, 20, None));
+        assert_eq!(day.day_start_ms, 1_704_153_600_000);
+        let hour = parse_location(&ObjectPath::from("quotes/date=2024-01-02/hour=14/t-0-1-2.parquet"), "t").expect("hour file");
+        assert_eq!((hour.day_start_ms, hour.legacy_hour), (1_704_153_600_000, Some(14)));
+        for other in [
+            "quotes/date=2024-01-02/u-0-1-2.parquet",
+            "quotes/date=2024-01-02/t-0-2-1.parquet",
+            "quotes/date=2024-01-02/hour=24/t-0-1-2.parquet",
+            "quotes/date=2024-13-02/t-0-1-2.parquet",
+            "segments/date=2024-01-02/t-0-1-2.parquet",
+            "quotes/t-0-1-2.parquet",
+        ] {
+            assert_eq!(parse_location(&ObjectPath::from(other), "t"), None, "{other}");
+        }
+        assert_eq!(file_location("t", 3, day.day_start_ms, 10, 20), day.location);
+        assert_eq!(day_start(1_704_205_800_000), 1_704_153_600_000);
+        assert_eq!(day_start(-1), -DAY_MS);
+    }
+
+    #[test]
+    fn access_and_full_disks_are_persistent_failures_networks_and_data_are_not() {
+        let store = |source: object_store::Error| MasterError::Store { context: "writing x".into(), source };
+        let io = |kind: std::io::ErrorKind| std::io::Error::new(kind, "x");
+        let boxed = |kind| -> Box<dyn std::error::Error + Send + Sync> { Box::new(io(kind)) };
+        let denied = object_store::Error::PermissionDenied { path: "x".into(), source: boxed(std::io::ErrorKind::Other) };
+        assert!(store(denied).is_persistent());
+        let full = object_store::Error::Generic { store: "LocalFileSystem", source: boxed(std::io::ErrorKind::StorageFull) };
+        assert!(store(full).is_persistent(), "found in the source chain");
+        assert!(MasterError::Io { context: "x".into(), source: io(std::io::ErrorKind::ReadOnlyFilesystem) }.is_persistent());
+        assert!(MasterError::Location("x".into()).is_persistent());
+        let network = object_store::Error::Generic { store: "S3", source: boxed(std::io::ErrorKind::ConnectionRefused) };
+        assert!(!store(network).is_persistent());
+        assert!(!store(object_store::Error::NotFound { path: "x".into(), source: boxed(std::io::ErrorKind::NotFound) }).is_persistent());
+        assert!(!MasterError::Format { file: "x".into(), reason: "y".into() }.is_persistent());
+    }
+
+    #[test]
+    fn containment_within_one_partition_and_day_supersedes() {
+        let d = "quotes/date=2024-01-02";
+        assert_eq!(
+            superseded(&[
+                (&format!("{d}/t-0-0-4.parquet"), 50),
+                (&format!("{d}/t-0-0-9.parquet"), 100),
+                (&format!("{d}/t-0-5-9.parquet"), 60),
+                (&format!("{d}/t-0-10-12.parquet"), 70),
+                (&format!("{d}/t-1-0-4.parquet"), 70),
+                (&format!("{d}/t-0-0-19.parquet"), 90),
+                ("quotes/date=2024-01-03/t-0-1-2.parquet", 70),
+            ]),
+            // The earliest superseding file counts: 0-4 is inside 0-9 (100) and 0-19 (90).
+            vec![Some(90), Some(90), Some(90), Some(90), None, None, None]
+        );
+        // Hour files of one day interleave and never supersede; a day file with an equal or
+        // larger range supersedes them.
+        assert_eq!(
+            superseded(&[(&format!("{d}/hour=14/t-0-0-2.parquet"), 1), (&format!("{d}/hour=15/t-0-1-1.parquet"), 1)]),
+            vec![None, None]
+        );
+        assert_eq!(
+            superseded(&[
+                (&format!("{d}/hour=14/t-0-0-2.parquet"), 1),
+                (&format!("{d}/hour=15/t-0-1-1.parquet"), 1),
+                (&format!("{d}/t-0-0-2.parquet"), 5),
+            ]),
+            vec![Some(5), Some(5), None]
+        );
+    }
 }

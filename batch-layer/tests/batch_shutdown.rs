@@ -37,14 +37,15 @@ async fn a_batch_run_in_progress_is_abandoned_on_shutdown() {
         std::env::set_var(k, v);
     }
     let master = MasterDataset::open("s3://silent/master").expect("dataset");
-    let config = BatchConfig { master, allowed_lateness_ms: 5_000, interval: Duration::from_secs(3600) };
+    let config = BatchConfig { interval: Duration::from_secs(3600), ..BatchConfig::new(master) };
+    let views = vec![Arc::new(prism_core::view::ohlcv::OhlcvView::standard(5_000))];
 
     let (trigger, mut requests) = tokio::sync::mpsc::channel(1);
     let stop = CancellationToken::new();
     let (l, s, c) = (log.clone(), store.clone(), stop.clone());
-    let layer = tokio::spawn(async move { run_batch_layer(config, l, s, &mut requests, c).await });
+    let layer = tokio::spawn(async move { run_batch_layer(views, config, l, s, &mut requests, c).await });
     let (reply, answer) = tokio::sync::oneshot::channel();
-    trigger.send(reply).await.expect("request a run");
+    trigger.send(prism_core::batch_run::BatchRunRequest { full: false, reply }).await.expect("request a run");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!layer.is_finished(), "the run is in progress (its listing hangs)");
 
@@ -53,6 +54,6 @@ async fn a_batch_run_in_progress_is_abandoned_on_shutdown() {
     let stopped = tokio::time::timeout(Duration::from_secs(10), layer).await.expect("the batch layer stops without finishing the run");
     stopped.expect("join").expect("a clean stop");
     assert!(answer.await.is_err(), "the requester hears that the run stopped, not a report");
-    assert_eq!(store.serving_state().await.expect("state").batch_version, None, "nothing was published");
+    assert_eq!(store.view_pointer("ohlcv").await.expect("pointer").batch_version, None, "nothing was published");
     drop(silent);
 }

@@ -2,70 +2,75 @@
 //! S3-compatible object store (the moto server `./infra/test.sh` starts: `PRISM_TEST_S3_ENDPOINT`,
 //! bucket `prism-test`). Without the server the test fails: it is never skipped.
 
-use prism_batch::master::{ArchivedQuote, MasterDataset, MasterError};
-use prism_core::decimal::Decimal6;
-use prism_core::event::{LogPosition, Quote};
+mod common;
 
-const HOUR: i64 = 3_600_000;
-const T0: i64 = 1_704_205_800_000; // 2024-01-02T14:30:00Z
+use bytes::Bytes;
+use common::{backends, quote, s3_env, sorted, visible_rows, DAY, HOUR, T0, TOPIC};
+use object_store::path::Path as ObjectPath;
+use prism_batch::master::{day_start, MasterDataset, MasterError};
 
-fn quote(partition: i32, offset: i64, ts: i64, units: i128) -> ArchivedQuote {
-    ArchivedQuote {
-        quote: Quote { symbol: format!("S{partition}"), ts, price: Decimal6::from_units(units), size: 100 + offset, bid: None, ask: None, exchange: None },
-        pos: LogPosition { partition, offset },
+#[tokio::test]
+async fn files_round_trip_losslessly_list_by_day_and_uncommitted_ones_are_removed() {
+    for (name, master, _dir) in backends("round-trip") {
+        master.check().await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(master.list_files(TOPIC).await.expect("list").is_empty(), "{name}");
+
+        // Every optional field present, absent, or partly (see `quote`); extreme prices.
+        let p0_day1 = vec![quote(0, 0, T0, 1_500_000), quote(0, 1, T0 + 1, 123_456_789_012), quote(0, 2, T0 + 59_999, 1)];
+        let p1_day1 = vec![quote(1, 0, T0 + HOUR, 7_000_000), quote(1, 1, T0 + HOUR + 5, 999_999_999_999_999_999)];
+        let p1_day2 = vec![quote(1, 2, T0 + DAY, 7_000_002), quote(1, 3, T0 + DAY, 7_000_003), quote(1, 4, T0 + DAY + 1, 1)];
+        let a = master.write_file(TOPIC, p0_day1.clone()).await.expect("write a");
+        let b = master.write_file(TOPIC, p1_day1.clone()).await.expect("write b");
+        // Rows are stored sorted by offset whatever order they come in.
+        let c = master.write_file(TOPIC, p1_day2.iter().rev().cloned().collect()).await.expect("write c");
+        assert_eq!(a.as_ref(), "quotes/date=2024-01-02/prism.quotes-0-0-2.parquet", "{name}: Hive day layout");
+        assert_eq!(b.as_ref(), "quotes/date=2024-01-02/prism.quotes-1-0-1.parquet", "{name}");
+        assert_eq!(c.as_ref(), "quotes/date=2024-01-03/prism.quotes-1-2-4.parquet", "{name}");
+        // Another topic's file and the batch job's segments are not listed for this one.
+        master.write_file("other", vec![quote(0, 9, T0, 1)]).await.expect("write other");
+        let segment = ObjectPath::from("segments/ohlcv/v1/chunk-0.parquet");
+        master.location().put_atomic(&segment, Bytes::from_static(b"not a quotes file")).await.expect("segment");
+
+        // One file holds one partition and one UTC day.
+        for bad in [vec![], vec![quote(0, 3, T0, 1), quote(0, 4, T0 + DAY, 1)], vec![quote(0, 3, T0, 1), quote(1, 5, T0, 1)]] {
+            let err = master.write_file(TOPIC, bad).await.expect_err("refused");
+            assert!(matches!(err, MasterError::Format { .. }), "{name}: {err}");
+        }
+
+        let files = master.list_files(TOPIC).await.expect("list");
+        let parts: Vec<(i32, i64, i64, i64, Option<u32>)> =
+            files.iter().map(|f| (f.partition, f.first_offset, f.last_offset, f.day_start_ms, f.legacy_hour)).collect();
+        let day1 = day_start(T0);
+        assert_eq!(day1, 1_704_153_600_000, "2024-01-02T00:00Z");
+        assert_eq!(parts, vec![(0, 0, 2, day1, None), (1, 0, 1, day1, None), (1, 2, 4, day1 + DAY, None)], "{name}: by (day, partition, offset)");
+        assert_eq!(master.read_file(&files[0]).await.expect("read a"), p0_day1, "{name}: exact round trip");
+        assert_eq!(master.read_file(&files[1]).await.expect("read b"), p1_day1, "{name}");
+        assert_eq!(master.read_file(&files[2]).await.expect("read c"), p1_day2, "{name}");
+        let all = sorted([p0_day1.clone(), p1_day1, p1_day2].concat());
+        assert!(all.iter().any(|r| r.quote.bid.is_some() && r.quote.exchange.is_some()), "the data has every field");
+        assert!(all.iter().any(|r| r.quote.bid.is_none() && r.quote.ask.is_none() && r.quote.exchange.is_none()), "and none");
+        assert_eq!(visible_rows(&master).await, all, "{name}");
+
+        // Partition 1 never committed anything: its files go; partition 0's and the segment stay.
+        assert_eq!(master.remove_uncommitted(TOPIC, &[3, 0]).await.expect("remove"), 2, "{name}");
+        let left: Vec<i32> = master.list_files(TOPIC).await.expect("list").iter().map(|f| f.partition).collect();
+        assert_eq!(left, vec![0], "{name}");
+        assert_eq!(master.location().get(&segment).await.expect("segment kept").as_ref(), b"not a quotes file", "{name}");
+        assert_eq!(visible_rows(&master).await, p0_day1, "{name}");
     }
-}
-
-/// Points the `AWS_*` settings at the test server (each test runs in its own process).
-fn s3_env() -> String {
-    let endpoint = std::env::var("PRISM_TEST_S3_ENDPOINT").expect("PRISM_TEST_S3_ENDPOINT is not set: run ./infra/test.sh, which starts the S3 server");
-    for (k, v) in [
-        ("AWS_ENDPOINT", endpoint.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-    ] {
-        std::env::set_var(k, v);
-    }
-    endpoint
-}
-
-async fn backends() -> Vec<(&'static str, MasterDataset, tempfile::TempDir)> {
-    s3_env();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let local = MasterDataset::open(&dir.path().join("master").display().to_string()).expect("local dataset");
-    let prefix = format!("s3://prism-test/run-{}-{}", std::process::id(), T0);
-    let s3 = MasterDataset::open(&prefix).expect("s3 dataset");
-    vec![("local", local, dir), ("s3", s3, tempfile::tempdir().expect("tempdir"))]
 }
 
 #[tokio::test]
-async fn files_round_trip_list_by_hour_and_uncommitted_ones_are_removed() {
-    for (name, master, _dir) in backends().await {
-        master.check().await.unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(master.list_files("prism.quotes").await.expect("list").is_empty(), "{name}");
-
-        let hour_a = vec![quote(0, 0, T0, 1_500_000), quote(0, 1, T0 + 1, 123_456_789_012), quote(0, 2, T0 + 59_999, 1)];
-        let hour_b = vec![quote(1, 0, T0 + HOUR, 7_000_000), quote(1, 1, T0 + HOUR + 5, 7_000_001)];
-        let a = master.write_file("prism.quotes", hour_a.clone()).await.expect("write a");
-        let b = master.write_file("prism.quotes", hour_b.clone()).await.expect("write b");
-        assert_eq!(a.as_ref(), "quotes/date=2024-01-02/hour=14/prism.quotes-0-0-2.parquet", "{name}: Hive layout");
-        assert_eq!(b.as_ref(), "quotes/date=2024-01-02/hour=15/prism.quotes-1-0-1.parquet", "{name}");
-        // Another topic's file is not listed for this one.
-        master.write_file("other", vec![quote(0, 9, T0, 1)]).await.expect("write other");
-
-        let files = master.list_files("prism.quotes").await.expect("list");
-        let parts: Vec<(i32, i64, i64, i64)> = files.iter().map(|f| (f.partition, f.first_offset, f.last_offset, f.hour_start_ms)).collect();
-        let hour = |t: i64| t.div_euclid(HOUR) * HOUR;
-        assert_eq!(parts, vec![(0, 0, 2, hour(T0)), (1, 0, 1, hour(T0 + HOUR))], "{name}");
-        assert_eq!(master.read_file(&files[0]).await.expect("read a"), hour_a, "{name}: exact round trip");
-        assert_eq!(master.read_file(&files[1]).await.expect("read b"), hour_b, "{name}");
-
-        // Partition 1 never committed anything: its file goes; partition 0's stays.
-        assert_eq!(master.remove_uncommitted("prism.quotes", &[3, 0]).await.expect("remove"), 1, "{name}");
-        let left: Vec<i32> = master.list_files("prism.quotes").await.expect("list").iter().map(|f| f.partition).collect();
-        assert_eq!(left, vec![0], "{name}");
+async fn an_unreadable_file_is_a_format_error_naming_it() {
+    for (name, master, _dir) in backends("unreadable") {
+        let path = ObjectPath::from(format!("quotes/date=2024-01-02/{TOPIC}-0-0-1.parquet"));
+        master.location().put_atomic(&path, Bytes::from_static(b"PAR1 garbage")).await.expect("put");
+        let files = master.list_files(TOPIC).await.expect("list");
+        assert_eq!(files.len(), 1, "{name}");
+        match master.read_file(&files[0]).await {
+            Err(MasterError::Format { file, .. }) => assert_eq!(file, path.as_ref(), "{name}"),
+            other => panic!("{name}: expected a format error, got {other:?}"),
+        }
     }
 }
 
@@ -84,4 +89,6 @@ async fn bad_locations_and_unreachable_stores_are_clear_errors() {
     let master = MasterDataset::open("s3://prism-test/x").expect("opening does not connect");
     let err = master.check().await.expect_err("an unreachable store is not ready");
     assert!(matches!(err, MasterError::Store { .. }), "{err:?}");
+    assert!(err.to_string().contains("listing"), "the message says what was being done: {err}");
+    assert!(!err.is_persistent(), "a store that is down may come back: {err}");
 }

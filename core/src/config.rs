@@ -41,10 +41,11 @@ impl FromStr for Architecture {
     }
 }
 
-/// The speed layer's consumer name for a realtime view version: each version is its own
-/// consumer group, so a replay into v+1 never moves v's offsets (DESIGN §6).
-pub fn speed_consumer(view_version: i64) -> String {
-    format!("speed-layer.v{view_version}")
+/// The speed layer's consumer name (and Kafka group id) for a view's realtime version
+/// (`speed-layer.ohlcv.v1`): each view and version is its own consumer, so a replay into v+1
+/// never moves v's offsets (DESIGN §6).
+pub fn speed_consumer(view: &str, view_version: i64) -> String {
+    format!("speed-layer.{view}.v{view_version}")
 }
 
 /// The archiver's consumer name.

@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use prism_core::decimal::Decimal6;
-use prism_core::ohlcv::{EventKey, Ohlcv, OhlcvKey, OhlcvRow};
-use prism_core::store::{ConsumerOffset, FeedCheckpoint, PartitionLease, StoreError, ViewStore};
+use prism_core::store::{ConsumerOffset, DropBehind, FeedCheckpoint, PartitionLease, RealtimeRow, SegmentRecord, StoreError, ViewStore};
+use prism_core::view::ohlcv::{EventKey, Ohlcv, OhlcvView};
+use prism_core::view::ViewRow;
 
 /// A fresh, empty store per backend, and the guard that keeps its files alive. PostgreSQL is
 /// the server at `PRISM_DATABASE_URL` (started by `./infra/test.sh`); each call creates a new
@@ -32,12 +33,19 @@ async fn fresh_postgres_database() -> String {
     format!("{base}/{name}")
 }
 
-fn row(symbol: &str, minute: i64, price_units: i128, size: i64, offset: i64) -> OhlcvRow {
-    let ts = minute * 60_000;
-    OhlcvRow {
-        key: OhlcvKey { symbol: symbol.into(), window_start_ms: ts },
-        agg: Ohlcv::of_trade(EventKey { ts_ms: ts + 1, partition: 1, offset }, Decimal6::from_units(price_units), size),
-    }
+const M: i64 = 60_000;
+
+fn view() -> OhlcvView {
+    OhlcvView::standard(5_000)
+}
+
+fn agg(minute: i64, price_units: i128, size: i64, offset: i64) -> Ohlcv {
+    Ohlcv::of_trade(EventKey { ts_ms: minute * M + 1, partition: 1, offset }, Decimal6::from_units(price_units), size)
+}
+
+/// A realtime row of `symbol` at `interval_ms`.
+fn rt(interval_ms: i64, symbol: &str, minute: i64, a: Ohlcv) -> RealtimeRow<Ohlcv> {
+    RealtimeRow { interval_ms, partition: 1, row: ViewRow { key: symbol.into(), window_start_ms: minute * M, agg: a } }
 }
 
 fn off(partition: i32, next_offset: i64, max: Option<i64>) -> ConsumerOffset {
@@ -46,121 +54,142 @@ fn off(partition: i32, next_offset: i64, max: Option<i64>) -> ConsumerOffset {
 
 #[tokio::test]
 async fn realtime_rows_and_offsets_commit_together() {
+    let v = view();
     for (name, store, _dir) in backends().await {
-        assert!(store.consumer_offsets("c", "t").await.expect("offsets").is_empty(), "{name}");
-        let a = row("AAA", 10, 1_500_000, 10, 0);
-        let b = row("BBB", 10, 2_000_000, 5, 1);
-        store.commit_realtime("c", "t", 1, &[a.clone(), b.clone()], &[off(0, 2, Some(600_001))], &[], None).await.expect("commit");
-        assert_eq!(store.consumer_offsets("c", "t").await.expect("offsets"), vec![off(0, 2, Some(600_001))], "{name}");
-        // An upsert replaces the row; other versions are separate.
-        let a2 = OhlcvRow { key: a.key.clone(), agg: a.agg.merge(&row("AAA", 10, 1_400_000, 1, 7).agg) };
-        store.commit_realtime("c", "t", 1, std::slice::from_ref(&a2), &[off(0, 8, Some(600_001)), off(1, 3, None)], &[], None).await.expect("commit");
-        store.commit_realtime("c", "t", 2, &[row("AAA", 10, 9_000_000, 1, 9)], &[], &[], None).await.expect("commit v2");
-        let mut rows = store.realtime_rows_since(1, i64::MIN).await.expect("rows");
-        rows.sort_by(|x, y| x.key.cmp(&y.key));
-        assert_eq!(rows, vec![a2.clone(), b.clone()], "{name}");
-        assert_eq!(store.realtime_row(1, &a.key).await.expect("row"), Some(a2.agg), "{name}");
-        assert_eq!(store.realtime_row(1, &OhlcvKey { symbol: "ZZZ".into(), window_start_ms: 0 }).await.expect("row"), None);
-        assert_eq!(store.realtime_rows_since(1, 11 * 60_000).await.expect("rows"), vec![], "{name}");
-        // Dropping behind a horizon deletes older windows of that version only.
-        store.commit_realtime("c", "t", 1, &[row("AAA", 12, 1_000_000, 1, 10)], &[], &[], Some(11 * 60_000)).await.expect("drop");
-        let rows = store.realtime_rows_since(1, i64::MIN).await.expect("rows");
-        assert_eq!(rows.iter().map(|r| r.key.window_start_ms).collect::<Vec<_>>(), vec![12 * 60_000], "{name}");
-        assert_eq!(store.realtime_rows_since(2, i64::MIN).await.expect("rows").len(), 1, "{name}");
+        assert!(store.consumer_offsets("c", "prism.quotes").await.expect("offsets").is_empty(), "{name}");
+        let a = rt(M, "AAA", 10, agg(10, 1_500_000, 10, 0));
+        let b = rt(M, "BBB", 10, agg(10, 2_000_000, 5, 1));
+        let a_hour = rt(3_600_000, "AAA", 0, a.row.agg);
+        store
+            .commit_realtime(&v, "c", 1, &[a.clone(), b.clone(), a_hour.clone()], &[off(0, 2, Some(600_001))], &[], None)
+            .await
+            .expect("commit");
+        assert_eq!(store.consumer_offsets("c", "prism.quotes").await.expect("offsets"), vec![off(0, 2, Some(600_001))], "{name}");
+        // An upsert replaces the row; other versions and views are separate.
+        let a2 = rt(M, "AAA", 10, a.row.agg.merge(&agg(10, 1_400_000, 1, 7)));
+        store.commit_realtime(&v, "c", 1, std::slice::from_ref(&a2), &[off(0, 8, Some(600_001)), off(1, 3, None)], &[], None).await.expect("commit");
+        store.commit_realtime(&v, "c", 2, &[rt(M, "AAA", 10, agg(10, 9_000_000, 1, 9))], &[], &[], None).await.expect("commit v2");
+        let other = OhlcvView::with_window("ohlcv_30s", 30_000, 5_000);
+        store.commit_realtime(&other, "c30", 1, &[rt(30_000, "AAA", 10, agg(10, 9_000_000, 1, 9))], &[], &[], None).await.expect("commit other view");
+        let mut rows = store.realtime_rows_of_partition(&v, 1, 1, i64::MIN).await.expect("rows");
+        rows.sort_by(|x, y| (x.interval_ms, &x.row.key).cmp(&(y.interval_ms, &y.row.key)));
+        assert_eq!(rows, vec![a2.clone(), b.clone(), a_hour.clone()], "{name}");
+        assert_eq!(store.realtime_row(&v, 1, M, "AAA", 10 * M).await.expect("row"), Some(a2.row.agg), "{name}");
+        assert_eq!(store.realtime_row(&v, 1, M, "ZZZ", 0).await.expect("row"), None);
+        assert!(store.realtime_rows_of_partition(&v, 1, 0, i64::MIN).await.expect("rows").is_empty(), "{name}: by partition");
+        assert!(store.realtime_rows_of_partition(&v, 1, 1, 11 * M).await.expect("rows").is_empty(), "{name}");
+        assert_eq!(store.realtime_keys(&v, 1).await.expect("keys"), Vec::<String>::new(), "{name}: no daily rows yet");
+        // Dropping behind H deletes the rows whose bucket ended by H, at every interval.
+        let h = 61 * M;
+        store
+            .commit_realtime(&v, "c", 1, &[rt(M, "AAA", 62, agg(62, 1_000_000, 1, 10))], &[], &[], Some(DropBehind { batch_horizon_ms: h }))
+            .await
+            .expect("drop");
+        let rows = store.realtime_rows_of_partition(&v, 1, 1, i64::MIN).await.expect("rows");
+        let left: Vec<(i64, i64)> = rows.iter().map(|r| (r.interval_ms, r.row.window_start_ms / M)).collect();
+        assert_eq!(left, vec![(M, 62)], "{name}: the 1h bucket 0-60 ended by H and went too");
+        assert_eq!(store.realtime_rows_of_partition(&v, 2, 1, i64::MIN).await.expect("rows").len(), 1, "{name}: version 2 kept");
+        assert_eq!(store.realtime_rows_of_partition(&other, 1, 1, i64::MIN).await.expect("rows").len(), 1, "{name}: the other view kept");
     }
 }
 
 #[tokio::test]
 async fn a_claimed_partition_fences_its_former_owner() {
+    let v = view();
+    let t = "prism.quotes";
     for (name, store, _dir) in backends().await {
-        let a = store.claim_partitions("c", "t", &[0, 1], "instance-a", 1_000).await.expect("claim a");
+        let a = store.claim_partitions("c", t, &[0, 1], "instance-a", 1_000).await.expect("claim a");
         assert_eq!(a, vec![PartitionLease { partition: 0, epoch: 1 }, PartitionLease { partition: 1, epoch: 1 }], "{name}");
-        store.commit_realtime("c", "t", 1, &[row("AAA", 1, 1_000_000, 1, 0)], &[off(0, 1, Some(60_001)), off(1, 0, None)], &a, None).await.expect("owner commits");
+        store.commit_realtime(&v, "c", 1, &[rt(M, "AAA", 1, agg(1, 1_000_000, 1, 0))], &[off(0, 1, Some(60_001)), off(1, 0, None)], &a, None).await.expect("owner commits");
 
         // Instance B takes partition 1 over (a rebalance A has not heard of yet).
-        let b = store.claim_partitions("c", "t", &[1], "instance-b", 2_000).await.expect("claim b");
+        let b = store.claim_partitions("c", t, &[1], "instance-b", 2_000).await.expect("claim b");
         assert_eq!(b, vec![PartitionLease { partition: 1, epoch: 2 }], "{name}");
-        let refused = store.commit_realtime("c", "t", 1, &[row("BBB", 1, 5_000_000, 9, 3)], &[off(0, 2, Some(60_001)), off(1, 4, Some(60_001))], &a, None).await;
+        let refused = store
+            .commit_realtime(&v, "c", 1, &[rt(M, "BBB", 1, agg(1, 5_000_000, 9, 3))], &[off(0, 2, Some(60_001)), off(1, 4, Some(60_001))], &a, None)
+            .await;
         assert!(matches!(refused, Err(StoreError::Fenced { held: 1, expected: 2, .. })), "{name}: {refused:?}");
         // Nothing of the fenced commit was written: neither rows nor offsets.
-        assert_eq!(store.realtime_rows_since(1, i64::MIN).await.expect("rows").len(), 1, "{name}");
-        assert_eq!(store.consumer_offsets("c", "t").await.expect("offsets"), vec![off(0, 1, Some(60_001)), off(1, 0, None)], "{name}");
-        assert_eq!(store.lost_leases("c", "t", &a).await.expect("lost"), vec![1], "{name}");
+        assert_eq!(store.realtime_rows_of_partition(&v, 1, 1, i64::MIN).await.expect("rows").len(), 1, "{name}");
+        assert_eq!(store.consumer_offsets("c", t).await.expect("offsets"), vec![off(0, 1, Some(60_001)), off(1, 0, None)], "{name}");
+        assert_eq!(store.lost_leases("c", t, &a).await.expect("lost"), vec![1], "{name}");
 
         // A keeps partition 0; B commits partition 1.
-        store.commit_realtime("c", "t", 1, &[], &[off(0, 2, Some(60_001))], &a[..1], None).await.expect("a keeps partition 0");
-        store.commit_realtime("c", "t", 1, &[], &[off(1, 4, None)], &b, None).await.expect("b owns partition 1");
-        let leases = store.leases("t").await.expect("leases");
+        store.commit_realtime(&v, "c", 1, &[], &[off(0, 2, Some(60_001))], &a[..1], None).await.expect("a keeps partition 0");
+        store.commit_realtime(&v, "c", 1, &[], &[off(1, 4, None)], &b, None).await.expect("b owns partition 1");
+        let leases = store.leases(t).await.expect("leases");
         let owners: Vec<(i32, i64, &str, i64)> = leases.iter().map(|l| (l.partition, l.epoch, l.owner.as_str(), l.claimed_at_ms)).collect();
         assert_eq!(owners, vec![(0, 1, "instance-a", 1_000), (1, 2, "instance-b", 2_000)], "{name}");
         // The commits renewed the leases they checked (claims were stamped in 1970).
         assert!(leases.iter().all(|l| l.renewed_at_ms > 1_700_000_000_000), "{name}: {leases:?}");
         // Another consumer's leases are separate.
-        assert_eq!(store.claim_partitions("d", "t", &[1], "x", 0).await.expect("claim d")[0].epoch, 1, "{name}");
+        assert_eq!(store.claim_partitions("d", t, &[1], "x", 0).await.expect("claim d")[0].epoch, 1, "{name}");
     }
 }
 
 #[tokio::test]
 async fn money_survives_beyond_i64() {
+    let v = view();
     for (name, store, _dir) in backends().await {
         // Notional past i64's 9.2e18 micro-units: 10^12 shares at 10^6 per share.
         let big = Ohlcv::of_trade(EventKey { ts_ms: 0, partition: 0, offset: 0 }, Decimal6::from_units(999_999_999_999_999_999), 1_000_000_000_000);
-        let key = OhlcvKey { symbol: "BIG".into(), window_start_ms: 0 };
-        store.commit_realtime("c", "t", 1, &[OhlcvRow { key: key.clone(), agg: big }], &[], &[], None).await.expect("commit");
-        let back = store.realtime_row(1, &key).await.expect("row").expect("present");
+        store.commit_realtime(&v, "c", 1, &[rt(M, "BIG", 0, big)], &[], &[], None).await.expect("commit");
+        let back = store.realtime_row(&v, 1, M, "BIG", 0).await.expect("row").expect("present");
         assert_eq!(back, big, "{name}");
         assert_eq!(back.notional.units(), 999_999_999_999_999_999i128 * 1_000_000_000_000, "{name}");
     }
 }
 
-#[tokio::test]
-async fn batch_versions_publish_atomically() {
-    for (name, store, _dir) in backends().await {
-        let state = store.serving_state().await.expect("state");
-        assert_eq!((state.batch_version, state.batch_horizon_ms, state.realtime_version), (None, None, 1), "{name}");
-        let v1 = store.next_batch_version().await.expect("version");
-        assert_eq!(v1, 1);
-        let rows: Vec<OhlcvRow> = (0..2_500).map(|m| row("AAA", m, 1_000_000 + m as i128, 1, m)).collect();
-        store.write_batch_rows(v1, 60_000, &rows).await.expect("write");
-        // Roll-ups as the batch job writes them: hours (partial last hour included) and the day.
-        let hours: Vec<OhlcvRow> = (0..42)
-            .map(|h| OhlcvRow { key: OhlcvKey { symbol: "AAA".into(), window_start_ms: h * 3_600_000 }, agg: rows[(h * 60) as usize].agg })
-            .collect();
-        store.write_batch_rows(v1, 3_600_000, &hours).await.expect("write hours");
-        store.write_batch_rows(v1, 86_400_000, &[OhlcvRow { key: OhlcvKey { symbol: "AAA".into(), window_start_ms: 0 }, agg: rows[0].agg }]).await.expect("write day");
-        // Written but unpublished: serving does not see it.
-        let snap = store.bars_snapshot("AAA", i64::MIN, i64::MAX, 60_000, 10_000).await.expect("snapshot");
-        assert!(snap.batch.is_empty(), "{name}");
-        assert!(!store.symbol_known("AAA").await.expect("known"), "{name}");
-        store.publish_batch_version(v1, 2_000 * 60_000, 2_500, 2_500).await.expect("publish");
-        assert!(store.symbol_known("AAA").await.expect("known"), "{name}");
-        // Batch rows are read below the horizon only, realtime rows from it on.
-        store.commit_realtime("c", "t", 1, &[row("AAA", 1_999, 7, 1, 1), row("AAA", 2_000, 8, 1, 2)], &[], &[], None).await.expect("rt");
-        let snap = store.bars_snapshot("AAA", i64::MIN, i64::MAX, 60_000, 10_000).await.expect("snapshot");
-        assert_eq!(snap.batch.len(), 2_000, "{name}");
-        assert_eq!(snap.realtime.iter().map(|r| r.key.window_start_ms).collect::<Vec<_>>(), vec![2_000 * 60_000], "{name}");
-        let snap = store.bars_snapshot("AAA", 100 * 60_000, 110 * 60_000, 60_000, 5).await.expect("snapshot");
-        assert_eq!(snap.batch.iter().map(|r| r.key.window_start_ms / 60_000).collect::<Vec<_>>(), vec![100, 101, 102, 103, 104], "{name}");
-        assert_eq!(store.symbols().await.expect("symbols"), vec!["AAA".to_string()], "{name}");
-        // At 1h: whole hours before H pre-rolled (H = minute 2000 = 33h 20m), then the 1-minute
-        // rows of the hour holding H, then realtime from H.
-        let snap = store.bars_snapshot("AAA", 30 * 3_600_000, i64::MAX, 3_600_000, 10_000).await.expect("snapshot");
-        let starts: Vec<i64> = snap.batch.iter().map(|r| r.key.window_start_ms / 60_000).collect();
-        assert_eq!(starts, [1800, 1860, 1920].into_iter().chain(1980..2000).collect::<Vec<_>>(), "{name}");
-        assert_eq!(snap.batch[0].agg, rows[1800].agg, "{name}: the pre-rolled hour row");
-        assert_eq!(snap.realtime.len(), 1, "{name}");
+fn segment(chunk: i64, covered: i64, path: &str) -> SegmentRecord {
+    SegmentRecord { chunk_start_ms: chunk, chunk_end_ms: chunk + 100 * M, covered_until_ms: covered, path: path.into(), rows: 3, events: 5, inputs: "0:9".into() }
+}
 
-        // A second version replaces the first; leftovers of an unpublished run are deleted.
-        let v2 = store.next_batch_version().await.expect("version");
-        assert_eq!(v2, 2);
-        store.write_batch_rows(v2, 60_000, &rows[..10]).await.expect("write v2");
-        store.write_batch_rows(99, 60_000, &rows[..3]).await.expect("an abandoned run");
-        assert_eq!(store.next_batch_version().await.expect("version"), 100, "{name}: above every written version");
-        store.publish_batch_version(v2, 3_000 * 60_000, 10, 10).await.expect("publish v2");
-        let deleted = store.delete_unpublished_batch_rows().await.expect("delete");
-        assert_eq!(deleted, 2_500 + 42 + 1 + 3, "{name}");
-        let snap = store.bars_snapshot("AAA", i64::MIN, i64::MAX, 60_000, 10_000).await.expect("snapshot");
-        assert_eq!((snap.state.batch_version, snap.batch.len()), (Some(2), 10), "{name}");
+#[tokio::test]
+async fn batch_versions_publish_atomically_and_expire_after_grace() {
+    let v = view();
+    for (name, store, _dir) in backends().await {
+        let p = store.view_pointer("ohlcv").await.expect("pointer");
+        assert_eq!((p.batch_version, p.batch_horizon_ms, p.realtime_version), (None, None, 1), "{name}");
+        let v1 = store.begin_batch_version("ohlcv", "fp1").await.expect("begin");
+        assert_eq!(v1, 1);
+        // Being built: serving does not see it.
+        let snap = store.view_snapshot(&v, "AAA", M, 0, 1_000 * M, 100).await.expect("snapshot");
+        assert!(snap.segments.is_empty() && snap.pointer.batch_version.is_none(), "{name}");
+        store.publish_batch_version("ohlcv", v1, 150 * M, &[segment(0, 100 * M, "s/a-v1"), segment(100 * M, 150 * M, "s/b-v1")]).await.expect("publish");
+        assert!(store.publish_batch_version("ohlcv", v1, 150 * M, &[]).await.is_err(), "{name}: published once");
+        let published = store.published_batch_version("ohlcv").await.expect("read").expect("published");
+        assert_eq!((published.version, published.fingerprint.as_str(), published.rows, published.events), (1, "fp1", 6, 10), "{name}");
+        // Realtime rows from H on; segments overlapping [from, min(to, H)).
+        store.commit_realtime(&v, "c", 1, &[rt(M, "AAA", 149, agg(149, 7, 1, 1)), rt(M, "AAA", 150, agg(150, 8, 1, 2))], &[], &[], None).await.expect("rt");
+        let snap = store.view_snapshot(&v, "AAA", M, 0, 1_000 * M, 100).await.expect("snapshot");
+        assert_eq!(snap.pointer.batch_horizon_ms, Some(150 * M), "{name}");
+        assert_eq!(snap.segments.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(), vec!["s/a-v1", "s/b-v1"], "{name}");
+        assert_eq!(snap.realtime.iter().map(|r| r.window_start_ms / M).collect::<Vec<_>>(), vec![150], "{name}");
+        let snap = store.view_snapshot(&v, "AAA", M, 120 * M, 1_000 * M, 100).await.expect("snapshot");
+        assert_eq!(snap.segments.len(), 1, "{name}: pruned by time");
+        // At 1h with H inside the hour 120..180: base rows from H to the hour's end, hours after.
+        store.commit_realtime(&v, "c", 1, &[rt(3_600_000, "AAA", 180, agg(181, 9, 1, 3)), rt(3_600_000, "AAA", 120, agg(150, 9, 1, 3))], &[], &[], None).await.expect("rt");
+        let snap = store.view_snapshot(&v, "AAA", 3_600_000, 0, 1_000 * M, 100).await.expect("snapshot");
+        assert_eq!(snap.realtime_base.iter().map(|r| r.window_start_ms / M).collect::<Vec<_>>(), vec![150], "{name}");
+        assert_eq!(snap.realtime.iter().map(|r| r.window_start_ms / M).collect::<Vec<_>>(), vec![180], "{name}");
+
+        // Version 2 carries b over, rebuilds a; v1 is retired, not yet expired.
+        let v2 = store.begin_batch_version("ohlcv", "fp1").await.expect("begin");
+        let abandoned = store.begin_batch_version("ohlcv", "fp1").await.expect("begin");
+        assert_eq!((v2, abandoned), (2, 3), "{name}");
+        store.publish_batch_version("ohlcv", v2, 160 * M, &[segment(0, 100 * M, "s/a-v2"), segment(100 * M, 150 * M, "s/b-v1")]).await.expect("publish v2");
+        assert_eq!(store.view_pointer("ohlcv").await.expect("pointer").batch_version, Some(2), "{name}");
+        assert_eq!(store.batch_segments("ohlcv", 1).await.expect("v1").len(), 2, "{name}: v1 readable during its grace period");
+        let long_ago = 1_000_000;
+        let gone = store.expire_batch_versions("ohlcv", long_ago).await.expect("expire");
+        assert!(gone.is_empty(), "{name}: nothing retired before the cutoff, and the abandoned build had no manifest: {gone:?}");
+        let gone = store.expire_batch_versions("ohlcv", prism_core::time::now_ms() + 1_000).await.expect("expire");
+        assert_eq!(gone, vec!["s/a-v1".to_string()], "{name}: only the file no remaining version uses");
+        assert!(store.batch_segments("ohlcv", 1).await.expect("v1").is_empty(), "{name}");
+        let mut paths = store.referenced_segment_paths("ohlcv").await.expect("paths");
+        paths.sort();
+        assert_eq!(paths, vec!["s/a-v2".to_string(), "s/b-v1".to_string()], "{name}");
+        assert_eq!(store.begin_batch_version("ohlcv", "fp2").await.expect("begin"), 4, "{name}: numbers never reused");
     }
 }
 

@@ -24,8 +24,10 @@ pub struct AppParts<L> {
     pub store: ViewStore,
     /// Lambda or Kappa.
     pub architecture: Architecture,
-    /// Allowed lateness, ms.
-    pub allowed_lateness_ms: i64,
+    /// The views this deployment runs.
+    pub views: prism_core::view::ViewRegistry,
+    /// Where batch-view segments are read from; `None` without a batch layer.
+    pub segments: Option<prism_serving::segments::SegmentReader>,
     /// Batch-run requests; `None` without a batch layer.
     pub batch_trigger: Option<BatchTrigger>,
     /// HTTP ingest body limit, bytes.
@@ -46,6 +48,10 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// Rows of decoded batch-view segments a serving process keeps in memory (about 250 bytes
+/// each for `ohlcv`): bounds the cache whatever clients ask.
+pub const SEGMENT_CACHE_ROWS: usize = 400_000;
+
 /// Installs the process-wide Prometheus recorder once and returns its renderer.
 pub fn metrics_renderer() -> prism_serving::ops::MetricsRenderer {
     static HANDLE: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> = OnceLock::new();
@@ -62,7 +68,8 @@ pub fn build_app<L: EventLog>(parts: AppParts<L>) -> Router {
         store: parts.store.clone(),
         log: parts.log.clone(),
         architecture: parts.architecture,
-        allowed_lateness_ms: parts.allowed_lateness_ms,
+        views: parts.views,
+        segments: parts.segments,
         batch_trigger: parts.batch_trigger,
     };
     let ingest = IngestState { log: parts.log, store: parts.store.clone() };

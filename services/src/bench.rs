@@ -22,9 +22,11 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use prism_batch::archiver::{run_archiver, ArchiverConfig};
 use prism_batch::batch_job::{build_and_publish, BatchConfig};
 use prism_batch::master::MasterDataset;
-use prism_core::time::MINUTE_MS;
-use prism_core::window::window_start;
 use prism_core::config::{speed_consumer, ARCHIVER_CONSUMER};
+use prism_core::time::MINUTE_MS;
+use prism_core::view::ohlcv::OhlcvView;
+use prism_core::view::View;
+use prism_core::window::window_start;
 use prism_core::decimal::Decimal6;
 use prism_core::event::{Quote, QUOTES_TOPIC};
 use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
@@ -195,15 +197,17 @@ async fn bench_in(dir: &Path, config: &BenchConfig, quotes: &[Quote]) -> anyhow:
     stages.push(stage("log_append", n, started.elapsed()));
     let ends = log.end_offsets(QUOTES_TOPIC).await?;
 
+    let view = Arc::new(OhlcvView::standard(prism_core::window::DEFAULT_ALLOWED_LATENESS_MS));
     let started = Instant::now();
     let stop = CancellationToken::new();
     let speed = tokio::spawn(run_speed_layer(
+        view.clone(),
         SpeedConfig { partitions: config.partitions, ..SpeedConfig::default() },
         log.clone(),
         store.clone(),
         stop.clone(),
     ));
-    wait_for_consumer(&store, &speed_consumer(1), &ends).await?;
+    wait_for_consumer(&store, &speed_consumer(view.name(), 1), &ends).await?;
     stages.push(stage("speed_layer", n, started.elapsed()));
     stop.cancel();
     speed.await??;
@@ -211,7 +215,7 @@ async fn bench_in(dir: &Path, config: &BenchConfig, quotes: &[Quote]) -> anyhow:
     let started = Instant::now();
     let stop = CancellationToken::new();
     let master = MasterDataset::local(&dirs.master)?;
-    let archiver = ArchiverConfig { master: master.clone(), flush_rows: 200_000, flush_interval: Duration::from_secs(1), partitions: config.partitions };
+    let archiver = ArchiverConfig::new(master.clone(), config.partitions);
     let task = tokio::spawn(run_archiver(archiver, log.clone(), store.clone(), stop.clone()));
     wait_for_consumer(&store, ARCHIVER_CONSUMER, &ends).await?;
     stages.push(stage("archiver", n, started.elapsed()));
@@ -221,10 +225,10 @@ async fn bench_in(dir: &Path, config: &BenchConfig, quotes: &[Quote]) -> anyhow:
     // A full recompute: the horizon is placed past the newest event, so the batch job reads,
     // aggregates, writes and publishes the whole workload.
     let started = Instant::now();
-    let batch = BatchConfig { master, allowed_lateness_ms: 5_000, interval: Duration::from_secs(3600) };
+    let batch = BatchConfig::new(master);
     let newest = quotes.iter().map(|q| q.ts).max().unwrap_or(0);
     let horizon = window_start(newest, MINUTE_MS) + MINUTE_MS;
-    let report = build_and_publish(&batch, &store, ends.clone(), horizon, started).await?;
+    let report = build_and_publish(&view, &batch, &store, &ends, horizon, true, started).await?;
     stages.push(stage("batch_job", report.events, started.elapsed()));
     store.close().await;
     Ok(stages)

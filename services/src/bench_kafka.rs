@@ -85,7 +85,10 @@ pub async fn run_kafka_bench(b: KafkaBench<'_>, quotes: &[Quote]) -> anyhow::Res
         Some(url) => ViewStore::open_url(url, Duration::from_secs(10)).await?,
         None => ViewStore::open_sqlite(&b.dir.join("kafka-views.sqlite")).await?,
     };
-    if !store.consumer_offsets(&speed_consumer(1), QUOTES_TOPIC).await?.is_empty() {
+    let views = prism_core::view::ViewRegistry::standard(prism_core::window::DEFAULT_ALLOWED_LATENESS_MS);
+    let view = views.ohlcv("ohlcv").context("the ohlcv view is registered")?;
+    let consumer = speed_consumer(prism_core::view::View::name(&*view), 1);
+    if !store.consumer_offsets(&consumer, QUOTES_TOPIC).await?.is_empty() {
         bail!("the view store already holds speed-layer offsets; give the benchmark a fresh database");
     }
 
@@ -96,7 +99,8 @@ pub async fn run_kafka_bench(b: KafkaBench<'_>, quotes: &[Quote]) -> anyhow::Res
         store: store.clone(),
         log: log.clone(),
         architecture: Architecture::Lambda,
-        allowed_lateness_ms: 5_000,
+        views: views.clone(),
+        segments: None,
         batch_trigger: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -126,12 +130,13 @@ pub async fn run_kafka_bench(b: KafkaBench<'_>, quotes: &[Quote]) -> anyhow::Res
     let started = Instant::now();
     let speed_stop = CancellationToken::new();
     let speed = tokio::spawn(run_speed_layer(
+        view.clone(),
         SpeedConfig { partitions: b.partitions, commit_interval: Duration::from_millis(20), ..SpeedConfig::default() },
         log.clone(),
         store.clone(),
         speed_stop.clone(),
     ));
-    crate::bench::wait_for_consumer(&store, &speed_consumer(1), &ends).await?;
+    crate::bench::wait_for_consumer(&store, &consumer, &ends).await?;
     stages.push(stage("speed_layer_from_kafka", quotes.len() as u64, started.elapsed()));
 
     // Latency: one trade at a time, each in a window of its own, polled until served.

@@ -2,7 +2,8 @@
 //!
 //! - [`up`]: everything in one process on embedded defaults.
 //! - [`micro`]: the microservices of the distributed deployment (Kafka + PostgreSQL).
-//! - [`bench`]: the benchmark that prints a JSON report ([`bench_kafka`]: its Kafka path).
+//! - [`bench`]: the benchmark that prints a JSON report ([`bench_kafka`]: its Kafka path);
+//!   [`bench_lab`]: the stock-quote lab measured end to end.
 //! - [`app`]: the HTTP application (routes, OpenAPI, Swagger UI, metrics).
 //! - [`lab`]: the bundled stock-quote lab data.
 //! - [`duration`]: duration flags.
@@ -10,6 +11,7 @@
 pub mod app;
 pub mod bench;
 pub mod bench_kafka;
+pub mod bench_lab;
 pub mod duration;
 pub mod lab;
 pub mod micro;

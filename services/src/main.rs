@@ -28,6 +28,9 @@ enum Command {
     Serving(prism::micro::ServingServiceConfig),
     /// Measure the layers' throughput and print a JSON report.
     Bench(prism::bench::BenchConfig),
+    /// Measure the stock-quote lab end to end (catch-up, batch runs, query latency, RSS) and
+    /// print a JSON report.
+    BenchLab(prism::bench_lab::LabBenchConfig),
     /// Print the OpenAPI document (the committed docs/openapi.json is this output).
     Openapi,
 }
@@ -57,6 +60,11 @@ fn run() -> anyhow::Result<()> {
             Command::Archiver(config) => prism::micro::run_archiver_service(config, signal_token()).await,
             Command::BatchLayer(config) => prism::micro::run_batch_layer_service(config, signal_token()).await,
             Command::Serving(config) => prism::micro::run_serving_service(config, signal_token()).await,
+            Command::BenchLab(config) => {
+                let report = prism::bench_lab::run_lab_bench(config).await?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
             Command::Bench(config) => {
                 let report = prism::bench::run_bench(config).await?;
                 println!("{}", serde_json::to_string_pretty(&report)?);

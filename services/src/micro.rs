@@ -20,9 +20,11 @@ use clap::Args;
 use prism_batch::archiver::{run_archiver, ArchiverConfig};
 use prism_batch::batch_job::{run_batch_layer, BatchConfig};
 use prism_batch::master::MasterDataset;
+use prism_core::config::speed_consumer;
 use prism_core::config::Architecture;
 use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
-use prism_core::config::speed_consumer;
+use prism_core::view::{RegisteredView, View, ViewRegistry};
+use prism_serving::segments::SegmentReader;
 use prism_core::log::kafka::{KafkaLog, KafkaLogConfig};
 use prism_core::log::kafka_group::{GroupConfig, GroupMembership};
 use prism_core::log::EventLog;
@@ -32,7 +34,7 @@ use prism_serving::ServingState;
 use prism_speed::{run_speed_layer_in_group, SpeedConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{docs_router, metrics_renderer};
+use crate::app::{docs_router, metrics_renderer, SEGMENT_CACHE_ROWS};
 use crate::duration::parse_duration;
 
 /// What every microservice connects to.
@@ -138,6 +140,10 @@ pub struct ServingServiceConfig {
     /// HTTP address of the query API.
     #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
+    /// The master dataset, whose `segments/` hold the batch views: a local folder,
+    /// `file:///path`, or `s3://bucket/prefix`.
+    #[arg(long, env = "PRISM_MASTER_DATASET", default_value = "./prism-master")]
+    pub master_dataset: String,
 }
 
 /// Connects to the brokers and the view store, creating the topics; a clear error when either
@@ -247,8 +253,9 @@ pub async fn run_ingest_api(config: IngestApiConfig, shutdown: CancellationToken
     done
 }
 
-/// `prism speed-layer`: Kafka → realtime views in the view store. Every instance joins the
-/// consumer group `speed-layer.v<N>`; the group splits the partitions among the instances.
+/// `prism speed-layer`: Kafka → realtime views in the view store, for every registered view.
+/// Per view, every instance joins the consumer group `speed-layer.<view>.v<N>`; the group splits
+/// the partitions among the instances.
 pub async fn run_speed_layer_service(config: SpeedLayerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (log, store) = connect(&config.deps).await?;
     let instance_id = config.instance_id.clone().unwrap_or_else(|| {
@@ -256,28 +263,42 @@ pub async fn run_speed_layer_service(config: SpeedLayerConfig, shutdown: Cancell
         format!("{host}-{}", std::process::id())
     });
     let speed = SpeedConfig {
-        allowed_lateness_ms: config.deps.allowed_lateness_ms,
         commit_interval: config.commit_interval,
         commit_max_events: config.commit_max_events,
         partitions: config.deps.partitions,
         instance_id: instance_id.clone(),
         ..SpeedConfig::default()
     };
-    let group = GroupConfig {
-        group_id: speed_consumer(speed.view_version),
-        topic: QUOTES_TOPIC.to_string(),
-        session_timeout: config.session_timeout,
-        revoke_timeout: Duration::from_secs(10),
-    };
     let kafka = kafka_config(&config.deps);
-    let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
+    let mut members = tokio::task::JoinSet::new();
+    for v in ViewRegistry::standard(config.deps.allowed_lateness_ms).views() {
+        let RegisteredView::Ohlcv(view) = v;
+        let group = GroupConfig {
+            group_id: speed_consumer(view.name(), speed.view_version),
+            topic: view.source_topic().to_string(),
+            session_timeout: config.session_timeout,
+            revoke_timeout: Duration::from_secs(10),
+        };
+        let (view, speed, kafka, instance_id) = (view.clone(), speed.clone(), kafka.clone(), instance_id.clone());
+        let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
+        members.spawn(async move {
+            supervise("speed layer", stop.clone(), || {
+                let (view, speed, l, s, stop) = (view.clone(), speed.clone(), l.clone(), s.clone(), stop.clone());
+                let membership = GroupMembership::join(&kafka, &group, &instance_id);
+                async move { run_speed_layer_in_group(view, speed, l, s, membership?, stop).await }
+            })
+            .await
+        });
+    }
     let component = async move {
-        supervise("speed layer", stop.clone(), || {
-            let (speed, l, s, stop) = (speed.clone(), l.clone(), s.clone(), stop.clone());
-            let membership = GroupMembership::join(&kafka, &group, &instance_id);
-            async move { run_speed_layer_in_group(speed, l, s, membership?, stop).await }
-        })
-        .await
+        let mut result = Ok(());
+        while let Some(done) = members.join_next().await {
+            let done = done.map_err(|e| anyhow::anyhow!("speed layer task: {e}")).and_then(|r| r);
+            if result.is_ok() {
+                result = done;
+            }
+        }
+        result
     };
     let done = run_service("speed-layer", config.http_addr, ops(&store, &log, None), shutdown, Some(component)).await;
     store.close().await;
@@ -316,7 +337,7 @@ fn all_ready(checks: Vec<ReadinessCheck>) -> ReadinessCheck {
 pub async fn run_archiver_service(config: ArchiverServiceConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (log, store) = connect(&config.deps).await?;
     let master = open_master(&config.master_dataset).await?;
-    let archiver = ArchiverConfig { master: master.clone(), flush_rows: 200_000, flush_interval: Duration::from_secs(1), partitions: config.deps.partitions };
+    let archiver = ArchiverConfig::new(master.clone(), config.deps.partitions);
     let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
     let component = async move { supervise("archiver", stop.clone(), || run_archiver(archiver.clone(), l.clone(), s.clone(), stop.clone())).await };
     let done = run_service("archiver", config.http_addr, ops(&store, &log, Some(&master)), shutdown, Some(component)).await;
@@ -330,26 +351,31 @@ pub async fn run_batch_layer_service(config: BatchLayerConfig, shutdown: Cancell
     let (log, store) = connect(&config.deps).await?;
     let master = open_master(&config.master_dataset).await?;
     let (trigger, requests) = tokio::sync::mpsc::channel(4);
+    let views = ViewRegistry::standard(config.deps.allowed_lateness_ms);
     let admin_state = ServingState {
         store: store.clone(),
         log: log.clone(),
         architecture: Architecture::Lambda,
-        allowed_lateness_ms: config.deps.allowed_lateness_ms,
+        views: views.clone(),
+        segments: None,
         batch_trigger: Some(trigger),
     };
     let app = Router::new()
         .route("/v1/admin/batch-runs", axum::routing::post(prism_serving::admin::post_batch_run::<KafkaLog>))
         .with_state(admin_state)
         .merge(ops(&store, &log, Some(&master)));
-    let batch = BatchConfig { master, allowed_lateness_ms: config.deps.allowed_lateness_ms, interval: config.batch_interval };
+    let batch = BatchConfig { interval: config.batch_interval, ..BatchConfig::new(master) };
+    let ohlcv_views: Vec<_> = views.views().iter().map(|v| match v {
+        RegisteredView::Ohlcv(view) => view.clone(),
+    }).collect();
     let requests = Arc::new(tokio::sync::Mutex::new(requests));
     let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
     let component = async move {
         supervise("batch layer", stop.clone(), || {
-            let (batch, l, s, stop, requests) = (batch.clone(), l.clone(), s.clone(), stop.clone(), requests.clone());
+            let (batch, l, s, stop, requests, views) = (batch.clone(), l.clone(), s.clone(), stop.clone(), requests.clone(), ohlcv_views.clone());
             async move {
                 let mut requests = requests.lock().await;
-                run_batch_layer(batch, l, s, &mut requests, stop).await
+                run_batch_layer(views, batch, l, s, &mut requests, stop).await
             }
         })
         .await
@@ -359,17 +385,19 @@ pub async fn run_batch_layer_service(config: BatchLayerConfig, shutdown: Cancell
     done
 }
 
-/// `prism serving`: the query API over the view store.
+/// `prism serving`: the query API over the view store and the batch-view segments.
 pub async fn run_serving_service(config: ServingServiceConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (log, store) = connect(&config.deps).await?;
+    let master = open_master(&config.master_dataset).await?;
     let state = ServingState {
         store: store.clone(),
         log: log.clone(),
         architecture: Architecture::Lambda,
-        allowed_lateness_ms: config.deps.allowed_lateness_ms,
+        views: ViewRegistry::standard(config.deps.allowed_lateness_ms),
+        segments: Some(SegmentReader::new(master.location().clone(), SEGMENT_CACHE_ROWS)),
         batch_trigger: None,
     };
-    let app = prism_serving::router(state).merge(ops(&store, &log, None)).merge(docs_router());
+    let app = prism_serving::router(state).merge(ops(&store, &log, Some(&master))).merge(docs_router());
     let done = run_service::<std::future::Ready<anyhow::Result<()>>>("serving", config.http_addr, app, shutdown, None).await;
     store.close().await;
     done

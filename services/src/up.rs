@@ -16,6 +16,8 @@ use prism_batch::archiver::{run_archiver, ArchiverConfig};
 use prism_batch::batch_job::{run_batch_layer, BatchConfig};
 use prism_batch::master::MasterDataset;
 use prism_core::config::Architecture;
+use prism_core::view::{RegisteredView, ViewRegistry};
+use prism_serving::segments::SegmentReader;
 use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
 use prism_core::log::EventLog;
@@ -25,7 +27,7 @@ use prism_speed::{run_speed_layer, SpeedConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{build_app, AppParts};
+use crate::app::{build_app, AppParts, SEGMENT_CACHE_ROWS};
 use crate::duration::parse_duration;
 use crate::lab;
 
@@ -137,33 +139,30 @@ pub async fn run_up(
     let mut layer_tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
     let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel(4);
 
+    let views = ViewRegistry::standard(config.allowed_lateness_ms);
     let speed = SpeedConfig {
-        allowed_lateness_ms: config.allowed_lateness_ms,
         commit_interval: config.commit_interval,
         commit_max_events: config.commit_max_events,
         partitions: config.partitions,
         ..SpeedConfig::default()
     };
-    layer_tasks.spawn(named("speed layer", run_speed_layer(speed, log.clone(), store.clone(), layers.clone())));
+    let mut ohlcv_views = Vec::new();
+    for v in views.views() {
+        let RegisteredView::Ohlcv(view) = v;
+        ohlcv_views.push(view.clone());
+        layer_tasks.spawn(named("speed layer", run_speed_layer(view.clone(), speed.clone(), log.clone(), store.clone(), layers.clone())));
+    }
     let master = MasterDataset::local(&dirs.master).context("opening the master dataset")?;
-    let archiver = ArchiverConfig {
-        master: master.clone(),
-        flush_rows: 200_000,
-        flush_interval: Duration::from_secs(1),
-        partitions: config.partitions,
-    };
+    let archiver = ArchiverConfig::new(master.clone(), config.partitions);
     layer_tasks.spawn(named("archiver", run_archiver(archiver, log.clone(), store.clone(), layers.clone())));
-    let batch = BatchConfig {
-        master,
-        allowed_lateness_ms: config.allowed_lateness_ms,
-        interval: config.batch_interval,
-    };
+    let segments = SegmentReader::new(master.location().clone(), SEGMENT_CACHE_ROWS);
+    let batch = BatchConfig { interval: config.batch_interval, ..BatchConfig::new(master) };
     // The batch layer stops with the intake, not after it: a run in progress is abandoned
     // (nothing of it is published; a POST waiting for it gets a 503) instead of holding the
     // HTTP server's graceful shutdown for minutes.
     let (batch_log, batch_store, batch_stop) = (log.clone(), store.clone(), intake.clone());
     layer_tasks.spawn(named("batch layer", async move {
-        run_batch_layer(batch, batch_log, batch_store, &mut batch_rx, batch_stop).await
+        run_batch_layer(ohlcv_views, batch, batch_log, batch_store, &mut batch_rx, batch_stop).await
     }));
     if let FsyncPolicy::Interval(every) = config.fsync {
         layer_tasks.spawn(named("log sync", sync_log_every(log.clone(), every, layers.clone())));
@@ -183,7 +182,8 @@ pub async fn run_up(
         log: log.clone(),
         store: store.clone(),
         architecture: config.architecture,
-        allowed_lateness_ms: config.allowed_lateness_ms,
+        views,
+        segments: Some(segments),
         batch_trigger: Some(batch_tx),
         max_body_bytes: config.max_body_bytes,
     });

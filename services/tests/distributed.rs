@@ -65,7 +65,9 @@ async fn microservices_over_kafka_and_postgres_equal_the_embedded_run() {
     let run = client.post(format!("{}/v1/admin/batch-runs", base(3))).send().await.expect("batch run");
     assert_eq!(run.status().as_u16(), 201);
     let report: serde_json::Value = run.json().await.expect("batch run report");
-    assert!(report["files_read"].as_u64().unwrap_or(0) > 0, "the batch job read the archive from S3: {report}");
+    let run = &report["runs"][0];
+    assert!(run["files_read"].as_u64().unwrap_or(0) > 0, "the batch job read the archive from S3: {report}");
+    assert!(run["segments_built"].as_u64().unwrap_or(0) > 0, "the batch job wrote segments to S3, which serving reads: {report}");
     let refused = client.post(format!("{}/v1/admin/batch-runs", base(4))).send().await.expect("POST to serving");
     assert_eq!(refused.status().as_u16(), 409, "serving has no batch layer of its own");
     settle_and_run_batch(&embedded.client, &embedded.base, false, Duration::from_secs(300)).await;

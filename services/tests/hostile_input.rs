@@ -30,7 +30,8 @@ async fn fixture() -> Fixture {
         log: log.clone(),
         store,
         architecture: Architecture::Lambda,
-        allowed_lateness_ms: 5_000,
+        views: prism_core::view::ViewRegistry::standard(5_000),
+        segments: None,
         batch_trigger: None,
         max_body_bytes: 64 << 10,
     });

@@ -14,7 +14,7 @@ async fn every_daily_bar_equals_the_csv() {
     let dir = tempfile::tempdir().expect("tempdir");
     let up = start(test_config(dir.path())).await;
     let run = settle_and_run_batch(&up.client, &up.base, true, Duration::from_secs(600)).await;
-    assert!(run["view_version"].as_i64().is_some(), "a batch version was published: {run}");
+    assert!(run["runs"][0]["view_version"].as_i64().is_some(), "a batch version was published: {run}");
 
     let csv = read_lab_csv();
     assert_eq!(csv.len(), 12_154, "the lab file has 12,154 bars");

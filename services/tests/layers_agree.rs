@@ -1,36 +1,44 @@
 //! Property: on any set of events, in any arrival order, the batch layer (archiver + batch
-//! job) and the speed layer produce identical `ohlcv` rows, and the serving merge at any batch
-//! horizon gives the same bars as either layer alone. Runs the real components over a real
-//! embedded log and SQLite view store.
+//! job, into segments) and the speed layer (pre-rolled realtime rows) produce identical `ohlcv`
+//! rows at every interval, and the serving merge at any batch horizon answers every interval
+//! exactly as a direct computation from the events. Runs the real components over a real
+//! embedded log, SQLite view store and local segment store, and queries the real HTTP API.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use axum::http::Request;
+use prism::app::{build_app, AppParts};
 use prism_batch::archiver::{run_archiver, ArchiverConfig};
-use prism_batch::batch_job::recompute;
+use prism_batch::batch_job::{build_and_publish, BatchConfig};
 use prism_batch::master::MasterDataset;
-use prism_core::config::{speed_consumer, ARCHIVER_CONSUMER};
+use prism_core::config::{speed_consumer, Architecture, ARCHIVER_CONSUMER};
 use prism_core::decimal::Decimal6;
 use prism_core::event::{Quote, QUOTES_TOPIC};
 use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
 use prism_core::log::{EventLog, NewRecord};
-use prism_core::ohlcv::{ohlcv_contribution, Ohlcv, OhlcvKey, OhlcvRow};
+use prism_core::segment::SegmentFile;
 use prism_core::store::ViewStore;
-use prism_core::window::Interval;
-use prism_serving::merge::merge_bars;
+use prism_core::view::ohlcv::{Ohlcv, OhlcvRow, OhlcvView};
+use prism_core::view::{roll_up, View, ViewRegistry, ViewRow};
+use prism_core::window::window_start;
+use prism_serving::segments::SegmentReader;
 use prism_speed::{run_speed_layer, SpeedConfig};
 use proptest::prelude::*;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 const T0: i64 = 1_704_205_800_000; // 2024-01-02T14:30:00Z
-const SPAN_MS: i64 = 3 * 3_600_000; // three hours: several Hive hour partitions
+const SPAN_MS: i64 = 3 * 3_600_000; // three hours
+const SYMBOLS: [&str; 3] = ["AAA", "BBB", "CCC"];
 
 fn arb_events() -> impl Strategy<Value = Vec<Quote>> {
     proptest::collection::vec((0usize..3, 0..SPAN_MS, 1i128..5_000, 1i64..500), 1..300).prop_map(|v| {
         v.into_iter()
             .map(|(s, dt, cents, size)| Quote {
-                symbol: ["AAA", "BBB", "CCC"][s].to_string(),
+                symbol: SYMBOLS[s].to_string(),
                 ts: T0 + dt,
                 price: Decimal6::from_units(cents * 10_000),
                 size,
@@ -54,49 +62,123 @@ async fn wait_for(store: &ViewStore, consumer: &str, ends: &[i64]) {
     }
 }
 
-/// Runs both layers over `events` appended in their given order; returns (speed rows, batch
-/// rows below `horizon` by interval, the 1-minute rows computed directly from the events).
-async fn run_layers(
-    events: Vec<Quote>,
-    partitions: i32,
-    chunk: usize,
-    horizon: i64,
-) -> (Vec<OhlcvRow>, BTreeMap<i64, Vec<OhlcvRow>>, Vec<OhlcvRow>) {
+/// Rows by interval, sorted by (key, window start).
+type ByInterval = BTreeMap<i64, Vec<OhlcvRow>>;
+
+/// What one run produced.
+struct Outcome {
+    /// The speed layer's realtime rows, every interval.
+    realtime: ByInterval,
+    /// The published batch version's segment rows, every interval.
+    batch: ByInterval,
+    /// Base rows computed directly from the events (all, and those before H).
+    direct_all: Vec<OhlcvRow>,
+    direct_before: Vec<OhlcvRow>,
+    /// `/v1/bars` answers per (symbol, interval name): (start ms, open, high, low, close, volume, trades).
+    served: BTreeMap<(String, String), Vec<(i64, String, i64, i64)>>,
+}
+
+fn rows_of(events: &[(Quote, prism_core::event::LogPosition)], view: &OhlcvView) -> Vec<OhlcvRow> {
+    let mut by: BTreeMap<(String, i64), Ohlcv> = BTreeMap::new();
+    for (q, pos) in events {
+        let c = view.contribution(q, *pos);
+        by.entry((q.symbol.clone(), window_start(q.ts, 60_000))).and_modify(|a| *a = a.merge(&c)).or_insert(c);
+    }
+    by.into_iter().map(|((key, window_start_ms), agg)| ViewRow { key, window_start_ms, agg }).collect()
+}
+
+async fn run_layers(events: Vec<Quote>, partitions: i32, chunk: usize, horizon: i64) -> Outcome {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Arc::new(EmbeddedLog::open(dir.path().join("log"), EmbeddedLogConfig { fsync: FsyncPolicy::Never, ..Default::default() }).expect("log"));
     log.ensure_topic(QUOTES_TOPIC, partitions).await.expect("topic");
     let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
+    let view = Arc::new(OhlcvView::standard(5_000));
 
-    let mut expected: HashMap<OhlcvKey, Ohlcv> = HashMap::new();
+    let mut positioned = Vec::new();
     for batch in events.chunks(chunk) {
         let records = batch.iter().map(|q| NewRecord::new(q.symbol.clone(), q.to_json())).collect();
         let positions = log.append(QUOTES_TOPIC, records).await.expect("append");
-        for (q, pos) in batch.iter().zip(positions) {
-            let (key, c) = ohlcv_contribution(q, pos);
-            let agg = expected.entry(key).or_default();
-            *agg = agg.merge(&c);
-        }
+        positioned.extend(batch.iter().cloned().zip(positions));
     }
     let ends = log.end_offsets(QUOTES_TOPIC).await.expect("ends");
 
     let stop = CancellationToken::new();
     let speed = SpeedConfig { partitions, commit_max_events: 37, ..SpeedConfig::default() };
-    let speed_task = tokio::spawn(run_speed_layer(speed, log.clone(), store.clone(), stop.clone()));
+    let speed_task = tokio::spawn(run_speed_layer(view.clone(), speed, log.clone(), store.clone(), stop.clone()));
     let master = MasterDataset::local(&dir.path().join("master")).expect("master dataset");
-    let archiver = ArchiverConfig { master: master.clone(), flush_rows: 53, flush_interval: Duration::from_millis(20), partitions };
+    let archiver = ArchiverConfig { flush_rows: 53, flush_interval: Duration::from_millis(20), ..ArchiverConfig::new(master.clone(), partitions) };
     let archiver_task = tokio::spawn(run_archiver(archiver, log.clone(), store.clone(), stop.clone()));
-    wait_for(&store, &speed_consumer(1), &ends).await;
+    wait_for(&store, &speed_consumer("ohlcv", 1), &ends).await;
     wait_for(&store, ARCHIVER_CONSUMER, &ends).await;
     stop.cancel();
     speed_task.await.expect("join").expect("speed layer");
     archiver_task.await.expect("join").expect("archiver");
 
-    let mut realtime = store.realtime_rows_since(1, i64::MIN).await.expect("realtime rows");
-    realtime.sort_by(|a, b| a.key.cmp(&b.key));
-    let (batch, _, _) = recompute(&master, &ends, horizon).await.expect("batch job");
-    let mut expected: Vec<OhlcvRow> = expected.into_iter().map(|(key, agg)| OhlcvRow { key, agg }).collect();
-    expected.sort_by(|a, b| a.key.cmp(&b.key));
-    (realtime, batch, expected)
+    let mut realtime = ByInterval::new();
+    for p in 0..partitions {
+        for r in store.realtime_rows_of_partition(&*view, 1, p, i64::MIN).await.expect("realtime rows") {
+            realtime.entry(r.interval_ms).or_default().push(r.row);
+        }
+    }
+    for rows in realtime.values_mut() {
+        rows.sort_by(|a, b| (&a.key, a.window_start_ms).cmp(&(&b.key, b.window_start_ms)));
+    }
+    let config = BatchConfig::new(master.clone());
+    build_and_publish(&view, &config, &store, &ends, horizon, true, Instant::now()).await.expect("batch job");
+    let mut batch = ByInterval::new();
+    let version = store.view_pointer("ohlcv").await.expect("pointer").batch_version.expect("published");
+    for s in store.batch_segments("ohlcv", version).await.expect("manifest") {
+        let file = SegmentFile::open(master.location(), &s.path.as_str().into()).await.expect("segment");
+        for &interval in view.intervals_ms() {
+            let rows = file.read_rows(master.location(), &*view, interval, None, i64::MIN, i64::MAX).await.expect("rows");
+            batch.entry(interval).or_default().extend(rows);
+        }
+    }
+
+    let app = build_app(AppParts {
+        log: log.clone(),
+        store: store.clone(),
+        architecture: Architecture::Lambda,
+        views: ViewRegistry::standard(5_000),
+        segments: Some(SegmentReader::new(master.location().clone(), 10_000)),
+        batch_trigger: None,
+        max_body_bytes: 1 << 20,
+    });
+    let mut served = BTreeMap::new();
+    for symbol in SYMBOLS {
+        for interval in ["1m", "5m", "15m", "1h", "1d"] {
+            let uri = format!("/v1/bars/{symbol}?interval={interval}&limit=100000");
+            let response = app.clone().oneshot(Request::get(uri).body(Body::empty()).expect("request")).await.expect("answer");
+            let status = response.status().as_u16();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 26).await.expect("body");
+            let json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+            let bars = if status == 404 { Vec::new() } else {
+                assert_eq!(status, 200, "{json}");
+                json["bars"].as_array().expect("bars").iter().map(|b| {
+                    let start = chrono::DateTime::parse_from_rfc3339(b["start"].as_str().expect("start")).expect("rfc3339").timestamp_millis();
+                    let ohlc = format!("{} {} {} {} {}", b["open"], b["high"], b["low"], b["close"], b["notional"]);
+                    (start, ohlc, b["volume"].as_i64().expect("volume"), b["trades"].as_i64().expect("trades"))
+                }).collect()
+            };
+            served.insert((symbol.to_string(), interval.to_string()), bars);
+        }
+    }
+    let direct_all = rows_of(&positioned, &view);
+    let before: Vec<_> = positioned.iter().filter(|(q, _)| q.ts < horizon).cloned().collect();
+    let direct_before = rows_of(&before, &view);
+    store.close().await;
+    Outcome { realtime, batch, direct_all, direct_before, served }
+}
+
+fn rolled(base: &[OhlcvRow], interval: i64) -> Vec<OhlcvRow> {
+    if interval == 60_000 { base.to_vec() } else { roll_up(base, interval) }
+}
+
+fn as_bar(r: &OhlcvRow) -> (i64, String, i64, i64) {
+    let a = r.agg;
+    let q = |d: Option<Decimal6>| format!("\"{}\"", d.map(|d| d.to_string()).unwrap_or_default());
+    let ohlc = format!("{} {} {} {} {}", q(a.open.map(|p| p.price)), q(a.high), q(a.low), q(a.close.map(|p| p.price)), q(Some(a.notional)));
+    (r.window_start_ms, ohlc, a.volume, a.trades)
 }
 
 proptest! {
@@ -111,35 +193,19 @@ proptest! {
     ) {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         let horizon = T0 + horizon_minute * 60_000;
-        let (realtime, batch, expected) = runtime.block_on(run_layers(events, partitions, chunk, horizon));
-
-        // The speed layer saw everything; the batch job everything before H, at every interval.
-        prop_assert_eq!(&realtime, &expected);
-        let expected_before: Vec<OhlcvRow> = expected.iter().filter(|r| r.key.window_start_ms < horizon).cloned().collect();
+        let out = runtime.block_on(run_layers(events, partitions, chunk, horizon));
         let empty = Vec::new();
-        prop_assert_eq!(batch.get(&60_000).unwrap_or(&empty), &expected_before);
-        for symbol in ["AAA", "BBB", "CCC"] {
-            let of = |rows: &[OhlcvRow]| rows.iter().filter(|r| r.key.symbol == symbol).cloned().collect::<Vec<_>>();
-            for interval in Interval::ALL {
-                let rolled: Vec<(i64, Ohlcv)> = of(batch.get(&interval.size_ms()).unwrap_or(&empty)).into_iter().map(|r| (r.key.window_start_ms, r.agg)).collect();
-                let direct: Vec<(i64, Ohlcv)> = merge_bars(&of(&expected_before), &[], interval).into_iter().map(|b| (b.start_ms, b.agg)).collect();
-                prop_assert_eq!(rolled, direct, "{} {:?}", symbol, interval);
-            }
+        for interval in OhlcvView::standard(5_000).intervals_ms().to_vec() {
+            // The speed layer saw everything, pre-rolled at every interval; the batch job
+            // everything before H.
+            prop_assert_eq!(out.realtime.get(&interval).unwrap_or(&empty), &rolled(&out.direct_all, interval), "realtime at {}", interval);
+            prop_assert_eq!(out.batch.get(&interval).unwrap_or(&empty), &rolled(&out.direct_before, interval), "batch at {}", interval);
         }
-
-        // The serving merge at H equals either layer alone, at every interval.
-        let realtime_from: Vec<OhlcvRow> = realtime.iter().filter(|r| r.key.window_start_ms >= horizon).cloned().collect();
-        let batch_1m = batch.get(&60_000).cloned().unwrap_or_default();
-        for symbol in ["AAA", "BBB", "CCC"] {
-            let of = |rows: &[OhlcvRow]| rows.iter().filter(|r| r.key.symbol == symbol).cloned().collect::<Vec<_>>();
-            for interval in Interval::ALL {
-                let merged = merge_bars(&of(&batch_1m), &of(&realtime_from), interval);
-                let alone = merge_bars(&[], &of(&expected), interval);
-                prop_assert_eq!(merged.len(), alone.len());
-                for (m, a) in merged.iter().zip(&alone) {
-                    prop_assert_eq!((m.start_ms, m.agg), (a.start_ms, a.agg));
-                }
-            }
+        // The serving merge at H answers every interval as a direct computation over all events.
+        for ((symbol, interval), bars) in &out.served {
+            let ms = match interval.as_str() { "1m" => 60_000, "5m" => 300_000, "15m" => 900_000, "1h" => 3_600_000, _ => 86_400_000 };
+            let want: Vec<_> = rolled(&out.direct_all, ms).iter().filter(|r| &r.key == symbol).map(as_bar).collect();
+            prop_assert_eq!(bars, &want, "{} {}", symbol, interval);
         }
     }
 }

@@ -17,7 +17,7 @@ use prism_core::store::ViewStore;
 
 /// The owners of the speed layer's partition leases, by partition.
 async fn owners(store: &ViewStore) -> Vec<(i32, String)> {
-    let consumer = speed_consumer(1);
+    let consumer = speed_consumer("ohlcv", 1);
     store
         .leases(QUOTES_TOPIC)
         .await
@@ -96,7 +96,7 @@ async fn two_speed_layers_split_partitions_and_the_survivor_takes_over() {
         .expect("partitions")
         .iter()
         .flat_map(|p| p["consumers"].as_array().cloned().unwrap_or_default())
-        .filter(|c| c["consumer"] == speed_consumer(1).as_str())
+        .filter(|c| c["consumer"] == speed_consumer("ohlcv", 1).as_str())
         .collect();
     let speed_owners: BTreeSet<&str> = speed.iter().filter_map(|c| c["owner"].as_str()).collect();
     assert_eq!(speed_owners, ["speed-a", "speed-b"].into(), "both instances committed: {status}");
@@ -165,8 +165,19 @@ async fn append<L: prism_core::log::EventLog>(log: &L, quotes: &[prism_core::eve
     log.append(QUOTES_TOPIC, records).await.expect("append");
 }
 
+/// Trades in the realtime 1-minute rows of every partition.
 async fn trades_in_views(store: &ViewStore) -> i64 {
-    store.realtime_rows_since(1, i64::MIN).await.expect("rows").iter().map(|r| r.agg.trades).sum()
+    let view = prism_core::view::ohlcv::OhlcvView::standard(5_000);
+    let mut trades = 0;
+    for p in 0..2 {
+        let rows = store.realtime_rows_of_partition(&view, 1, p, i64::MIN).await.expect("rows");
+        trades += rows.iter().filter(|r| r.interval_ms == 60_000).map(|r| r.row.agg.trades).sum::<i64>();
+    }
+    trades
+}
+
+fn ohlcv() -> std::sync::Arc<prism_core::view::ohlcv::OhlcvView> {
+    std::sync::Arc::new(prism_core::view::ohlcv::OhlcvView::standard(5_000))
 }
 
 /// A symbol whose key hashes to `partition` of 2.
@@ -195,7 +206,7 @@ async fn a_fenced_group_member_drops_the_lost_partition_and_later_adopts_it() {
     log.ensure_topic(QUOTES_TOPIC, 2).await.expect("topic");
     let store = ViewStore::connect_postgres(&env.var("PRISM_DATABASE_URL"), Duration::from_secs(10)).await.expect("store");
     let group = GroupConfig {
-        group_id: speed_consumer(1),
+        group_id: speed_consumer("ohlcv", 1),
         topic: QUOTES_TOPIC.to_string(),
         session_timeout: Duration::from_secs(6),
         revoke_timeout: Duration::from_secs(10),
@@ -203,11 +214,11 @@ async fn a_fenced_group_member_drops_the_lost_partition_and_later_adopts_it() {
     let config = SpeedConfig { partitions: 2, instance_id: "a".into(), ..SpeedConfig::default() };
     let membership = GroupMembership::join(&kafka, &group, "a").expect("join");
     let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(run_speed_layer_in_group(config, log.clone(), store.clone(), membership, stop.clone()));
+    let task = tokio::spawn(run_speed_layer_in_group(ohlcv(), config, log.clone(), store.clone(), membership, stop.clone()));
     wait_owners_of(&store, 2, &["a"], Duration::from_secs(60)).await;
 
     let (p0, p1) = (symbol_on(0), symbol_on(1));
-    let intruder = store.claim_partitions(&speed_consumer(1), QUOTES_TOPIC, &[1], "intruder", prism_core::time::now_ms()).await.expect("claim");
+    let intruder = store.claim_partitions(&speed_consumer("ohlcv", 1), QUOTES_TOPIC, &[1], "intruder", prism_core::time::now_ms()).await.expect("claim");
     let first = trades(&[p0, p1], 50);
     append(&*log, &first).await;
     // Partition 0 goes on; partition 1's work is fenced and dropped, its offset stays put.
@@ -216,7 +227,7 @@ async fn a_fenced_group_member_drops_the_lost_partition_and_later_adopts_it() {
         assert!(Instant::now() < deadline, "partition 0 did not go on after the fence");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let offsets = store.consumer_offsets(&speed_consumer(1), QUOTES_TOPIC).await.expect("offsets");
+    let offsets = store.consumer_offsets(&speed_consumer("ohlcv", 1), QUOTES_TOPIC).await.expect("offsets");
     assert!(offsets.iter().all(|o| o.partition != 1 || o.next_offset == 0), "{offsets:?}");
     assert_eq!(trades_in_views(&store).await, 50, "only partition 0's trades are in the views");
     assert!(!task.is_finished(), "a fenced group member keeps running");
@@ -251,9 +262,9 @@ async fn a_fenced_standalone_speed_layer_stops_with_a_clear_error() {
     let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
     let config = SpeedConfig { partitions: 2, instance_id: "first".into(), ..SpeedConfig::default() };
     let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(run_speed_layer(config, log.clone(), store.clone(), stop.clone()));
+    let task = tokio::spawn(run_speed_layer(ohlcv(), config, log.clone(), store.clone(), stop.clone()));
     wait_owners_of(&store, 2, &["first"], Duration::from_secs(10)).await;
-    store.claim_partitions(&speed_consumer(1), QUOTES_TOPIC, &[0], "second", prism_core::time::now_ms()).await.expect("claim");
+    store.claim_partitions(&speed_consumer("ohlcv", 1), QUOTES_TOPIC, &[0], "second", prism_core::time::now_ms()).await.expect("claim");
     append(&*log, &trades(&[symbol_on(0), symbol_on(1)], 5)).await;
     let result = tokio::time::timeout(Duration::from_secs(10), task).await.expect("the speed layer stops").expect("join");
     match result {

@@ -1,14 +1,18 @@
 //! `GET /v1/bars/{symbol}` and `GET /v1/symbols`.
 
+use std::collections::BTreeSet;
+
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use prism_core::config::speed_consumer;
-use prism_core::event::{validate_symbol, MAX_TS_MS, MIN_TS_MS, QUOTES_TOPIC};
+use prism_core::event::{validate_symbol, MAX_TS_MS, MIN_TS_MS};
 use prism_core::log::EventLog;
 use prism_core::store::ViewStore;
-use prism_core::time::{format_rfc3339, parse_instant, DAY_MS};
-use prism_core::window::{window_start, Interval, Watermark};
+use prism_core::time::{format_rfc3339, parse_instant, DAY_MS, MINUTE_MS};
+use prism_core::view::ohlcv::OhlcvView;
+use prism_core::view::View;
+use prism_core::window::{window_start, Watermark};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -21,12 +25,56 @@ pub const DEFAULT_LIMIT: usize = 5_000;
 /// Most bars per answer.
 pub const MAX_LIMIT: usize = 100_000;
 
+/// A bar interval of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub enum BarInterval {
+    /// 1 minute.
+    #[serde(rename = "1m")]
+    M1,
+    /// 5 minutes.
+    #[serde(rename = "5m")]
+    M5,
+    /// 15 minutes.
+    #[serde(rename = "15m")]
+    M15,
+    /// 1 hour.
+    #[serde(rename = "1h")]
+    H1,
+    /// 1 UTC day.
+    #[serde(rename = "1d")]
+    D1,
+}
+
+impl BarInterval {
+    /// Length, ms.
+    pub fn size_ms(self) -> i64 {
+        match self {
+            BarInterval::M1 => MINUTE_MS,
+            BarInterval::M5 => 5 * MINUTE_MS,
+            BarInterval::M15 => 15 * MINUTE_MS,
+            BarInterval::H1 => 60 * MINUTE_MS,
+            BarInterval::D1 => DAY_MS,
+        }
+    }
+
+    /// The API name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BarInterval::M1 => "1m",
+            BarInterval::M5 => "5m",
+            BarInterval::M15 => "15m",
+            BarInterval::H1 => "1h",
+            BarInterval::D1 => "1d",
+        }
+    }
+}
+
 /// Query parameters of `/v1/bars/{symbol}`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BarsQuery {
-    /// `1m`, `5m`, `15m`, `1h` or `1d` (UTC days); default `1m`.
-    pub interval: Option<String>,
+    /// Bar length: `1m`, `5m`, `15m`, `1h` or `1d` (UTC days); default `1m`.
+    pub interval: Option<BarInterval>,
     /// First bar start to include: RFC 3339 (`2013-03-01T14:30:00Z`), a date (`2013-03-01`,
     /// 00:00 UTC) or UTC ms. Default: the beginning.
     pub from: Option<String>,
@@ -34,7 +82,10 @@ pub struct BarsQuery {
     /// Default: the end.
     pub to: Option<String>,
     /// Most bars to return (1..=100000, default 5000); when cut, `next_from` says where to go on.
+    #[param(minimum = 1, maximum = 100000)]
     pub limit: Option<usize>,
+    /// The `ohlcv`-shaped view to read (default `ohlcv`).
+    pub view: Option<String>,
 }
 
 /// One bar.
@@ -65,6 +116,8 @@ pub struct Bar {
 /// Answer of `/v1/bars/{symbol}`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BarsResponse {
+    /// The view read.
+    pub view: String,
     /// The symbol.
     pub symbol: String,
     /// The interval.
@@ -85,14 +138,14 @@ pub struct BarsResponse {
 /// Answer of `/v1/symbols`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SymbolsResponse {
-    /// Symbols with rows in the served views, sorted.
+    /// Symbols with rows in the served `ohlcv` view (batch or realtime), sorted.
     pub symbols: Vec<String>,
 }
 
-/// Realtime watermark of the served realtime version, UTC ms.
-pub(crate) async fn realtime_watermark(store: &ViewStore, version: i64, lateness_ms: i64) -> Result<Option<i64>, ApiError> {
-    let offsets = store.consumer_offsets(&speed_consumer(version), QUOTES_TOPIC).await?;
-    Ok(Watermark::new(offsets.iter().filter_map(|o| o.max_event_ts_ms).max(), lateness_ms).current_ms())
+/// Realtime watermark of `view`'s realtime version `version`, UTC ms.
+pub(crate) async fn realtime_watermark<V: View>(store: &ViewStore, view: &V, version: i64) -> Result<Option<i64>, ApiError> {
+    let offsets = store.consumer_offsets(&speed_consumer(view.name(), version), view.source_topic()).await?;
+    Ok(Watermark::new(offsets.iter().filter_map(|o| o.max_event_ts_ms).max(), view.allowed_lateness_ms()).current_ms())
 }
 
 fn parse_bound(name: &str, text: Option<&str>, end_of_day: bool) -> Result<Option<i64>, ApiError> {
@@ -104,7 +157,13 @@ fn parse_bound(name: &str, text: Option<&str>, end_of_day: bool) -> Result<Optio
     Ok(Some(ms.clamp(MIN_TS_MS, MAX_TS_MS)))
 }
 
-/// Bars of one symbol, merged from the batch and realtime views.
+fn view_named<L>(state: &ServingState<L>, name: Option<&str>) -> Result<std::sync::Arc<OhlcvView>, ApiError> {
+    let name = name.unwrap_or("ohlcv");
+    state.views.ohlcv(name).ok_or_else(|| ApiError::not_found(format!("no ohlcv-shaped view named {name:?} is registered")))
+}
+
+/// Bars of one symbol, merged from the batch view (segments, before the batch horizon) and the
+/// realtime view (from it on), read in one consistent snapshot.
 #[utoipa::path(
     get,
     path = "/v1/bars/{symbol}",
@@ -113,8 +172,9 @@ fn parse_bound(name: &str, text: Option<&str>, end_of_day: bool) -> Result<Optio
     responses(
         (status = 200, description = "Bars", body = BarsResponse),
         (status = 400, description = "Bad parameter", body = ApiError),
-        (status = 404, description = "Unknown symbol", body = ApiError),
-        (status = 503, description = "The view store failed", body = ApiError)
+        (status = 404, description = "Unknown symbol or view", body = ApiError),
+        (status = 500, description = "Internal failure (logged; the body names an error id)", body = ApiError),
+        (status = 503, description = "A dependency is unavailable", body = ApiError)
     )
 )]
 pub async fn get_bars<L: EventLog>(
@@ -125,11 +185,12 @@ pub async fn get_bars<L: EventLog>(
     let Path(symbol) = path.map_err(|e| ApiError::bad_request(format!("symbol: {}", e.body_text())))?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     validate_symbol(&symbol).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let interval = match q.interval.as_deref() {
-        None => Interval::M1,
-        Some(name) => Interval::parse(name)
-            .ok_or_else(|| ApiError::bad_request(format!("interval {name:?}: use 1m, 5m, 15m, 1h or 1d")))?,
-    };
+    let view = view_named(&state, q.view.as_deref())?;
+    let interval = q.interval.unwrap_or(BarInterval::M1);
+    let size = interval.size_ms();
+    if !view.intervals_ms().contains(&size) {
+        return Err(ApiError::bad_request(format!("interval {}: view {} does not serve it", interval.name(), view.name())));
+    }
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_request(format!("limit {limit}: use 1..={MAX_LIMIT}")));
@@ -141,32 +202,38 @@ pub async fn get_bars<L: EventLog>(
             return Err(ApiError::bad_request("from is after to"));
         }
     }
-    let size = interval.size_ms();
     // Whole bars only: the first bucket starting at or after `from`, through the bucket that
     // starts at or before `to`.
-    let row_from = from.map_or(i64::MIN, |f| window_start(f.saturating_add(size - 1), size));
-    let row_to = to.map_or(i64::MAX, |t| window_start(t, size).saturating_add(size));
-    // Each bucket is one pre-rolled batch row or at most `ratio` 1-minute rows.
-    let ratio = size / prism_core::time::MINUTE_MS;
-    let max_rows = (limit as i64 + 1).saturating_mul(ratio);
+    let row_from = from.map_or(MIN_TS_MS, |f| window_start(f.saturating_add(size - 1), size));
+    let row_to = to.map_or(MAX_TS_MS, |t| window_start(t, size).saturating_add(size));
+    // Every read returns at most one row per bucket at the interval, plus the base rows of the
+    // one bucket that straddles H: a cap that keeps at least `limit + 1` buckets of each part.
+    let max_rows = limit + 1 + (size / view.window_ms()) as usize;
 
-    let snapshot = state.store.bars_snapshot(&symbol, row_from, row_to, size, max_rows).await?;
-    if snapshot.batch.is_empty() && snapshot.realtime.is_empty() && !state.store.symbol_known(&symbol).await? {
+    let snapshot = state.store.view_snapshot(&*view, &symbol, size, row_from, row_to, max_rows as i64).await?;
+    let mut batch = Vec::new();
+    if let Some(h) = snapshot.pointer.batch_horizon_ms {
+        if !snapshot.segments.is_empty() {
+            let segments = state.segments.as_ref().ok_or_else(|| {
+                ApiError::internal(&"a batch version is published but this process has no segment store configured")
+            })?;
+            for s in &snapshot.segments {
+                if batch.len() >= max_rows {
+                    break;
+                }
+                let rows = segments.rows(&*view, &s.path, size, &symbol, row_from, row_to.min(h), max_rows - batch.len()).await?;
+                batch.extend(rows);
+            }
+        }
+    }
+    let mut realtime = snapshot.realtime_base;
+    realtime.extend(snapshot.realtime);
+    let mut merged = merge_bars(&batch, &realtime, size);
+    if merged.is_empty() && !known_symbols(&state, &view).await?.contains(&symbol) {
         return Err(ApiError::not_found(format!("no bars for symbol {symbol:?}; see /v1/symbols")));
     }
-    let watermark = realtime_watermark(&state.store, snapshot.state.realtime_version, state.allowed_lateness_ms).await?;
-    let mut merged = merge_bars(&snapshot.batch, &snapshot.realtime, interval);
-    // Each layer's rows were capped; a bucket past the earlier cap may be incomplete, so keep
-    // only buckets both capped reads fully covered.
-    let cut_at = [&snapshot.batch, &snapshot.realtime]
-        .iter()
-        .filter(|rows| rows.len() as i64 >= max_rows)
-        .filter_map(|rows| rows.last().map(|r| window_start(r.key.window_start_ms, size)))
-        .min();
-    if let Some(cut) = cut_at {
-        merged.retain(|b| b.start_ms < cut);
-    }
-    let next_from = if merged.len() > limit || cut_at.is_some() {
+    let watermark = realtime_watermark(&state.store, &*view, snapshot.pointer.realtime_version).await?;
+    let next_from = if merged.len() > limit {
         merged.truncate(limit);
         merged.last().map(|b| format_rfc3339(b.start_ms + size))
     } else {
@@ -191,23 +258,41 @@ pub async fn get_bars<L: EventLog>(
         })
         .collect();
     Ok(Json(BarsResponse {
+        view: view.name().to_string(),
         symbol,
         interval: interval.name().to_string(),
         architecture: state.architecture.name().to_string(),
-        batch_horizon: snapshot.state.batch_horizon_ms.map(format_rfc3339),
+        batch_horizon: snapshot.pointer.batch_horizon_ms.map(format_rfc3339),
         realtime_watermark: watermark.map(format_rfc3339),
         bars,
         next_from,
     }))
 }
 
-/// Symbols with bars.
+/// Keys of `view` in its served versions: realtime rows and the published batch segments.
+async fn known_symbols<L>(state: &ServingState<L>, view: &OhlcvView) -> Result<BTreeSet<String>, ApiError> {
+    let pointer = state.store.view_pointer(view.name()).await?;
+    let mut keys: BTreeSet<String> = state.store.realtime_keys(view, pointer.realtime_version).await?.into_iter().collect();
+    if let (Some(version), Some(segments)) = (pointer.batch_version, state.segments.as_ref()) {
+        for s in state.store.batch_segments(view.name(), version).await? {
+            keys.extend(segments.keys(view, &s.path).await?);
+        }
+    }
+    Ok(keys)
+}
+
+/// Symbols with bars in the `ohlcv` view.
 #[utoipa::path(
     get,
     path = "/v1/symbols",
     tag = "views",
-    responses((status = 200, description = "Symbols", body = SymbolsResponse), (status = 503, description = "The view store failed", body = ApiError))
+    responses(
+        (status = 200, description = "Symbols", body = SymbolsResponse),
+        (status = 500, description = "Internal failure", body = ApiError),
+        (status = 503, description = "A dependency is unavailable", body = ApiError)
+    )
 )]
 pub async fn get_symbols<L: EventLog>(State(state): State<ServingState<L>>) -> Result<Json<SymbolsResponse>, ApiError> {
-    Ok(Json(SymbolsResponse { symbols: state.store.symbols().await? }))
+    let view = view_named(&state, None)?;
+    Ok(Json(SymbolsResponse { symbols: known_symbols(&state, &view).await?.into_iter().collect() }))
 }

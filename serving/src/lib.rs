@@ -5,7 +5,8 @@
 //! - [`status`]: `GET /v1/status`.
 //! - [`admin`]: `POST /v1/admin/batch-runs`.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
-//! - [`merge`]: the merge and roll-up rule.
+//! - [`merge`]: the merge rule at the batch horizon.
+//! - [`segments`]: cached reads of batch-view segments.
 //! - [`error`]: the JSON error body every endpoint answers with.
 
 pub mod admin;
@@ -13,6 +14,7 @@ pub mod bars;
 pub mod error;
 pub mod merge;
 pub mod ops;
+pub mod segments;
 pub mod status;
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use prism_core::batch_run::BatchTrigger;
 use prism_core::config::Architecture;
 use prism_core::log::EventLog;
 use prism_core::store::ViewStore;
+use prism_core::view::ViewRegistry;
 use utoipa::OpenApi;
 
 /// Handles and settings the API reads.
@@ -33,8 +36,11 @@ pub struct ServingState<L> {
     pub log: Arc<L>,
     /// Lambda or Kappa.
     pub architecture: Architecture,
-    /// Allowed lateness, ms (the realtime watermark trails the max event time by this).
-    pub allowed_lateness_ms: i64,
+    /// The views this deployment runs.
+    pub views: ViewRegistry,
+    /// Where batch-view segments are read from (the master dataset's root); `None` where no
+    /// batch view is served.
+    pub segments: Option<segments::SegmentReader>,
     /// Requests batch runs; `None` where there is no batch layer (Kappa).
     pub batch_trigger: Option<BatchTrigger>,
 }
@@ -45,7 +51,8 @@ impl<L> Clone for ServingState<L> {
             store: self.store.clone(),
             log: self.log.clone(),
             architecture: self.architecture,
-            allowed_lateness_ms: self.allowed_lateness_ms,
+            views: self.views.clone(),
+            segments: self.segments.clone(),
             batch_trigger: self.batch_trigger.clone(),
         }
     }
@@ -56,9 +63,9 @@ impl<L> Clone for ServingState<L> {
 #[openapi(
     paths(bars::get_bars, bars::get_symbols, status::get_status, admin::post_batch_run),
     components(schemas(
-        bars::BarsResponse, bars::Bar, bars::SymbolsResponse, error::ApiError,
-        status::StatusResponse, status::PartitionStatus, status::ConsumerLag, status::IngestStatus,
-        status::FeedStatus, admin::BatchRunResponse
+        bars::BarsResponse, bars::Bar, bars::BarInterval, bars::SymbolsResponse, error::ApiError,
+        status::StatusResponse, status::ViewStatus, status::PartitionStatus, status::ConsumerLag, status::IngestStatus,
+        status::FeedStatus, admin::BatchRunResponse, admin::ViewBatchRun
     )),
     tags((name = "views", description = "Merged batch + realtime views"), (name = "admin", description = "Operations"))
 )]

@@ -1,13 +1,13 @@
-//! The serving merge (DESIGN §5): 1-minute rows from the batch view (windows before the batch
-//! horizon H) and the realtime view (windows from H on) rolled up to the asked interval by the
-//! `ohlcv` monoid's merge. The store hands over disjoint row sets (batch `< H`, realtime `≥ H`),
-//! so no window is counted twice or missed; a roll-up bucket that straddles H merges both parts
-//! and says so.
+//! The serving merge (DESIGN §5), for any view: rows from the batch view (events before the
+//! batch horizon H) and the realtime view (events from H on), at the asked interval or finer,
+//! merged per bucket by the view's monoid. The snapshot hands over disjoint parts (batch `< H`,
+//! realtime `≥ H`), so no event is counted twice or missed; the bucket that straddles H merges
+//! both parts and says so.
 
 use std::collections::BTreeMap;
 
-use prism_core::ohlcv::{Ohlcv, OhlcvRow};
-use prism_core::window::{window_start, Interval};
+use prism_core::view::{Monoid, ViewRow};
+use prism_core::window::window_start;
 
 /// Which layer a served bar came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,30 +39,31 @@ impl Layer {
     }
 }
 
-/// One merged bar: its start (UTC ms), aggregate and layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MergedBar {
+/// One merged bucket: its start (UTC ms), aggregate and layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergedBar<A> {
     /// Bucket start, UTC ms, aligned to the interval.
     pub start_ms: i64,
     /// The merged aggregate.
-    pub agg: Ohlcv,
+    pub agg: A,
     /// Where its rows came from.
     pub layer: Layer,
 }
 
-/// Rolls batch and realtime 1-minute rows up to `interval`, ascending by start.
-pub fn merge_bars(batch: &[OhlcvRow], realtime: &[OhlcvRow], interval: Interval) -> Vec<MergedBar> {
-    let mut buckets: BTreeMap<i64, (Ohlcv, Layer)> = BTreeMap::new();
+/// Merges one key's batch and realtime rows (at `interval_ms` or finer) into buckets of
+/// `interval_ms`, ascending by start.
+pub fn merge_bars<A: Monoid>(batch: &[ViewRow<A>], realtime: &[ViewRow<A>], interval_ms: i64) -> Vec<MergedBar<A>> {
+    let mut buckets: BTreeMap<i64, (A, Layer)> = BTreeMap::new();
     let tagged = batch.iter().map(|r| (r, Layer::Batch)).chain(realtime.iter().map(|r| (r, Layer::Realtime)));
     for (row, layer) in tagged {
-        let start = window_start(row.key.window_start_ms, interval.size_ms());
+        let start = window_start(row.window_start_ms, interval_ms);
         buckets
             .entry(start)
             .and_modify(|(agg, l)| {
                 *agg = agg.merge(&row.agg);
                 *l = l.with(layer);
             })
-            .or_insert((row.agg, layer));
+            .or_insert_with(|| (row.agg.clone(), layer));
     }
     buckets.into_iter().map(|(start_ms, (agg, layer))| MergedBar { start_ms, agg, layer }).collect()
 }
@@ -71,12 +72,14 @@ pub fn merge_bars(batch: &[OhlcvRow], realtime: &[OhlcvRow], interval: Interval)
 mod tests {
     use super::*;
     use prism_core::decimal::Decimal6;
-    use prism_core::ohlcv::{EventKey, OhlcvKey};
+    use prism_core::view::ohlcv::{EventKey, Ohlcv, OhlcvRow};
+    use prism_core::window::Interval;
 
     fn row(minute: i64, price: i128, size: i64) -> OhlcvRow {
         let ts = minute * 60_000;
         OhlcvRow {
-            key: OhlcvKey { symbol: "S".into(), window_start_ms: ts },
+            key: "S".into(),
+            window_start_ms: ts,
             agg: Ohlcv::of_trade(EventKey { ts_ms: ts, partition: 0, offset: minute }, Decimal6::from_units(price), size),
         }
     }
@@ -86,15 +89,15 @@ mod tests {
         // Batch has minutes 0..7, realtime 7..12 (H = minute 7).
         let batch: Vec<_> = (0..7).map(|m| row(m, 100 + m as i128, 1)).collect();
         let realtime: Vec<_> = (7..12).map(|m| row(m, 100 + m as i128, 1)).collect();
-        let bars = merge_bars(&batch, &realtime, Interval::M5);
+        let bars = merge_bars(&batch, &realtime, Interval::M5.size_ms());
         assert_eq!(bars.iter().map(|b| (b.start_ms / 60_000, b.layer)).collect::<Vec<_>>(),
             vec![(0, Layer::Batch), (5, Layer::Both), (10, Layer::Realtime)]);
         assert_eq!(bars[1].agg.trades, 5);
         assert_eq!(bars[1].agg.open.map(|p| p.price.units()), Some(105));
         assert_eq!(bars[1].agg.close.map(|p| p.price.units()), Some(109));
-        let m1 = merge_bars(&batch, &realtime, Interval::M1);
+        let m1 = merge_bars(&batch, &realtime, Interval::M1.size_ms());
         assert_eq!(m1.len(), 12);
-        let d1 = merge_bars(&batch, &realtime, Interval::D1);
+        let d1 = merge_bars(&batch, &realtime, Interval::D1.size_ms());
         assert_eq!(d1.len(), 1);
         assert_eq!(d1[0].agg.volume, 12);
     }

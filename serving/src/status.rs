@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::Json;
 use prism_core::event::QUOTES_TOPIC;
 use prism_core::log::EventLog;
+use prism_core::view::{RegisteredView, View};
 use prism_core::time::format_rfc3339;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -17,20 +18,41 @@ use crate::ServingState;
 pub struct StatusResponse {
     /// `lambda` or `kappa`.
     pub architecture: String,
-    /// Published batch horizon, RFC 3339.
+    /// Published batch horizon of the `ohlcv` view, RFC 3339.
     pub batch_horizon: Option<String>,
-    /// Published batch-view version.
+    /// Published batch-view version of the `ohlcv` view.
     pub batch_version: Option<i64>,
-    /// Realtime view version in service.
+    /// Realtime version of the `ohlcv` view in service.
     pub realtime_version: i64,
-    /// Realtime watermark, RFC 3339.
+    /// Realtime watermark of the `ohlcv` view, RFC 3339.
     pub realtime_watermark: Option<String>,
+    /// Every registered view's versions.
+    pub views: Vec<ViewStatus>,
     /// Per partition of `prism.quotes`: log end offset and each consumer's position and lag.
     pub partitions: Vec<PartitionStatus>,
     /// Events accepted and refused per ingest source.
     pub ingest: Vec<IngestStatus>,
     /// Historical feeds' progress.
     pub feeds: Vec<FeedStatus>,
+}
+
+/// Where one view stands.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ViewStatus {
+    /// Registered name.
+    pub view: String,
+    /// The running code's definition fingerprint.
+    pub fingerprint: String,
+    /// Published batch-view version.
+    pub batch_version: Option<i64>,
+    /// Its batch horizon, RFC 3339.
+    pub batch_horizon: Option<String>,
+    /// Segments in the published batch version.
+    pub batch_segments: usize,
+    /// Realtime version in service.
+    pub realtime_version: i64,
+    /// Realtime watermark, RFC 3339.
+    pub realtime_watermark: Option<String>,
 }
 
 /// One partition.
@@ -49,7 +71,7 @@ pub struct PartitionStatus {
 /// A consumer's position in one partition.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ConsumerLag {
-    /// Consumer name (`speed-layer.v1`, `archiver`, …).
+    /// Consumer name (`speed-layer.ohlcv.v1`, `archiver`, …).
     pub consumer: String,
     /// Next offset it will read.
     pub next_offset: i64,
@@ -98,11 +120,33 @@ pub struct FeedStatus {
     get,
     path = "/v1/status",
     tag = "admin",
-    responses((status = 200, description = "Status", body = StatusResponse), (status = 503, description = "A dependency failed", body = ApiError))
+    responses((status = 200, description = "Status", body = StatusResponse), (status = 500, description = "Internal failure", body = ApiError), (status = 503, description = "A dependency is unavailable", body = ApiError))
 )]
 pub async fn get_status<L: EventLog>(State(state): State<ServingState<L>>) -> Result<Json<StatusResponse>, ApiError> {
-    let serving = state.store.serving_state().await?;
-    let watermark = realtime_watermark(&state.store, serving.realtime_version, state.allowed_lateness_ms).await?;
+    let mut views = Vec::new();
+    for v in state.views.views() {
+        let RegisteredView::Ohlcv(view) = v;
+        let pointer = state.store.view_pointer(view.name()).await?;
+        let watermark = realtime_watermark(&state.store, &**view, pointer.realtime_version).await?;
+        let batch_segments = match pointer.batch_version {
+            Some(version) => state.store.batch_segments(view.name(), version).await?.len(),
+            None => 0,
+        };
+        views.push(ViewStatus {
+            view: view.name().to_string(),
+            fingerprint: view.fingerprint(),
+            batch_version: pointer.batch_version,
+            batch_horizon: pointer.batch_horizon_ms.map(format_rfc3339),
+            batch_segments,
+            realtime_version: pointer.realtime_version,
+            realtime_watermark: watermark.map(format_rfc3339),
+        });
+    }
+    let main = views.iter().find(|v| v.view == "ohlcv").or(views.first());
+    let (batch_horizon, batch_version, realtime_version, realtime_watermark) = match main {
+        Some(v) => (v.batch_horizon.clone(), v.batch_version, v.realtime_version, v.realtime_watermark.clone()),
+        None => (None, None, 1, None),
+    };
     let ends = state.log.end_offsets(QUOTES_TOPIC).await?;
     let consumers = state.store.all_consumer_offsets(QUOTES_TOPIC).await?;
     let leases = state.store.leases(QUOTES_TOPIC).await?;
@@ -150,10 +194,11 @@ pub async fn get_status<L: EventLog>(State(state): State<ServingState<L>>) -> Re
         .collect();
     Ok(Json(StatusResponse {
         architecture: state.architecture.name().to_string(),
-        batch_horizon: serving.batch_horizon_ms.map(format_rfc3339),
-        batch_version: serving.batch_version,
-        realtime_version: serving.realtime_version,
-        realtime_watermark: watermark.map(format_rfc3339),
+        batch_horizon,
+        batch_version,
+        realtime_version,
+        realtime_watermark,
+        views,
         partitions,
         ingest,
         feeds,

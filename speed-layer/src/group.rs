@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use prism_core::event::QUOTES_TOPIC;
+use prism_core::view::View;
 use prism_core::log::kafka_group::{AssignmentChange, GroupMembership};
 use prism_core::store::ViewStore;
 use prism_core::time::now_ms;
 
 use crate::{telemetry, SpeedError, SpeedState};
 
-impl SpeedState {
+impl<V: View> SpeedState<V> {
     /// Applies the group's pending assignment changes: on revoke, commit then release; on
     /// assign, claim and resume.
     pub(crate) async fn follow_group(&mut self, membership: &mut GroupMembership, store: &ViewStore) -> Result<(), SpeedError> {
@@ -39,7 +39,7 @@ impl SpeedState {
         if self.assigned_at.elapsed() < silence {
             return Ok(Vec::new());
         }
-        let leases = store.leases(QUOTES_TOPIC).await?;
+        let leases = store.leases(self.topic()).await?;
         let (now, silence_ms) = (now_ms(), silence.as_millis() as i64);
         Ok((0..partitions)
             .filter(|p| self.consumer.index_of(*p).is_none())

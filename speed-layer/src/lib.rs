@@ -1,10 +1,12 @@
 //! Prism speed layer: the event log → realtime views (DESIGN §5).
 //!
-//! One consumer per realtime view version (`speed-layer.v<N>`) reads every partition of
-//! `prism.quotes` from the offsets stored **in the view store**, folds each quote into its
-//! 1-minute `ohlcv` window (update mode: a window changes with every event) and commits the
-//! changed rows together with the consumed offsets in one store transaction every commit
-//! interval. After a crash it resumes from those offsets, so each event counts exactly once.
+//! Generic over the [`View`]: one consumer per view and realtime version
+//! (`speed-layer.<view>.v<N>`) reads every partition of the view's source topic from the
+//! offsets stored **in the view store**, folds each event into its base window (update mode: a
+//! window changes with every event), and commits the changed rows — pre-rolled at every interval
+//! the view serves ([`window_cache`]) — together with the consumed offsets in one store
+//! transaction every commit interval. After a crash it resumes from those offsets, so each event
+//! counts exactly once.
 //!
 //! Malformed records go to `prism.dlq` with the reason. Late events (behind their partition's
 //! watermark) are still applied and counted in metrics; in Lambda mode the batch job corrects
@@ -25,32 +27,30 @@ pub mod window_cache;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prism_core::config::speed_consumer;
-use prism_core::event::{DeadLetter, LogPosition, Quote, DLQ_TOPIC, QUOTES_TOPIC};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use prism_core::config::speed_consumer;
+use prism_core::consumer::StoreConsumer;
+use prism_core::event::{DeadLetter, LogPosition, DLQ_TOPIC};
 use prism_core::log::kafka_group::GroupMembership;
 use prism_core::log::{EventLog, LogError, LogRecord};
-use prism_core::ohlcv::{ohlcv_contribution, OhlcvRow};
-use prism_core::consumer::StoreConsumer;
-use prism_core::store::{StoreError, ViewStore};
-use window_cache::{cache_floor, WindowCache};
+use prism_core::store::{DropBehind, RealtimeRow, StoreError, ViewStore};
 use prism_core::time::now_ms;
-use prism_core::window::Watermark;
+use prism_core::view::{RowId, View};
+use prism_core::window::{window_start, Watermark};
 use tokio_util::sync::CancellationToken;
+use window_cache::{cache_floor, WindowCache};
 
 /// Settings of the speed layer.
 #[derive(Debug, Clone)]
 pub struct SpeedConfig {
     /// Realtime view version this instance builds.
     pub view_version: i64,
-    /// Allowed lateness for the watermark, ms.
-    pub allowed_lateness_ms: i64,
     /// Commit at least this often while events flow.
     pub commit_interval: Duration,
     /// Commit after this many events even before the interval.
     pub commit_max_events: usize,
-    /// Partitions of `prism.quotes` if the speed layer has to create it.
+    /// Partitions of the view's source topic if the speed layer has to create it.
     pub partitions: i32,
     /// Whether to drop realtime windows behind the batch horizon (Lambda mode).
     pub drop_behind_batch_horizon: bool,
@@ -64,7 +64,6 @@ impl Default for SpeedConfig {
     fn default() -> Self {
         SpeedConfig {
             view_version: 1,
-            allowed_lateness_ms: prism_core::window::DEFAULT_ALLOWED_LATENESS_MS,
             commit_interval: Duration::from_millis(100),
             commit_max_events: 10_000,
             partitions: 4,
@@ -98,12 +97,13 @@ pub enum SpeedError {
 }
 
 /// The speed layer's state between commits.
-struct SpeedState {
+struct SpeedState<V: View> {
+    view: Arc<V>,
     consumer_name: String,
     config: SpeedConfig,
     consumer: StoreConsumer,
     /// One window cache per owned partition.
-    caches: BTreeMap<i32, WindowCache>,
+    caches: BTreeMap<i32, WindowCache<V::Agg>>,
     /// Partitions come from a consumer group (a lost lease is then routine, not an error).
     in_group: bool,
     events_since_commit: usize,
@@ -115,45 +115,49 @@ struct SpeedState {
     assigned_at: Instant,
 }
 
-/// Runs the speed layer on every partition until `cancel` fires, then commits what it holds
-/// and returns.
+/// Runs the speed layer of `view` on every partition of its source topic until `cancel` fires,
+/// then commits what it holds and returns.
 ///
 /// Errors: [`SpeedError`] when the log or the store fails, or [`SpeedError::Fenced`] when
 /// another instance claims its partitions.
-pub async fn run_speed_layer<L: EventLog>(
+pub async fn run_speed_layer<V: View, L: EventLog>(
+    view: Arc<V>,
     config: SpeedConfig,
     log: Arc<L>,
     store: ViewStore,
     cancel: CancellationToken,
 ) -> Result<(), SpeedError> {
-    run(config, log, store, None, cancel).await
+    run(view, config, log, store, None, cancel).await
 }
 
-/// Runs one speed-layer instance of a consumer group (`membership`, joined with group id
-/// [`speed_consumer`]`(view_version)`): it consumes only the partitions the group assigns it.
-/// Leaves the group on return.
+/// Runs one speed-layer instance of `view` in a consumer group (`membership`, joined with group
+/// id [`speed_consumer`]`(view, version)`): it consumes only the partitions the group assigns
+/// it. Leaves the group on return.
 ///
 /// Errors: [`SpeedError`] when the log or the store fails.
-pub async fn run_speed_layer_in_group<L: EventLog>(
+pub async fn run_speed_layer_in_group<V: View, L: EventLog>(
+    view: Arc<V>,
     config: SpeedConfig,
     log: Arc<L>,
     store: ViewStore,
     membership: GroupMembership,
     cancel: CancellationToken,
 ) -> Result<(), SpeedError> {
-    run(config, log, store, Some(membership), cancel).await
+    run(view, config, log, store, Some(membership), cancel).await
 }
 
-async fn run<L: EventLog>(
+async fn run<V: View, L: EventLog>(
+    view: Arc<V>,
     config: SpeedConfig,
     log: Arc<L>,
     store: ViewStore,
     mut membership: Option<GroupMembership>,
     cancel: CancellationToken,
 ) -> Result<(), SpeedError> {
-    let partitions = log.ensure_topic(QUOTES_TOPIC, config.partitions).await?;
+    let topic = view.source_topic();
+    let partitions = log.ensure_topic(topic, config.partitions).await?;
     log.ensure_topic(DLQ_TOPIC, 1).await?;
-    let mut state = SpeedState::new(config, membership.is_some());
+    let mut state = SpeedState::new(view, config, membership.is_some());
     if membership.is_none() {
         state.assign(&(0..partitions).collect::<Vec<_>>(), &store).await?;
     }
@@ -206,11 +210,12 @@ async fn run<L: EventLog>(
     Ok(())
 }
 
-impl SpeedState {
-    fn new(config: SpeedConfig, in_group: bool) -> SpeedState {
+impl<V: View> SpeedState<V> {
+    fn new(view: Arc<V>, config: SpeedConfig, in_group: bool) -> Self {
         SpeedState {
-            consumer_name: speed_consumer(config.view_version),
-            consumer: StoreConsumer::new(QUOTES_TOPIC),
+            consumer_name: speed_consumer(view.name(), config.view_version),
+            consumer: StoreConsumer::new(view.source_topic()),
+            view,
             config,
             caches: BTreeMap::new(),
             in_group,
@@ -222,8 +227,12 @@ impl SpeedState {
         }
     }
 
+    fn topic(&self) -> &'static str {
+        self.view.source_topic()
+    }
+
     /// Takes `partitions` (the whole assignment): claims their leases, then resumes from their
-    /// stored offsets and warms each partition's window cache from its floor on.
+    /// stored offsets and warms each partition's window cache from its floors on.
     async fn assign(&mut self, partitions: &[i32], store: &ViewStore) -> Result<(), SpeedError> {
         if !self.consumer.offsets.is_empty() {
             // An assignment without a revoke first (not expected of the eager protocol): keep
@@ -232,25 +241,25 @@ impl SpeedState {
             let owned = self.consumer.partitions();
             self.release(&owned);
         }
-        self.consumer = StoreConsumer::claim(store, &self.consumer_name, QUOTES_TOPIC, partitions, &self.config.instance_id).await?;
-        let lateness = self.config.allowed_lateness_ms;
-        let floors: BTreeMap<i32, Option<i64>> =
-            self.consumer.offsets.iter().map(|o| (o.partition, o.max_event_ts_ms.map(|m| cache_floor(m, lateness)))).collect();
-        // Partitions that never saw an event have nothing stored; the others need their rows
-        // from their floor on.
-        let mut by_partition: BTreeMap<i32, Vec<OhlcvRow>> = floors.keys().map(|p| (*p, Vec::new())).collect();
-        if let Some(lowest) = floors.values().flatten().min() {
-            for row in store.realtime_rows_since(self.config.view_version, *lowest).await? {
-                let p = row.agg.open.map_or(-1, |o| o.key.partition);
-                if let Some(rows) = by_partition.get_mut(&p) {
-                    rows.push(row);
+        self.consumer = StoreConsumer::claim(store, &self.consumer_name, self.topic(), partitions, &self.config.instance_id).await?;
+        let lateness = self.view.allowed_lateness_ms();
+        let intervals = self.view.intervals_ms().to_vec();
+        self.caches.clear();
+        for o in self.consumer.offsets.clone() {
+            // A partition that never saw an event has nothing stored; the others need their rows
+            // from each interval's floor on.
+            let floors: Vec<Option<i64>> = intervals.iter().map(|i| o.max_event_ts_ms.map(|m| cache_floor(m, lateness, *i))).collect();
+            let mut rows = Vec::new();
+            if let Some(lowest) = floors.iter().flatten().min() {
+                for r in store.realtime_rows_of_partition(&*self.view, self.config.view_version, o.partition, *lowest).await? {
+                    rows.push((r.interval_ms, r.row));
                 }
             }
+            self.caches.insert(o.partition, WindowCache::new(&intervals, rows, floors));
         }
-        self.caches = by_partition.into_iter().map(|(p, rows)| (p, WindowCache::new(rows, floors.get(&p).copied().flatten()))).collect();
         self.events_since_commit = 0;
         self.assigned_at = Instant::now();
-        metrics::gauge!(telemetry::ASSIGNED_PARTITIONS).set(self.caches.len() as f64);
+        metrics::gauge!(telemetry::ASSIGNED_PARTITIONS, "view" => self.view.name().to_string()).set(self.caches.len() as f64);
         tracing::info!(consumer = %self.consumer_name, partitions = ?self.consumer.partitions(),
             offsets = ?self.consumer.next_offsets(), "speed layer owns partitions");
         Ok(())
@@ -261,22 +270,26 @@ impl SpeedState {
         self.consumer.release(partitions);
         self.caches.retain(|p, _| !partitions.contains(p));
         self.assigned_at = Instant::now();
-        metrics::gauge!(telemetry::ASSIGNED_PARTITIONS).set(self.caches.len() as f64);
+        metrics::gauge!(telemetry::ASSIGNED_PARTITIONS, "view" => self.view.name().to_string()).set(self.caches.len() as f64);
     }
 
     async fn apply<L: EventLog>(&mut self, records: &[LogRecord], log: &L, store: &ViewStore) -> Result<(), SpeedError> {
+        let view = self.view.clone();
+        let (base_ms, lateness) = (view.window_ms(), view.allowed_lateness_ms());
         let mut dead = Vec::new();
+        let mut late = 0u64;
         for r in records {
             let pos = LogPosition { partition: r.partition, offset: r.offset };
-            match Quote::from_json(&r.value) {
-                Ok(quote) => {
+            match view.parse(&r.value) {
+                Ok(event) => {
+                    let ts = view.event_time(&event);
                     // Late = behind its own partition's progress (stream time per partition, as
                     // in Kafka Streams); partitions advance at their own pace.
                     let partition_max = self.consumer.index_of(r.partition).and_then(|i| self.consumer.offsets[i].max_event_ts_ms);
-                    if Watermark::new(partition_max, self.config.allowed_lateness_ms).is_late(quote.ts) {
-                        metrics::counter!(telemetry::LATE_EVENTS_TOTAL).increment(1);
+                    if Watermark::new(partition_max, lateness).is_late(ts) {
+                        late += 1;
                     }
-                    let (key, contribution) = ohlcv_contribution(&quote, pos);
+                    let (key, start) = (view.key(&event), window_start(ts, base_ms));
                     let Some(cache) = self.caches.get_mut(&r.partition) else {
                         return Err(SpeedError::Log(LogError::OutOfRange(format!(
                             "record from partition {}, which this instance does not own ({:?})",
@@ -284,18 +297,18 @@ impl SpeedState {
                             self.consumer.partitions()
                         ))));
                     };
-                    let current = match cache.get(&key) {
-                        Some(agg) => agg,
-                        None => store.realtime_row(self.config.view_version, &key).await?.unwrap_or_default(),
-                    };
-                    cache.put(key, current.merge(&contribution));
-                    self.consumer.advance(r, Some(quote.ts));
+                    if !cache.knows_base(key, start) {
+                        let stored = store.realtime_row(&*view, self.config.view_version, base_ms, key, start).await?;
+                        cache.load_base(key, start, stored);
+                    }
+                    cache.apply(key, start, &view.contribution(&event, pos));
+                    self.consumer.advance(r, Some(ts));
                 }
                 Err(e) => {
-                    metrics::counter!(telemetry::DEAD_LETTERS_TOTAL).increment(1);
+                    metrics::counter!(telemetry::DEAD_LETTERS_TOTAL, "view" => view.name().to_string()).increment(1);
                     tracing::warn!(partition = r.partition, offset = r.offset, reason = %e, "malformed event to the dead-letter topic");
                     let letter = DeadLetter {
-                        source: format!("{QUOTES_TOPIC}/{}@{}", r.partition, r.offset),
+                        source: format!("{}/{}@{}", self.topic(), r.partition, r.offset),
                         reason: e.to_string(),
                         payload: String::from_utf8_lossy(&r.value).into_owned(),
                         rejected_at_ms: now_ms(),
@@ -306,7 +319,11 @@ impl SpeedState {
             }
             self.events_since_commit += 1;
         }
-        metrics::counter!(telemetry::EVENTS_TOTAL).increment(records.len() as u64);
+        let name = view.name().to_string();
+        metrics::counter!(telemetry::EVENTS_TOTAL, "view" => name.clone()).increment(records.len() as u64);
+        if late > 0 {
+            metrics::counter!(telemetry::LATE_EVENTS_TOTAL, "view" => name).increment(late);
+        }
         if !dead.is_empty() {
             log.append(DLQ_TOPIC, dead).await?;
         }
@@ -315,14 +332,30 @@ impl SpeedState {
 
     async fn commit(&mut self, store: &ViewStore) -> Result<(), SpeedError> {
         let started = Instant::now();
+        let view = self.view.clone();
         let horizon = if self.config.drop_behind_batch_horizon {
-            store.serving_state().await?.batch_horizon_ms
+            store.view_pointer(view.name()).await?.batch_horizon_ms
         } else {
             None
         };
-        let rows: Vec<OhlcvRow> = self.caches.values().flat_map(|c| c.dirty_rows()).collect();
+        // Rolled rows the caches cannot give come from the store first.
+        let mut stored: HashMap<RowId, V::Agg> = HashMap::new();
+        for cache in self.caches.values() {
+            for id in cache.rolled_misses() {
+                if let Some(agg) = store.realtime_row(&*view, self.config.view_version, id.interval_ms, &id.key, id.window_start_ms).await? {
+                    stored.insert(id, agg);
+                }
+            }
+        }
+        let mut pending = BTreeMap::new();
+        let mut rows = Vec::new();
+        for (p, cache) in &self.caches {
+            let commit = cache.prepare_commit(&stored);
+            rows.extend(commit.rows.iter().map(|(interval_ms, row)| RealtimeRow { interval_ms: *interval_ms, partition: *p, row: row.clone() }));
+            pending.insert(*p, commit);
+        }
         if let Some(h) = horizon {
-            self.wrote_behind_horizon |= rows.iter().any(|r| r.key.window_start_ms < h);
+            self.wrote_behind_horizon |= rows.iter().any(|r| r.row.window_start_ms < h);
         }
         let drop_before = horizon.filter(|h| self.wrote_behind_horizon || self.dropped_through_ms.is_none_or(|d| *h > d));
         let renew = !self.consumer.leases.is_empty() && self.last_renewal.elapsed() >= self.config.lease_renew_interval;
@@ -330,7 +363,8 @@ impl SpeedState {
             return Ok(());
         }
         let c = &self.consumer;
-        match store.commit_realtime(&self.consumer_name, QUOTES_TOPIC, self.config.view_version, &rows, &c.offsets, &c.leases, drop_before).await {
+        let drop_behind = drop_before.map(|h| DropBehind { batch_horizon_ms: h });
+        match store.commit_realtime(&*view, &self.consumer_name, self.config.view_version, &rows, &c.offsets, &c.leases, drop_behind).await {
             Ok(()) => {}
             Err(StoreError::Fenced { .. }) => return self.fenced(store).await,
             Err(e) => return Err(e.into()),
@@ -340,20 +374,21 @@ impl SpeedState {
             self.dropped_through_ms = Some(h);
             self.wrote_behind_horizon = false;
         }
-        metrics::counter!(telemetry::COMMITS_TOTAL).increment(1);
-        metrics::histogram!(telemetry::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        let name = view.name().to_string();
+        metrics::counter!(telemetry::COMMITS_TOTAL, "view" => name.clone()).increment(1);
+        metrics::histogram!(telemetry::COMMIT_SECONDS, "view" => name.clone()).record(started.elapsed().as_secs_f64());
         let max_ts = self.consumer.offsets.iter().filter_map(|o| o.max_event_ts_ms).max();
-        if let Some(w) = Watermark::new(max_ts, self.config.allowed_lateness_ms).current_ms() {
-            metrics::gauge!(telemetry::WATERMARK_MS).set(w as f64);
+        if let Some(w) = Watermark::new(max_ts, view.allowed_lateness_ms()).current_ms() {
+            metrics::gauge!(telemetry::WATERMARK_MS, "view" => name.clone()).set(w as f64);
         }
         self.events_since_commit = 0;
-        let lateness = self.config.allowed_lateness_ms;
+        let lateness = view.allowed_lateness_ms();
         for offset in &self.consumer.offsets {
-            if let Some(cache) = self.caches.get_mut(&offset.partition) {
-                cache.committed(offset.max_event_ts_ms, lateness);
+            if let (Some(cache), Some(commit)) = (self.caches.get_mut(&offset.partition), pending.remove(&offset.partition)) {
+                cache.committed(commit, offset.max_event_ts_ms, lateness);
             }
         }
-        metrics::gauge!(telemetry::CACHED_WINDOWS).set(self.caches.values().map(WindowCache::len).sum::<usize>() as f64);
+        metrics::gauge!(telemetry::CACHED_WINDOWS, "view" => name).set(self.caches.values().map(WindowCache::len).sum::<usize>() as f64);
         Ok(())
     }
 
@@ -362,8 +397,8 @@ impl SpeedState {
     /// partitions' uncommitted windows (their new owner recomputes them from the stored offsets)
     /// and commit the rest. Standalone, it is an operator error.
     async fn fenced(&mut self, store: &ViewStore) -> Result<(), SpeedError> {
-        let lost = store.lost_leases(&self.consumer_name, QUOTES_TOPIC, &self.consumer.leases).await?;
-        metrics::counter!(telemetry::FENCED_COMMITS_TOTAL).increment(1);
+        let lost = store.lost_leases(&self.consumer_name, self.topic(), &self.consumer.leases).await?;
+        metrics::counter!(telemetry::FENCED_COMMITS_TOTAL, "view" => self.view.name().to_string()).increment(1);
         if !self.in_group {
             return Err(SpeedError::Fenced { consumer: self.consumer_name.clone(), partitions: lost });
         }

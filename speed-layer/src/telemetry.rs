@@ -1,6 +1,6 @@
-//! Every metric the speed layer emits, named once.
+//! Every metric the speed layer emits, named once. Each carries a `view` label.
 
-/// Records consumed from `prism.quotes` (valid or not).
+/// Records consumed from the view's source topic (valid or not).
 pub const EVENTS_TOTAL: &str = "prism_speed_events_total";
 /// Events behind the watermark when they arrived (applied anyway; the batch job corrects).
 pub const LATE_EVENTS_TOTAL: &str = "prism_speed_late_events_total";
@@ -12,9 +12,9 @@ pub const COMMITS_TOTAL: &str = "prism_speed_commits_total";
 pub const COMMIT_SECONDS: &str = "prism_speed_commit_seconds";
 /// The realtime watermark, UTC ms.
 pub const WATERMARK_MS: &str = "prism_speed_watermark_ms";
-/// Windows held in memory across all partitions' caches.
+/// Rows (every interval) held in memory across all partitions' caches.
 pub const CACHED_WINDOWS: &str = "prism_speed_cached_windows";
-/// Partitions of `prism.quotes` this instance owns now.
+/// Partitions of the view's source topic this instance owns now.
 pub const ASSIGNED_PARTITIONS: &str = "prism_speed_assigned_partitions";
 /// Consumer-group assignments received (each one claims partitions).
 pub const REBALANCES_TOTAL: &str = "prism_speed_rebalances_total";

@@ -1,108 +1,254 @@
-//! The speed layer's in-memory windows, one cache per partition.
+//! The speed layer's in-memory windows of one partition, for any view.
 //!
-//! A key (symbol) always arrives on the same partition, so each partition's cache can be
-//! trimmed by that partition's own progress: windows older than one window before the
-//! partition's watermark are evicted (they stay in the store). Partitions advance at different
-//! event-time speeds (round-robin reads, skewed keys), and a single global floor would either
-//! grow without bound or push a lagging partition's every event to a store lookup.
+//! Every event updates its base window (update mode). The realtime view is pre-rolled: each
+//! commit also folds what changed since the last commit into the row of every longer interval
+//! the view serves, so that serving answers a 13-year `1d` query from daily rows, never from
+//! millions of 1-minute rows.
+//!
+//! A base window keeps its full aggregate and the *delta* since the last commit (the merge of the
+//! events applied since); a commit merges each delta into the longer intervals' rows, which the
+//! cache holds too. Because merge is associative and commutative, the rolled rows equal a
+//! roll-up of the base rows.
+//!
+//! A key always arrives on the same partition, so the cache is trimmed by that partition's own
+//! progress: per interval, rows older than one bucket before the partition's watermark leave
+//! memory (they stay in the store, which answers for them when a late event needs them).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
-use prism_core::ohlcv::{Ohlcv, OhlcvKey, OhlcvRow, OHLCV_WINDOW_MS};
+use prism_core::view::{Monoid, RowId, ViewRow};
 use prism_core::window::window_start;
 
-/// One partition's windows.
-#[derive(Debug, Default)]
-pub struct WindowCache {
-    rows: HashMap<OhlcvKey, Ohlcv>,
-    /// Every stored window of this partition starting at or after the floor is in `rows`.
-    floor_ms: Option<i64>,
-    dirty: HashSet<OhlcvKey>,
+/// One base window.
+#[derive(Debug, Clone)]
+struct Base<A> {
+    full: A,
+    /// Merge of the events applied since the last commit; `None`: clean.
+    delta: Option<A>,
 }
 
-impl WindowCache {
-    /// A cache holding `rows`, complete from `floor_ms` on (`None`: complete, nothing stored).
-    pub fn new(rows: impl IntoIterator<Item = OhlcvRow>, floor_ms: Option<i64>) -> Self {
-        let rows = rows
-            .into_iter()
-            .filter(|r| floor_ms.is_none_or(|f| r.key.window_start_ms >= f))
-            .map(|r| (r.key, r.agg))
-            .collect();
-        WindowCache { rows, floor_ms, dirty: HashSet::new() }
-    }
+/// One partition's windows of one view.
+#[derive(Debug)]
+pub struct WindowCache<A> {
+    /// Every interval the view serves, shortest (the base window) first.
+    intervals_ms: Vec<i64>,
+    /// Base windows by key, then window start.
+    base: HashMap<String, BTreeMap<i64, Base<A>>>,
+    /// Rows of the longer intervals.
+    rolled: HashMap<RowId, A>,
+    /// Per interval (same order as `intervals_ms`): every stored row of this partition starting
+    /// at or after the floor is in memory; `None`: nothing stored yet.
+    floors_ms: Vec<Option<i64>>,
+}
 
-    /// The window's current aggregate if the cache can answer for it: `Some(EMPTY)` for a window
-    /// not stored; `None` when the window is older than the floor and must be read from the store.
-    pub fn get(&self, key: &OhlcvKey) -> Option<Ohlcv> {
-        match self.rows.get(key) {
-            Some(agg) => Some(*agg),
-            None if self.floor_ms.is_some_and(|f| key.window_start_ms < f) => None,
-            None => Some(Ohlcv::EMPTY),
+/// The rows a commit writes, and what the cache becomes once it succeeded.
+#[derive(Debug)]
+pub struct PendingCommit<A> {
+    /// Every changed row (interval ms, row).
+    pub rows: Vec<(i64, ViewRow<A>)>,
+    rolled: Vec<(RowId, A)>,
+}
+
+impl<A: Monoid> WindowCache<A> {
+    /// A cache holding `rows` (interval ms, row), complete from `floors_ms` on (one per interval
+    /// of `intervals_ms`; `None`: nothing stored).
+    pub fn new(intervals_ms: &[i64], rows: impl IntoIterator<Item = (i64, ViewRow<A>)>, floors_ms: Vec<Option<i64>>) -> Self {
+        let mut cache = WindowCache { intervals_ms: intervals_ms.to_vec(), base: HashMap::new(), rolled: HashMap::new(), floors_ms };
+        for (interval_ms, row) in rows {
+            let Some(i) = cache.intervals_ms.iter().position(|x| *x == interval_ms) else { continue };
+            if cache.floors_ms[i].is_some_and(|f| row.window_start_ms < f) {
+                continue;
+            }
+            if i == 0 {
+                cache.base.entry(row.key).or_default().insert(row.window_start_ms, Base { full: row.agg, delta: None });
+            } else {
+                cache.rolled.insert(RowId { interval_ms, key: row.key, window_start_ms: row.window_start_ms }, row.agg);
+            }
         }
+        cache
     }
 
-    /// Sets a window's aggregate and marks it for the next commit.
-    pub fn put(&mut self, key: OhlcvKey, agg: Ohlcv) {
-        self.dirty.insert(key.clone());
-        self.rows.insert(key, agg);
+    fn base_ms(&self) -> i64 {
+        self.intervals_ms[0]
     }
 
-    /// The changed rows since the last [`WindowCache::committed`].
-    pub fn dirty_rows(&self) -> impl Iterator<Item = OhlcvRow> + '_ {
-        self.dirty.iter().filter_map(|k| self.rows.get(k).map(|agg| OhlcvRow { key: k.clone(), agg: *agg }))
+    /// Whether the cache can apply an event to this base window without the store: the window
+    /// is held, or newer than the floor (so nothing is stored for it).
+    pub fn knows_base(&self, key: &str, window_start_ms: i64) -> bool {
+        self.base.get(key).is_some_and(|w| w.contains_key(&window_start_ms))
+            || self.floors_ms[0].is_none_or(|f| window_start_ms >= f)
     }
 
-    /// After a commit: nothing is dirty, and windows before one window ahead of the
-    /// partition's watermark (`partition_max_ts_ms` − `allowed_lateness_ms`) leave memory.
-    pub fn committed(&mut self, partition_max_ts_ms: Option<i64>, allowed_lateness_ms: i64) {
-        self.dirty.clear();
+    /// Loads a base window read from the store (`None`: not stored) before applying to it.
+    pub fn load_base(&mut self, key: &str, window_start_ms: i64, stored: Option<A>) {
+        let windows = self.base.entry(key.to_string()).or_default();
+        windows.entry(window_start_ms).or_insert(Base { full: stored.unwrap_or_else(A::empty), delta: None });
+    }
+
+    /// Applies one event's aggregate to its base window (call [`WindowCache::knows_base`] first
+    /// and load the window when it says no).
+    pub fn apply(&mut self, key: &str, window_start_ms: i64, contribution: &A) {
+        let windows = match self.base.get_mut(key) {
+            Some(w) => w,
+            None => self.base.entry(key.to_string()).or_default(),
+        };
+        let entry = windows.entry(window_start_ms).or_insert_with(|| Base { full: A::empty(), delta: None });
+        entry.full = entry.full.merge(contribution);
+        entry.delta = Some(match &entry.delta {
+            Some(d) => d.merge(contribution),
+            None => contribution.clone(),
+        });
+    }
+
+    /// The rolled rows a commit must update (interval ms, key, window start) whose current value
+    /// the cache cannot give (older than their floor and not held): read them from the store and
+    /// pass them to [`WindowCache::prepare_commit`].
+    pub fn rolled_misses(&self) -> Vec<RowId> {
+        let mut out = Vec::new();
+        for (id, _) in self.rolled_deltas() {
+            let i = self.intervals_ms.iter().position(|x| *x == id.interval_ms).unwrap_or(0);
+            if !self.rolled.contains_key(&id) && self.floors_ms[i].is_some_and(|f| id.window_start_ms < f) {
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    /// The deltas of the longer intervals: each dirty base window's delta merged into its bucket
+    /// at every longer interval.
+    fn rolled_deltas(&self) -> BTreeMap<RowId, A> {
+        let mut out: BTreeMap<RowId, A> = BTreeMap::new();
+        for (key, windows) in &self.base {
+            for (start, w) in windows {
+                let Some(delta) = &w.delta else { continue };
+                for &interval_ms in &self.intervals_ms[1..] {
+                    let id = RowId { interval_ms, key: key.clone(), window_start_ms: window_start(*start, interval_ms) };
+                    out.entry(id).and_modify(|a| *a = a.merge(delta)).or_insert_with(|| delta.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The rows the next commit writes: dirty base windows, and every longer-interval row they
+    /// touch (held value, or `stored` for [`WindowCache::rolled_misses`], or empty, merged with
+    /// the delta). Nothing changes in the cache until [`WindowCache::committed`].
+    pub fn prepare_commit(&self, stored: &HashMap<RowId, A>) -> PendingCommit<A> {
+        let mut rows = Vec::new();
+        for (key, windows) in &self.base {
+            for (start, w) in windows {
+                if w.delta.is_some() {
+                    rows.push((self.base_ms(), ViewRow { key: key.clone(), window_start_ms: *start, agg: w.full.clone() }));
+                }
+            }
+        }
+        let mut rolled = Vec::new();
+        for (id, delta) in self.rolled_deltas() {
+            let current = self.rolled.get(&id).or_else(|| stored.get(&id)).cloned().unwrap_or_else(A::empty);
+            let agg = current.merge(&delta);
+            rows.push((id.interval_ms, ViewRow { key: id.key.clone(), window_start_ms: id.window_start_ms, agg: agg.clone() }));
+            rolled.push((id, agg));
+        }
+        PendingCommit { rows, rolled }
+    }
+
+    /// True when no base window changed since the last commit.
+    pub fn is_clean(&self) -> bool {
+        self.base.values().all(|w| w.values().all(|b| b.delta.is_none()))
+    }
+
+    /// After a successful commit of `pending`: nothing is dirty, the rolled rows take their new
+    /// values, and per interval the rows older than one bucket before the partition's watermark
+    /// (`partition_max_ts_ms` − `allowed_lateness_ms`) leave memory.
+    pub fn committed(&mut self, pending: PendingCommit<A>, partition_max_ts_ms: Option<i64>, allowed_lateness_ms: i64) {
+        for windows in self.base.values_mut() {
+            for w in windows.values_mut() {
+                w.delta = None;
+            }
+        }
+        self.rolled.extend(pending.rolled);
         let Some(max) = partition_max_ts_ms else { return };
-        let floor = cache_floor(max, allowed_lateness_ms);
-        if self.floor_ms.is_none_or(|f| floor > f) {
-            self.rows.retain(|k, _| k.window_start_ms >= floor);
-            self.floor_ms = Some(floor);
+        for (i, &interval_ms) in self.intervals_ms.iter().enumerate() {
+            let floor = cache_floor(max, allowed_lateness_ms, interval_ms);
+            if self.floors_ms[i].is_some_and(|f| floor <= f) {
+                continue;
+            }
+            self.floors_ms[i] = Some(floor);
+            if i == 0 {
+                self.base.retain(|_, windows| {
+                    windows.retain(|start, _| *start >= floor);
+                    !windows.is_empty()
+                });
+            } else {
+                self.rolled.retain(|id, _| id.interval_ms != interval_ms || id.window_start_ms >= floor);
+            }
         }
     }
 
-    /// Windows held.
+    /// Rows held (every interval).
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.base.values().map(BTreeMap::len).sum::<usize>() + self.rolled.len()
     }
 
-    /// True when no window is held.
+    /// True when no row is held.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.len() == 0
     }
 }
 
-/// One window before the watermark of a partition whose max event time is `max_ts_ms`.
-pub fn cache_floor(max_ts_ms: i64, allowed_lateness_ms: i64) -> i64 {
-    window_start(max_ts_ms - allowed_lateness_ms, OHLCV_WINDOW_MS) - OHLCV_WINDOW_MS
+/// One bucket of `interval_ms` before the watermark of a partition whose max event time is
+/// `max_ts_ms`: the cache keeps rows from here on.
+pub fn cache_floor(max_ts_ms: i64, allowed_lateness_ms: i64, interval_ms: i64) -> i64 {
+    window_start(max_ts_ms.saturating_sub(allowed_lateness_ms), interval_ms).saturating_sub(interval_ms)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use prism_core::decimal::Decimal6;
-    use prism_core::ohlcv::EventKey;
+    use prism_core::view::ohlcv::{EventKey, Ohlcv};
 
-    fn key(minute: i64) -> OhlcvKey {
-        OhlcvKey { symbol: "S".into(), window_start_ms: minute * 60_000 }
+    const M: i64 = 60_000;
+
+    fn trade(minute: i64, price: i128) -> Ohlcv {
+        Ohlcv::of_trade(EventKey { ts_ms: minute * M, partition: 0, offset: minute }, Decimal6::from_units(price), 1)
     }
 
     #[test]
-    fn answers_for_windows_from_its_floor_on() {
-        let agg = Ohlcv::of_trade(EventKey { ts_ms: 0, partition: 0, offset: 0 }, Decimal6::from_units(1), 1);
-        let mut c = WindowCache::new([], None);
-        assert_eq!(c.get(&key(1)), Some(Ohlcv::EMPTY), "a fresh partition has nothing stored");
-        c.put(key(1), agg);
-        c.put(key(10), agg);
-        assert_eq!(c.dirty_rows().count(), 2);
-        c.committed(Some(10 * 60_000 + 30_000), 5_000);
-        assert_eq!(c.dirty_rows().count(), 0);
-        assert_eq!(c.len(), 1, "window 1 left memory");
-        assert_eq!(c.get(&key(1)), None, "older than the floor: ask the store");
-        assert_eq!(c.get(&key(9)), Some(Ohlcv::EMPTY), "window 9 is at the floor and was never stored");
-        assert_eq!(c.get(&key(10)), Some(agg));
+    fn rolls_deltas_into_longer_intervals_and_trims_by_floor() {
+        let mut c: WindowCache<Ohlcv> = WindowCache::new(&[M, 5 * M], [], vec![None, None]);
+        assert!(c.knows_base("S", 0), "a fresh partition has nothing stored");
+        for m in [0, 1, 6] {
+            c.apply("S", m * M, &trade(m, 100 + m as i128));
+        }
+        assert!(c.rolled_misses().is_empty());
+        let pending = c.prepare_commit(&HashMap::new());
+        let by = |interval: i64, start: i64| {
+            pending.rows.iter().find(|(i, r)| *i == interval && r.window_start_ms == start).map(|(_, r)| r.agg)
+        };
+        assert_eq!(pending.rows.len(), 5, "3 minutes and 2 five-minute buckets");
+        assert_eq!(by(5 * M, 0).map(|a| a.trades), Some(2));
+        assert_eq!(by(5 * M, 5 * M).map(|a| a.trades), Some(1));
+        c.committed(pending, Some(6 * M), 0);
+        assert!(c.is_clean());
+        // A second commit merges only the new delta into the held 5-minute row.
+        c.apply("S", 7 * M, &trade(7, 90));
+        let pending = c.prepare_commit(&HashMap::new());
+        assert_eq!(pending.rows.len(), 2);
+        let five = pending.rows.iter().find(|(i, _)| *i == 5 * M).map(|(_, r)| r.agg);
+        assert_eq!(five.map(|a| (a.trades, a.low.map(|l| l.units()))), Some((2, Some(90))));
+        c.committed(pending, Some(20 * M), 0);
+        // Floors: base 19m, 5m bucket 10m: everything older left memory.
+        assert_eq!(c.len(), 0);
+        assert!(!c.knows_base("S", 7 * M), "older than the floor: ask the store");
+        assert!(c.knows_base("S", 19 * M));
+        // A late event: its rolled row is a miss the store must answer.
+        c.load_base("S", 7 * M, Some(trade(7, 90)));
+        c.apply("S", 7 * M, &trade(7, 95));
+        assert_eq!(c.rolled_misses(), vec![RowId { interval_ms: 5 * M, key: "S".into(), window_start_ms: 5 * M }]);
+        let stored: HashMap<RowId, Ohlcv> = c.rolled_misses().into_iter().map(|id| (id, trade(6, 101).merge(&trade(7, 90)))).collect();
+        let pending = c.prepare_commit(&stored);
+        let five = pending.rows.iter().find(|(i, _)| *i == 5 * M).map(|(_, r)| r.agg);
+        assert_eq!(five.map(|a| a.trades), Some(3));
     }
 }

@@ -7,9 +7,11 @@
 //! same events in any order. Open and close are the prices of the first and last event ordered
 //! by (event time, partition, offset), which makes them order-independent too.
 
+use super::columns::{Column, ColumnType, DecodeError, Value, ValueReader};
+use super::{Monoid, View, ViewRow};
 use crate::decimal::Decimal6;
-use crate::event::{LogPosition, Quote};
-use crate::window::window_start;
+use crate::event::{EventError, LogPosition, Quote, QUOTES_TOPIC};
+use crate::time::{DAY_MS, MINUTE_MS};
 
 /// Total order of events in a view: event time, then log position (DESIGN §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -125,35 +127,181 @@ fn pick<T: Copy>(a: Option<T>, b: Option<T>, keep_a: impl Fn(&T, &T) -> bool) ->
     }
 }
 
-/// The key of one `ohlcv` row: symbol × 1-minute window start (UTC ms).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OhlcvKey {
-    /// Ticker symbol.
-    pub symbol: String,
-    /// Window start, UTC ms, a multiple of 60,000.
-    pub window_start_ms: i64,
-}
+/// One row of an `ohlcv` view.
+pub type OhlcvRow = ViewRow<Ohlcv>;
 
-/// One row of the `ohlcv` view at its base granularity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OhlcvRow {
-    /// Symbol × window.
-    pub key: OhlcvKey,
-    /// The aggregate.
-    pub agg: Ohlcv,
-}
-
-/// Window size of the stored `ohlcv` view: 1 minute.
+/// Window size of the standard `ohlcv` view: 1 minute.
 pub const OHLCV_WINDOW_MS: i64 = crate::time::MINUTE_MS;
 
-/// Maps a quote read at `pos` to its view key and single-event aggregate — the one place
-/// both layers turn an event into a view contribution.
-pub fn ohlcv_contribution(quote: &Quote, pos: LogPosition) -> (OhlcvKey, Ohlcv) {
-    let key = OhlcvKey {
-        symbol: quote.symbol.clone(),
-        window_start_ms: window_start(quote.ts, OHLCV_WINDOW_MS),
-    };
-    (key, Ohlcv::of_trade(EventKey::new(quote.ts, pos), quote.price, quote.size))
+/// Served intervals of the standard `ohlcv` view: 1m, 5m, 15m, 1h, 1d (UTC days).
+pub const OHLCV_INTERVALS_MS: [i64; 5] = [MINUTE_MS, 5 * MINUTE_MS, 15 * MINUTE_MS, 60 * MINUTE_MS, DAY_MS];
+
+/// Version of the `ohlcv` aggregate's code; part of the fingerprint (bump it when the aggregate
+/// or its codec changes what rows hold).
+const OHLCV_CODE_VERSION: u32 = 1;
+
+/// The stored columns of an [`Ohlcv`] (DESIGN §4): open (price and the event key that carried
+/// it), high, low, close (price and event key), volume (shares), notional (Σ price × size,
+/// exact), trades.
+pub const OHLCV_COLUMNS: [Column; 13] = [
+    Column::new("open_price", ColumnType::Price),
+    Column::new("open_ts", ColumnType::Time),
+    Column::new("open_partition", ColumnType::Int),
+    Column::new("open_offset", ColumnType::Int),
+    Column::new("high_price", ColumnType::Price),
+    Column::new("low_price", ColumnType::Price),
+    Column::new("close_price", ColumnType::Price),
+    Column::new("close_ts", ColumnType::Time),
+    Column::new("close_partition", ColumnType::Int),
+    Column::new("close_offset", ColumnType::Int),
+    Column::new("volume", ColumnType::Int),
+    Column::new("notional", ColumnType::Money),
+    Column::new("trades", ColumnType::Int),
+];
+
+/// An `ohlcv`-shaped view of `prism.quotes`: symbol × tumbling window of `window_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OhlcvView {
+    name: String,
+    window_ms: i64,
+    intervals_ms: Vec<i64>,
+    allowed_lateness_ms: i64,
+}
+
+impl OhlcvView {
+    /// The standard `ohlcv` view: 1-minute bars served at 1m, 5m, 15m, 1h and 1d.
+    pub fn standard(allowed_lateness_ms: i64) -> OhlcvView {
+        OhlcvView {
+            name: "ohlcv".into(),
+            window_ms: OHLCV_WINDOW_MS,
+            intervals_ms: OHLCV_INTERVALS_MS.to_vec(),
+            allowed_lateness_ms,
+        }
+    }
+
+    /// A view named `name` with bars of `window_ms`, also served at every standard interval
+    /// longer than it (each standard interval must be a multiple of `window_ms`).
+    pub fn with_window(name: &str, window_ms: i64, allowed_lateness_ms: i64) -> OhlcvView {
+        let mut intervals_ms = vec![window_ms];
+        intervals_ms.extend(OHLCV_INTERVALS_MS.iter().copied().filter(|i| *i > window_ms && i % window_ms == 0));
+        OhlcvView { name: name.into(), window_ms, intervals_ms, allowed_lateness_ms }
+    }
+}
+
+impl View for OhlcvView {
+    type Event = Quote;
+    type Agg = Ohlcv;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn source_topic(&self) -> &'static str {
+        QUOTES_TOPIC
+    }
+
+    fn realtime_table(&self) -> &'static str {
+        "ohlcv_realtime"
+    }
+
+    fn key_column(&self) -> &'static str {
+        "symbol"
+    }
+
+    fn parse(&self, value: &[u8]) -> Result<Quote, EventError> {
+        Quote::from_json(value)
+    }
+
+    fn key<'e>(&self, event: &'e Quote) -> &'e str {
+        &event.symbol
+    }
+
+    fn event_time(&self, event: &Quote) -> i64 {
+        event.ts
+    }
+
+    fn contribution(&self, event: &Quote, pos: LogPosition) -> Ohlcv {
+        Ohlcv::of_trade(EventKey::new(event.ts, pos), event.price, event.size)
+    }
+
+    fn window_ms(&self) -> i64 {
+        self.window_ms
+    }
+
+    fn intervals_ms(&self) -> &[i64] {
+        &self.intervals_ms
+    }
+
+    fn allowed_lateness_ms(&self) -> i64 {
+        self.allowed_lateness_ms
+    }
+
+    fn columns(&self) -> &'static [Column] {
+        &OHLCV_COLUMNS
+    }
+
+    fn encode(&self, a: &Ohlcv, out: &mut Vec<Value>) {
+        // An empty aggregate is never stored (rows exist only for windows with events); encode
+        // it as zeros rather than fail.
+        let zero = PricePoint { key: EventKey { ts_ms: 0, partition: 0, offset: 0 }, price: Decimal6::ZERO };
+        let (open, close) = (a.open.unwrap_or(zero), a.close.unwrap_or(zero));
+        out.extend([
+            Value::Price(open.price),
+            Value::Time(open.key.ts_ms),
+            Value::Int(open.key.partition as i64),
+            Value::Int(open.key.offset),
+            Value::Price(a.high.unwrap_or(Decimal6::ZERO)),
+            Value::Price(a.low.unwrap_or(Decimal6::ZERO)),
+            Value::Price(close.price),
+            Value::Time(close.key.ts_ms),
+            Value::Int(close.key.partition as i64),
+            Value::Int(close.key.offset),
+            Value::Int(a.volume),
+            Value::Money(a.notional),
+            Value::Int(a.trades),
+        ]);
+    }
+
+    fn decode(&self, values: &[Value]) -> Result<Ohlcv, DecodeError> {
+        let mut r = ValueReader::new(&OHLCV_COLUMNS, values);
+        let point = |r: &mut ValueReader<'_>| -> Result<PricePoint, DecodeError> {
+            let price = r.price()?;
+            let ts_ms = r.time()?;
+            let partition = r.int()? as i32;
+            let offset = r.int()?;
+            Ok(PricePoint { key: EventKey { ts_ms, partition, offset }, price })
+        };
+        let open = point(&mut r)?;
+        let high = r.price()?;
+        let low = r.price()?;
+        let close = point(&mut r)?;
+        Ok(Ohlcv {
+            open: Some(open),
+            high: Some(high),
+            low: Some(low),
+            close: Some(close),
+            volume: r.int()?,
+            notional: r.money()?,
+            trades: r.int()?,
+        })
+    }
+
+    fn fingerprint(&self) -> String {
+        format!(
+            "ohlcv/code={OHLCV_CODE_VERSION};window_ms={};intervals_ms={:?};allowed_lateness_ms={}",
+            self.window_ms, self.intervals_ms, self.allowed_lateness_ms
+        )
+    }
+}
+
+impl Monoid for Ohlcv {
+    fn empty() -> Self {
+        Ohlcv::EMPTY
+    }
+
+    fn merge(&self, other: &Self) -> Self {
+        Ohlcv::merge(self, other)
+    }
 }
 
 #[cfg(test)]
@@ -210,6 +358,29 @@ mod tests {
             prop_assert_eq!(agg.notional.units(), trades.iter().map(|t| t.1 * t.2 as i128).sum::<i128>());
             prop_assert_eq!(agg.trades, trades.len() as i64);
         }
+    }
+
+    #[test]
+    fn codec_round_trips() {
+        let view = OhlcvView::standard(5_000);
+        let a = Ohlcv::of_trade(EventKey { ts_ms: 7, partition: 2, offset: 9 }, Decimal6::from_units(1_234_567), 10)
+            .merge(&Ohlcv::of_trade(EventKey { ts_ms: 8, partition: 2, offset: 10 }, Decimal6::from_units(99), 3));
+        let mut values = Vec::new();
+        view.encode(&a, &mut values);
+        assert_eq!(values.len(), view.columns().len());
+        assert_eq!(view.decode(&values), Ok(a));
+        values[0] = Value::Int(1);
+        assert!(view.decode(&values).is_err(), "a value of the wrong type is an error, not a panic");
+        assert!(view.decode(&values[..3]).is_err());
+    }
+
+    #[test]
+    fn fingerprint_names_every_parameter() {
+        let a = OhlcvView::standard(5_000);
+        assert_ne!(a.fingerprint(), OhlcvView::standard(6_000).fingerprint());
+        let b = OhlcvView::with_window("ohlcv_30s", 30_000, 5_000);
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(b.intervals_ms(), &[30_000, 60_000, 300_000, 900_000, 3_600_000, 86_400_000]);
     }
 
     #[test]

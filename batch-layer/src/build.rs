@@ -1,0 +1,113 @@
+//! Building one chunk's batch-view segment from the master dataset: every committed event of
+//! the chunk before its covered-until instant, folded into base windows with the view's own
+//! monoid, rolled up to every interval the view serves, written as one immutable segment.
+
+use std::collections::HashMap;
+
+use object_store::path::Path as ObjectPath;
+use prism_core::event::Quote;
+use prism_core::segment::{encode_segment, SegmentMeta};
+use prism_core::store::SegmentRecord;
+use prism_core::view::{roll_up, Monoid, View, ViewRow};
+use prism_core::window::window_start;
+
+use crate::chunks::Chunk;
+use crate::master::{MasterDataset, MasterFile};
+use crate::BatchError;
+
+/// One chunk to build: which files, up to which instant.
+#[derive(Debug, Clone)]
+pub struct ChunkBuild {
+    /// The chunk.
+    pub chunk: Chunk,
+    /// Events before this instant are aggregated: min(chunk end, H), UTC ms.
+    pub covered_until_ms: i64,
+    /// The committed master-dataset files of the chunk.
+    pub files: Vec<MasterFile>,
+    /// What it is built from ([`crate::chunks::ChunkInputs::encode`]).
+    pub inputs: String,
+}
+
+/// A built (or carried-over) segment and what building it read.
+#[derive(Debug, Clone)]
+pub struct BuiltSegment {
+    /// Its manifest entry.
+    pub record: SegmentRecord,
+    /// Master-dataset files read (0 when carried over).
+    pub files_read: u64,
+}
+
+/// Where a segment of `view` for `chunk`, built by batch version `version`, is stored.
+pub fn segment_path(view: &str, chunk: &Chunk, version: i64) -> ObjectPath {
+    ObjectPath::from(format!("segments/{view}/{}/v{version}.parquet", chunk.label()))
+}
+
+/// Builds and writes the segment of `build` for batch version `version`. Runs on a blocking
+/// thread: it waits for the dataset's I/O on `runtime`.
+///
+/// Errors: [`BatchError`] when a file cannot be read or the segment cannot be written.
+pub fn build_chunk<V>(
+    view: &V,
+    master: &MasterDataset,
+    runtime: &tokio::runtime::Handle,
+    version: i64,
+    build: &ChunkBuild,
+) -> Result<BuiltSegment, BatchError>
+where
+    V: View<Event = Quote>,
+{
+    let base_ms = view.window_ms();
+    let mut windows: HashMap<String, HashMap<i64, V::Agg>> = HashMap::new();
+    let mut events = 0i64;
+    for file in &build.files {
+        for row in runtime.block_on(master.read_file(file))? {
+            let ts = view.event_time(&row.quote);
+            if ts >= build.covered_until_ms || ts < build.chunk.start_ms {
+                continue;
+            }
+            let contribution = view.contribution(&row.quote, row.pos);
+            let key = view.key(&row.quote);
+            let by_start = match windows.get_mut(key) {
+                Some(w) => w,
+                None => windows.entry(key.to_string()).or_default(),
+            };
+            let start = window_start(ts, base_ms);
+            by_start.entry(start).and_modify(|a| *a = a.merge(&contribution)).or_insert(contribution);
+            events += 1;
+        }
+    }
+    let mut base: Vec<ViewRow<V::Agg>> = windows
+        .into_iter()
+        .flat_map(|(key, by_start)| by_start.into_iter().map(move |(window_start_ms, agg)| ViewRow { key: key.clone(), window_start_ms, agg }))
+        .collect();
+    base.sort_by(|a, b| (a.key.as_str(), a.window_start_ms).cmp(&(b.key.as_str(), b.window_start_ms)));
+    let mut by_interval = Vec::with_capacity(view.intervals_ms().len());
+    for &interval_ms in &view.intervals_ms()[1..] {
+        by_interval.push((interval_ms, roll_up(&base, interval_ms)));
+    }
+    by_interval.insert(0, (base_ms, base));
+    let rows: i64 = by_interval.iter().map(|(_, r)| r.len() as i64).sum();
+    let meta = SegmentMeta {
+        view: view.name().to_string(),
+        fingerprint: view.fingerprint(),
+        chunk_start_ms: build.chunk.start_ms,
+        chunk_end_ms: build.chunk.end_ms,
+        covered_until_ms: build.covered_until_ms,
+    };
+    let bytes = encode_segment(view, &meta, &by_interval)?;
+    drop(by_interval);
+    let path = segment_path(view.name(), &build.chunk, version);
+    runtime.block_on(master.location().put_atomic(&path, bytes.into()))?;
+    Ok(BuiltSegment {
+        record: SegmentRecord {
+            chunk_start_ms: build.chunk.start_ms,
+            chunk_end_ms: build.chunk.end_ms,
+            covered_until_ms: build.covered_until_ms,
+            path: path.to_string(),
+            rows,
+            events,
+            inputs: build.inputs.clone(),
+        },
+        files_read: build.files.len() as u64,
+    })
+}

@@ -1,0 +1,123 @@
+//! The Parquet format of a quotes file: [`quotes_schema`], encoding and decoding (CPU work: the
+//! callers run it on blocking threads).
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Decimal128Array, Int32Array, Int64Array, StringArray, TimestampMillisecondArray};
+use arrow::record_batch::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use prism_core::decimal::Decimal6;
+use prism_core::event::{LogPosition, Quote};
+
+use super::{ArchivedQuote, MasterError};
+
+/// The Arrow schema of a quotes file (see the [module docs](super) for the columns).
+pub fn quotes_schema() -> SchemaRef {
+    let price = || DataType::Decimal128(18, 6);
+    Arc::new(Schema::new(vec![
+        Field::new("symbol", DataType::Utf8, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new("price", price(), false),
+        Field::new("size", DataType::Int64, false),
+        Field::new("bid", price(), true),
+        Field::new("ask", price(), true),
+        Field::new("exchange", DataType::Utf8, true),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+    ]))
+}
+
+fn format_err(file: &str) -> impl Fn(&dyn std::fmt::Display) -> MasterError + '_ {
+    move |e| MasterError::Format { file: file.to_string(), reason: e.to_string() }
+}
+
+/// Encodes rows as one zstd Parquet file of [`quotes_schema`] (rows in the given order).
+///
+/// Errors: [`MasterError::Format`] naming `file` when a price does not fit `Decimal128(18,6)`.
+pub(super) fn encode(rows: &[ArchivedQuote], file: &str) -> Result<Vec<u8>, MasterError> {
+    let err = format_err(file);
+    let decimals = |values: Vec<Option<i128>>| -> Result<ArrayRef, MasterError> {
+        Ok(Arc::new(Decimal128Array::from(values).with_precision_and_scale(18, 6).map_err(|e| err(&e))?))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.quote.symbol.as_str()))),
+        Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.quote.ts)).with_timezone("UTC")),
+        decimals(rows.iter().map(|r| Some(r.quote.price.units())).collect())?,
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.quote.size))),
+        decimals(rows.iter().map(|r| r.quote.bid.map(Decimal6::units)).collect())?,
+        decimals(rows.iter().map(|r| r.quote.ask.map(Decimal6::units)).collect())?,
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.quote.exchange.as_deref()))),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.pos.partition))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.pos.offset))),
+    ];
+    let batch = RecordBatch::try_new(quotes_schema(), columns).map_err(|e| err(&e))?;
+    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+    let mut writer = ArrowWriter::try_new(Vec::new(), quotes_schema(), Some(props)).map_err(|e| err(&e))?;
+    writer.write(&batch).map_err(|e| err(&e))?;
+    writer.into_inner().map_err(|e| err(&e))
+}
+
+/// The column `name` of `batch` as `T`; `None` when absent (only for optional columns).
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str, file: &str) -> Result<Option<&'a T>, MasterError> {
+    let Some(col) = batch.column_by_name(name) else { return Ok(None) };
+    col.as_any().downcast_ref::<T>().map(Some).ok_or_else(|| {
+        format_err(file)(&format!("column {name} has type {}, not the quotes schema's", col.data_type()))
+    })
+}
+
+fn required<'a, T: 'static>(batch: &'a RecordBatch, name: &str, file: &str) -> Result<&'a T, MasterError> {
+    column(batch, name, file)?.ok_or_else(|| format_err(file)(&format!("no column {name}")))
+}
+
+fn money<'a>(batch: &'a RecordBatch, name: &str, file: &str) -> Result<Option<&'a Decimal128Array>, MasterError> {
+    let col: Option<&Decimal128Array> = column(batch, name, file)?;
+    if let Some(c) = col.filter(|c| c.scale() != 6) {
+        return Err(format_err(file)(&format!("{name} scale {} is not 6", c.scale())));
+    }
+    Ok(col)
+}
+
+/// Decodes a quotes file's rows, in file order. Files of the first schema (without `bid`, `ask`
+/// and `exchange`) decode with those fields `None`.
+///
+/// Errors: [`MasterError::Format`] naming `file` when it is not Parquet or lacks a required
+/// column of the right type.
+pub(super) fn decode(bytes: Bytes, file: &str) -> Result<Vec<ArchivedQuote>, MasterError> {
+    let err = format_err(file);
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| err(&e))?.build().map_err(|e| err(&e))?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| err(&e))?;
+        let symbol: &StringArray = required(&batch, "symbol", file)?;
+        let ts: &TimestampMillisecondArray = required(&batch, "ts", file)?;
+        let price = money(&batch, "price", file)?.ok_or_else(|| err(&"no column price"))?;
+        let size: &Int64Array = required(&batch, "size", file)?;
+        let bid = money(&batch, "bid", file)?;
+        let ask = money(&batch, "ask", file)?;
+        let exchange: Option<&StringArray> = column(&batch, "exchange", file)?;
+        let partition: &Int32Array = required(&batch, "partition", file)?;
+        let offset: &Int64Array = required(&batch, "offset", file)?;
+        let opt_money = |c: Option<&Decimal128Array>, i: usize| c.filter(|c| c.is_valid(i)).map(|c| Decimal6::from_units(c.value(i)));
+        out.reserve(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            out.push(ArchivedQuote {
+                quote: Quote {
+                    symbol: symbol.value(i).to_string(),
+                    ts: ts.value(i),
+                    price: Decimal6::from_units(price.value(i)),
+                    size: size.value(i),
+                    bid: opt_money(bid, i),
+                    ask: opt_money(ask, i),
+                    exchange: exchange.filter(|c| c.is_valid(i)).map(|c| c.value(i).to_string()),
+                },
+                pos: LogPosition { partition: partition.value(i), offset: offset.value(i) },
+            });
+        }
+    }
+    Ok(out)
+}

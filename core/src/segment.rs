@@ -1,0 +1,489 @@
+//! Batch-view segments (DESIGN §5): immutable Parquet files, one per view and time chunk,
+//! holding that chunk's rows at every interval the view serves.
+//!
+//! Layout of a segment file (DuckDB, Spark and Trino read it as is):
+//!
+//! - columns: `interval_ms` Int64, the view's key column (`symbol` for `ohlcv`) Utf8,
+//!   `window_start` Timestamp(ms, UTC), then the aggregate's columns
+//!   ([`crate::view::columns`]: Int64, Decimal128(18,6) prices, Decimal128(38,6) sums of money,
+//!   Timestamp(ms, UTC) instants, Utf8 text); zstd;
+//! - rows sorted by (interval, key, window start), shortest interval first; row groups of at
+//!   most [`ROW_GROUP_ROWS`] rows that never mix intervals, with Parquet's min/max statistics
+//!   on `interval_ms`, the key and `window_start` (readers prune row groups by them);
+//! - key-value metadata: `prism.view`, `prism.fingerprint`, `prism.chunk_start`,
+//!   `prism.chunk_end`, `prism.covered_until` (UTC ms).
+//!
+//! Reads are ranged: the footer once (callers cache [`SegmentFile`]), then only the row groups
+//! that can hold the asked interval, key and time range.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, Decimal128Array, Decimal128Builder, Int64Array, Int64Builder, StringArray, StringBuilder,
+    TimestampMillisecondArray, TimestampMillisecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{KeyValue, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::properties::WriterProperties;
+
+use crate::decimal::Decimal6;
+use crate::objects::{ObjectError, ObjectLocation};
+use crate::view::columns::{ColumnType, Value};
+use crate::view::{View, ViewRow};
+
+/// Errors of segment I/O.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    /// The object store failed.
+    #[error("segment {0}")]
+    Object(#[from] ObjectError),
+    /// The file is not a segment of the expected shape, or Parquet/Arrow refused the data.
+    #[error("segment {path}: {reason}")]
+    Format {
+        /// The segment's path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Most rows in one row group: small enough that a query for one key decodes little more than
+/// its own rows.
+pub const ROW_GROUP_ROWS: usize = 8_192;
+
+/// What a segment covers (stored in its footer, and in the version manifest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentMeta {
+    /// The view's registered name.
+    pub view: String,
+    /// The view's definition fingerprint when the segment was built.
+    pub fingerprint: String,
+    /// Chunk start, UTC ms (inclusive).
+    pub chunk_start_ms: i64,
+    /// Chunk end, UTC ms (exclusive).
+    pub chunk_end_ms: i64,
+    /// Events with event time before this (≤ chunk end) are in the segment: min(chunk end, H).
+    pub covered_until_ms: i64,
+}
+
+/// The Arrow schema of `view`'s segments.
+pub fn segment_schema<V: View>(view: &V) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("interval_ms", DataType::Int64, false),
+        Field::new(view.key_column(), DataType::Utf8, false),
+        Field::new("window_start", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+    ];
+    fields.extend(view.columns().iter().map(|c| Field::new(c.name, arrow_type(c.ty), false)));
+    Arc::new(Schema::new(fields))
+}
+
+fn arrow_type(ty: ColumnType) -> DataType {
+    match ty {
+        ColumnType::Int => DataType::Int64,
+        ColumnType::Price => DataType::Decimal128(18, 6),
+        ColumnType::Money => DataType::Decimal128(38, 6),
+        ColumnType::Time => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        ColumnType::Text => DataType::Utf8,
+    }
+}
+
+enum ColumnBuilder {
+    Int(Int64Builder),
+    Decimal(Decimal128Builder, u8),
+    Time(TimestampMillisecondBuilder),
+    Text(StringBuilder),
+}
+
+impl ColumnBuilder {
+    fn new(ty: ColumnType) -> Self {
+        match ty {
+            ColumnType::Int => ColumnBuilder::Int(Int64Builder::new()),
+            ColumnType::Price => ColumnBuilder::Decimal(Decimal128Builder::new(), 18),
+            ColumnType::Money => ColumnBuilder::Decimal(Decimal128Builder::new(), 38),
+            ColumnType::Time => ColumnBuilder::Time(TimestampMillisecondBuilder::new()),
+            ColumnType::Text => ColumnBuilder::Text(StringBuilder::new()),
+        }
+    }
+
+    fn push(&mut self, value: &Value) -> Result<(), String> {
+        match (self, value) {
+            (ColumnBuilder::Int(b), Value::Int(v)) => b.append_value(*v),
+            (ColumnBuilder::Decimal(b, _), Value::Price(v) | Value::Money(v)) => b.append_value(v.units()),
+            (ColumnBuilder::Time(b), Value::Time(v)) => b.append_value(*v),
+            (ColumnBuilder::Text(b), Value::Text(v)) => b.append_value(v),
+            (_, v) => return Err(format!("value {v:?} does not match its column type")),
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<ArrayRef, String> {
+        Ok(match self {
+            ColumnBuilder::Int(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Decimal(mut b, precision) => {
+                Arc::new(b.finish().with_precision_and_scale(precision, 6).map_err(|e| e.to_string())?)
+            }
+            ColumnBuilder::Time(mut b) => Arc::new(b.finish().with_timezone("UTC")),
+            ColumnBuilder::Text(mut b) => Arc::new(b.finish()),
+        })
+    }
+}
+
+/// Encodes one segment: `by_interval` holds, for each served interval (ms, ascending), that
+/// interval's rows sorted by (key, window start).
+///
+/// Errors: [`SegmentError::Format`] when a value does not match its column or Parquet fails.
+pub fn encode_segment<V: View>(
+    view: &V,
+    meta: &SegmentMeta,
+    by_interval: &[(i64, Vec<ViewRow<V::Agg>>)],
+) -> Result<Vec<u8>, SegmentError> {
+    let path = format!("{}:{}", meta.view, meta.chunk_start_ms);
+    let format_err = |reason: String| SegmentError::Format { path: path.clone(), reason };
+    let schema = segment_schema(view);
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(|e| format_err(e.to_string()))?;
+    let mut values = Vec::with_capacity(view.columns().len());
+    for (interval_ms, rows) in by_interval {
+        if rows.is_empty() {
+            continue;
+        }
+        let mut interval = Int64Builder::with_capacity(rows.len());
+        let mut keys = StringBuilder::new();
+        let mut starts = TimestampMillisecondBuilder::with_capacity(rows.len());
+        let mut columns: Vec<ColumnBuilder> = view.columns().iter().map(|c| ColumnBuilder::new(c.ty)).collect();
+        for row in rows {
+            interval.append_value(*interval_ms);
+            keys.append_value(&row.key);
+            starts.append_value(row.window_start_ms);
+            values.clear();
+            view.encode(&row.agg, &mut values);
+            if values.len() != columns.len() {
+                return Err(format_err(format!("the codec gave {} values for {} columns", values.len(), columns.len())));
+            }
+            for (b, v) in columns.iter_mut().zip(&values) {
+                b.push(v).map_err(&format_err)?;
+            }
+        }
+        let mut arrays: Vec<ArrayRef> =
+            vec![Arc::new(interval.finish()), Arc::new(keys.finish()), Arc::new(starts.finish().with_timezone("UTC"))];
+        for b in columns {
+            arrays.push(b.finish().map_err(&format_err)?);
+        }
+        let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| format_err(e.to_string()))?;
+        writer.write(&batch).map_err(|e| format_err(e.to_string()))?;
+        writer.flush().map_err(|e| format_err(e.to_string()))?;
+    }
+    for (k, v) in [
+        ("prism.view", meta.view.clone()),
+        ("prism.fingerprint", meta.fingerprint.clone()),
+        ("prism.chunk_start", meta.chunk_start_ms.to_string()),
+        ("prism.chunk_end", meta.chunk_end_ms.to_string()),
+        ("prism.covered_until", meta.covered_until_ms.to_string()),
+    ] {
+        writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
+    }
+    writer.into_inner().map_err(|e| format_err(e.to_string()))
+}
+
+/// What one row group holds, from its statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowGroupInfo {
+    /// The interval of its rows, ms.
+    pub interval_ms: i64,
+    /// Smallest and largest key (bytes, possibly truncated to a bound by the writer).
+    pub keys: (Vec<u8>, Vec<u8>),
+    /// Smallest and largest window start, UTC ms.
+    pub window_starts: (i64, i64),
+    /// Rows.
+    pub rows: usize,
+}
+
+impl RowGroupInfo {
+    /// Whether the group can hold rows of `interval_ms` for `key` (any key when `None`) with
+    /// window start in `[from_ms, to_ms)`.
+    pub fn may_hold(&self, interval_ms: i64, key: Option<&str>, from_ms: i64, to_ms: i64) -> bool {
+        self.interval_ms == interval_ms
+            && key.is_none_or(|k| self.keys.0.as_slice() <= k.as_bytes() && k.as_bytes() <= self.keys.1.as_slice())
+            && self.window_starts.0 < to_ms
+            && self.window_starts.1 >= from_ms
+    }
+}
+
+/// A segment's footer, read once and cached by readers.
+#[derive(Debug, Clone)]
+pub struct SegmentFile {
+    /// Its path under the storage root.
+    pub path: ObjectPath,
+    size: u64,
+    metadata: ArrowReaderMetadata,
+    /// Its row groups, in file order.
+    pub row_groups: Vec<RowGroupInfo>,
+    /// What the segment covers.
+    pub meta: SegmentMeta,
+}
+
+fn stat_i64(s: Option<&parquet::file::statistics::Statistics>) -> Option<(i64, i64)> {
+    let s = s?;
+    let le = |b: &[u8]| b.try_into().ok().map(i64::from_le_bytes);
+    Some((le(s.min_bytes_opt()?)?, le(s.max_bytes_opt()?)?))
+}
+
+impl SegmentFile {
+    /// Reads the footer of the segment at `path`.
+    ///
+    /// Errors: [`SegmentError`] when it cannot be read or is not a segment (its statistics and
+    /// metadata missing).
+    pub async fn open(location: &ObjectLocation, path: &ObjectPath) -> Result<SegmentFile, SegmentError> {
+        let format_err = |reason: String| SegmentError::Format { path: path.to_string(), reason };
+        let size = location.size(path).await?;
+        let mut reader = RangeReader { location: location.clone(), path: path.clone(), size };
+        let metadata = ArrowReaderMetadata::load_async(&mut reader, Default::default())
+            .await
+            .map_err(|e| format_err(e.to_string()))?;
+        let kv: HashMap<String, String> = metadata
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .map(|kvs| kvs.iter().filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?))).collect())
+            .unwrap_or_default();
+        let get = |k: &str| kv.get(k).cloned().ok_or_else(|| format_err(format!("no {k} in its metadata")));
+        let int = |k: &str| get(k)?.parse::<i64>().map_err(|e| format_err(format!("{k}: {e}")));
+        let mut row_groups = Vec::new();
+        for rg in metadata.metadata().row_groups() {
+            let missing = || format_err("a row group lacks the statistics of interval_ms, the key or window_start".into());
+            if rg.num_columns() < 3 {
+                return Err(missing());
+            }
+            let (interval_min, interval_max) = stat_i64(rg.column(0).statistics()).ok_or_else(missing)?;
+            if interval_min != interval_max {
+                return Err(format_err("a row group mixes intervals".into()));
+            }
+            let key_stats = rg.column(1).statistics().ok_or_else(missing)?;
+            let keys = (
+                key_stats.min_bytes_opt().ok_or_else(missing)?.to_vec(),
+                key_stats.max_bytes_opt().ok_or_else(missing)?.to_vec(),
+            );
+            let window_starts = stat_i64(rg.column(2).statistics()).ok_or_else(missing)?;
+            row_groups.push(RowGroupInfo { interval_ms: interval_min, keys, window_starts, rows: rg.num_rows() as usize });
+        }
+        let meta = SegmentMeta {
+            view: get("prism.view")?,
+            fingerprint: get("prism.fingerprint")?,
+            chunk_start_ms: int("prism.chunk_start")?,
+            chunk_end_ms: int("prism.chunk_end")?,
+            covered_until_ms: int("prism.covered_until")?,
+        };
+        Ok(SegmentFile { path: path.clone(), size, metadata, row_groups, meta })
+    }
+
+    /// Reads every row of row group `index` (sorted by key, window start).
+    ///
+    /// Errors: [`SegmentError`] when the file cannot be read or its columns are not `view`'s.
+    pub async fn read_row_group<V: View>(
+        &self,
+        location: &ObjectLocation,
+        view: &V,
+        index: usize,
+    ) -> Result<Vec<ViewRow<V::Agg>>, SegmentError> {
+        let format_err = |reason: String| SegmentError::Format { path: self.path.to_string(), reason };
+        if index >= self.row_groups.len() {
+            return Err(format_err(format!("no row group {index}")));
+        }
+        let reader = RangeReader { location: location.clone(), path: self.path.clone(), size: self.size };
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.metadata.clone())
+            .with_row_groups(vec![index])
+            .with_batch_size(ROW_GROUP_ROWS)
+            .build()
+            .map_err(|e| format_err(e.to_string()))?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| format_err(e.to_string()))?;
+        let mut out = Vec::with_capacity(self.row_groups[index].rows);
+        for batch in &batches {
+            decode_batch(view, batch, &mut out).map_err(format_err)?;
+        }
+        Ok(out)
+    }
+
+    /// Reads the rows at `interval_ms` for `key` (every key when `None`) with window start in
+    /// `[from_ms, to_ms)`, sorted by (key, window start), decoding only the row groups that can
+    /// hold them.
+    ///
+    /// Errors: as [`SegmentFile::read_row_group`].
+    pub async fn read_rows<V: View>(
+        &self,
+        location: &ObjectLocation,
+        view: &V,
+        interval_ms: i64,
+        key: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<ViewRow<V::Agg>>, SegmentError> {
+        let mut out = Vec::new();
+        for (i, rg) in self.row_groups.iter().enumerate() {
+            if rg.may_hold(interval_ms, key, from_ms, to_ms) {
+                let rows = self.read_row_group(location, view, i).await?;
+                out.extend(rows.into_iter().filter(|r| {
+                    key.is_none_or(|k| r.key == k) && r.window_start_ms >= from_ms && r.window_start_ms < to_ms
+                }));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Parquet's async reader over ranged reads of one object.
+struct RangeReader {
+    location: ObjectLocation,
+    path: ObjectPath,
+    size: u64,
+}
+
+impl AsyncFileReader for RangeReader {
+    fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move { self.location.get_range(&self.path, range).await.map_err(|e| ParquetError::External(Box::new(e))) }.boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new().with_arrow_reader_options(options).load_and_finish(self, size).await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// Decodes a segment record batch into rows.
+fn decode_batch<V: View>(view: &V, batch: &RecordBatch, out: &mut Vec<ViewRow<V::Agg>>) -> Result<(), String> {
+    let col = |i: usize| batch.columns().get(i).ok_or_else(|| format!("column {i} missing"));
+    let keys = col(1)?.as_any().downcast_ref::<StringArray>().ok_or("the key column is not Utf8")?;
+    let starts =
+        col(2)?.as_any().downcast_ref::<TimestampMillisecondArray>().ok_or("window_start is not Timestamp(ms)")?;
+    let readers: Vec<ColumnReader<'_>> = view
+        .columns()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ColumnReader::new(c.ty, col(3 + i)?.as_ref()).ok_or_else(|| format!("column {} has the wrong type", c.name)))
+        .collect::<Result<_, String>>()?;
+    let mut values = Vec::with_capacity(readers.len());
+    for row in 0..batch.num_rows() {
+        values.clear();
+        values.extend(readers.iter().map(|r| r.value(row)));
+        let agg = view.decode(&values).map_err(|e| e.to_string())?;
+        out.push(ViewRow { key: keys.value(row).to_string(), window_start_ms: starts.value(row), agg });
+    }
+    Ok(())
+}
+
+enum ColumnReader<'a> {
+    Int(&'a Int64Array),
+    Price(&'a Decimal128Array),
+    Money(&'a Decimal128Array),
+    Time(&'a TimestampMillisecondArray),
+    Text(&'a StringArray),
+}
+
+impl<'a> ColumnReader<'a> {
+    fn new(ty: ColumnType, array: &'a dyn Array) -> Option<Self> {
+        let any = array.as_any();
+        Some(match ty {
+            ColumnType::Int => ColumnReader::Int(any.downcast_ref()?),
+            ColumnType::Price => ColumnReader::Price(any.downcast_ref::<Decimal128Array>().filter(|a| a.scale() == 6)?),
+            ColumnType::Money => ColumnReader::Money(any.downcast_ref::<Decimal128Array>().filter(|a| a.scale() == 6)?),
+            ColumnType::Time => ColumnReader::Time(any.downcast_ref()?),
+            ColumnType::Text => ColumnReader::Text(any.downcast_ref()?),
+        })
+    }
+
+    fn value(&self, row: usize) -> Value {
+        match self {
+            ColumnReader::Int(a) => Value::Int(a.value(row)),
+            ColumnReader::Price(a) => Value::Price(Decimal6::from_units(a.value(row))),
+            ColumnReader::Money(a) => Value::Money(Decimal6::from_units(a.value(row))),
+            ColumnReader::Time(a) => Value::Time(a.value(row)),
+            ColumnReader::Text(a) => Value::Text(a.value(row).to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::LogPosition;
+    use crate::view::ohlcv::{Ohlcv, OhlcvView};
+    use crate::view::{roll_up, View};
+
+    fn rows(view: &OhlcvView, keys: &[&str], minutes: i64) -> Vec<ViewRow<Ohlcv>> {
+        let mut out = Vec::new();
+        for (k, key) in keys.iter().enumerate() {
+            for m in 0..minutes {
+                let q = crate::event::Quote {
+                    symbol: key.to_string(),
+                    ts: m * 60_000 + 1,
+                    price: Decimal6::from_units(1_000_000 + m as i128 * 7 + k as i128),
+                    size: 1 + m,
+                    bid: None,
+                    ask: None,
+                    exchange: None,
+                };
+                let agg = view.contribution(&q, LogPosition { partition: k as i32, offset: m });
+                out.push(ViewRow { key: key.to_string(), window_start_ms: m * 60_000, agg });
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn round_trip_with_row_group_pruning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = ObjectLocation::local(dir.path()).expect("location");
+        let view = OhlcvView::standard(5_000);
+        // 3 keys × 10,000 minutes: several row groups per key at 1m.
+        let base = rows(&view, &["AAA", "BBB", "CCC"], 10_000);
+        let by_interval: Vec<(i64, Vec<ViewRow<Ohlcv>>)> =
+            view.intervals_ms().iter().map(|i| (*i, if *i == 60_000 { base.clone() } else { roll_up(&base, *i) })).collect();
+        let meta = SegmentMeta {
+            view: "ohlcv".into(),
+            fingerprint: view.fingerprint(),
+            chunk_start_ms: 0,
+            chunk_end_ms: 86_400_000 * 31,
+            covered_until_ms: 86_400_000 * 31,
+        };
+        let bytes = encode_segment(&view, &meta, &by_interval).expect("encode");
+        let path = ObjectPath::from("segments/ohlcv/x/v1.parquet");
+        location.put_atomic(&path, bytes.into()).await.expect("put");
+        let file = SegmentFile::open(&location, &path).await.expect("open");
+        assert_eq!(file.meta, meta);
+        assert!(file.row_groups.len() > 5, "1m rows span several row groups");
+        for (interval, expected) in &by_interval {
+            let all = file.read_rows(&location, &view, *interval, None, i64::MIN, i64::MAX).await.expect("read");
+            assert_eq!(&all, expected, "interval {interval}");
+        }
+        // One key, one hour: only the row groups that can hold it are decoded, rows exact.
+        let (from, to) = (5_000 * 60_000, 5_060 * 60_000);
+        let bbb = file.read_rows(&location, &view, 60_000, Some("BBB"), from, to).await.expect("read");
+        let want: Vec<_> = base.iter().filter(|r| r.key == "BBB" && r.window_start_ms >= from && r.window_start_ms < to).cloned().collect();
+        assert_eq!(bbb, want);
+        assert_eq!(bbb.len(), 60);
+        let holding = file.row_groups.iter().filter(|g| g.may_hold(60_000, Some("BBB"), from, to)).count();
+        assert!(holding <= 2, "pruned to the groups holding BBB's hour, got {holding}");
+        assert!(file.read_rows(&location, &view, 60_000, Some("ZZZ"), from, to).await.expect("read").is_empty());
+    }
+}

@@ -1,0 +1,154 @@
+//! Views, defined once and run by every layer (DESIGN §4).
+//!
+//! A [`View`] is a source topic, a parser from log record to event (or a reason for the
+//! dead-letter topic), a key, a tumbling event-time window, an aggregate that is a commutative
+//! [`Monoid`], the roll-up intervals it serves, a row codec ([`columns`]) and a definition
+//! fingerprint. The speed layer, the batch job and the serving layer are generic over it, and a
+//! deployment runs the views of its [`ViewRegistry`]; adding a view is one module here (plus its
+//! realtime table's migration), not a copy of each layer.
+//!
+//! Because merge is associative and commutative, every path gives identical rows: batch and
+//! speed layers, roll-ups pre-rolled or at read time, one instance or many.
+
+pub mod columns;
+pub mod ohlcv;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use crate::event::{EventError, LogPosition};
+use crate::window::window_start;
+use columns::{Column, DecodeError, Value};
+
+/// A commutative monoid: [`Monoid::empty`] is the identity of [`Monoid::merge`], which is
+/// associative and commutative (tested per implementation with property tests).
+pub trait Monoid: Clone + PartialEq + Debug + Send + Sync + 'static {
+    /// The identity.
+    fn empty() -> Self;
+    /// Combines two aggregates.
+    fn merge(&self, other: &Self) -> Self;
+}
+
+/// A view definition (DESIGN §4). Implementations are plain data (their parameters) plus the
+/// functions below; all layers call only these.
+pub trait View: Send + Sync + 'static {
+    /// The parsed event.
+    type Event: Send + Sync + 'static;
+    /// The aggregate of one window.
+    type Agg: Monoid;
+
+    /// Registered name (`ohlcv`); used in store rows, segment paths, consumer names, metrics.
+    fn name(&self) -> &str;
+    /// The topic the view reads.
+    fn source_topic(&self) -> &'static str;
+    /// The realtime table that holds this view's rows (created by a migration; several views of
+    /// one row shape may share a table, told apart by the `view` column).
+    fn realtime_table(&self) -> &'static str;
+    /// Name of the key column in segments and in the realtime table (`symbol`).
+    fn key_column(&self) -> &'static str;
+    /// Parses a log record's value; the error is the reason sent to the dead-letter topic.
+    ///
+    /// Errors: [`EventError`].
+    fn parse(&self, value: &[u8]) -> Result<Self::Event, EventError>;
+    /// The event's key (text; composite keys are joined by the view).
+    fn key<'e>(&self, event: &'e Self::Event) -> &'e str;
+    /// The event's event time, UTC ms.
+    fn event_time(&self, event: &Self::Event) -> i64;
+    /// The aggregate of this one event, read from the log at `pos`.
+    fn contribution(&self, event: &Self::Event, pos: LogPosition) -> Self::Agg;
+    /// The tumbling window length, ms (the base interval).
+    fn window_ms(&self) -> i64;
+    /// Every interval the view serves, ms, shortest first; the first is [`View::window_ms`] and
+    /// each is a multiple of the one before, so each bucket is a union of base windows.
+    fn intervals_ms(&self) -> &[i64];
+    /// Allowed lateness, ms: watermark = max event time − this.
+    fn allowed_lateness_ms(&self) -> i64;
+    /// The aggregate's stored columns, in order.
+    fn columns(&self) -> &'static [Column];
+    /// Appends the aggregate's values to `out`, one per column of [`View::columns`].
+    fn encode(&self, agg: &Self::Agg, out: &mut Vec<Value>);
+    /// Reads an aggregate back from its column values.
+    ///
+    /// Errors: [`DecodeError`] when a value is missing or of the wrong type.
+    fn decode(&self, values: &[Value]) -> Result<Self::Agg, DecodeError>;
+    /// The definition fingerprint: every parameter that changes the rows, and the code version
+    /// of the aggregate. Stored with every view version; a version built under another
+    /// fingerprint is not served.
+    fn fingerprint(&self) -> String;
+}
+
+/// One row of a view: a key × window and its aggregate, at one interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewRow<A> {
+    /// The key (a symbol for `ohlcv`).
+    pub key: String,
+    /// Window (bucket) start, UTC ms, aligned to the row's interval.
+    pub window_start_ms: i64,
+    /// The aggregate.
+    pub agg: A,
+}
+
+/// The identity of a row at one interval: (interval ms, key, window start ms).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RowId {
+    /// Interval length, ms.
+    pub interval_ms: i64,
+    /// The key.
+    pub key: String,
+    /// Window start, UTC ms.
+    pub window_start_ms: i64,
+}
+
+/// Merges `rows` (any interval finer than `interval_ms`) into buckets of `interval_ms`, sorted
+/// by (key, bucket start).
+pub fn roll_up<A: Monoid>(rows: &[ViewRow<A>], interval_ms: i64) -> Vec<ViewRow<A>> {
+    let mut out: std::collections::BTreeMap<(&str, i64), A> = std::collections::BTreeMap::new();
+    for r in rows {
+        let start = window_start(r.window_start_ms, interval_ms);
+        out.entry((r.key.as_str(), start)).and_modify(|a| *a = a.merge(&r.agg)).or_insert_with(|| r.agg.clone());
+    }
+    out.into_iter().map(|((key, window_start_ms), agg)| ViewRow { key: key.to_string(), window_start_ms, agg }).collect()
+}
+
+/// A view a deployment runs. One variant per view *type*; several registered views may share a
+/// type with other parameters.
+#[derive(Debug, Clone)]
+pub enum RegisteredView {
+    /// An `ohlcv`-shaped view of `prism.quotes`.
+    Ohlcv(Arc<ohlcv::OhlcvView>),
+}
+
+impl RegisteredView {
+    /// The registered name.
+    pub fn name(&self) -> &str {
+        match self {
+            RegisteredView::Ohlcv(v) => v.name(),
+        }
+    }
+}
+
+/// The views a deployment runs.
+#[derive(Debug, Clone)]
+pub struct ViewRegistry {
+    views: Vec<RegisteredView>,
+}
+
+impl ViewRegistry {
+    /// The default registry: `ohlcv` (symbol × 1 minute) with `allowed_lateness_ms`.
+    pub fn standard(allowed_lateness_ms: i64) -> ViewRegistry {
+        ViewRegistry { views: vec![RegisteredView::Ohlcv(Arc::new(ohlcv::OhlcvView::standard(allowed_lateness_ms)))] }
+    }
+
+    /// Every registered view.
+    pub fn views(&self) -> &[RegisteredView] {
+        &self.views
+    }
+
+    /// The `ohlcv`-shaped view named `name`, if registered.
+    pub fn ohlcv(&self, name: &str) -> Option<Arc<ohlcv::OhlcvView>> {
+        self.views.iter().find_map(|v| match v {
+            RegisteredView::Ohlcv(o) if o.name() == name => Some(o.clone()),
+            RegisteredView::Ohlcv(_) => None,
+        })
+    }
+}
