@@ -120,9 +120,7 @@ pub async fn run_archiver<L: EventLog>(
             }
             consumed_since_flush += 1;
         }
-        if consumed_since_flush > 0
-            && (buffer.len() >= config.flush_rows || last_flush.elapsed() >= config.flush_interval)
-        {
+        if consumed_since_flush > 0 && (buffer.len() >= config.flush_rows || last_flush.elapsed() >= config.flush_interval) {
             behind |= buffer.len() >= config.flush_rows;
             flush(&config, &store, &mut buffer, &consumer.offsets).await?;
             committed = consumer.next_offsets();

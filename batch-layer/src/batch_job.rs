@@ -47,8 +47,9 @@ pub struct BatchConfig {
     /// Chunks built at once (each on a blocking thread).
     pub parallelism: usize,
     /// How often to check whether the archiver has caught up with the log after lagging; a
-    /// catch-up triggers a run at once instead of at the next scheduled one.
-    pub catch_up_check: Duration,
+    /// catch-up triggers a run at once instead of at the next scheduled one. `None`: runs only
+    /// on schedule and on request.
+    pub catch_up_check: Option<Duration>,
 }
 
 impl BatchConfig {
@@ -60,7 +61,7 @@ impl BatchConfig {
             interval: Duration::from_secs(60),
             segment_grace: Duration::from_secs(600),
             parallelism: 2,
-            catch_up_check: Duration::from_secs(1),
+            catch_up_check: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -265,7 +266,12 @@ async fn plan_chunks(master: &MasterDataset, topic: &str, committed: &[i64], hor
 }
 
 /// Builds `builds` on blocking threads, `config.parallelism` at a time, logging progress.
-async fn build_chunks<V>(view: &Arc<V>, config: &BatchConfig, version: i64, builds: Vec<ChunkBuild>) -> Result<Vec<BuiltSegment>, BatchError>
+async fn build_chunks<V>(
+    view: &Arc<V>,
+    config: &BatchConfig,
+    version: i64,
+    builds: Vec<ChunkBuild>,
+) -> Result<Vec<BuiltSegment>, BatchError>
 where
     V: View<Event = Quote>,
 {
@@ -322,9 +328,9 @@ where
     // A run in progress is abandoned on shutdown rather than awaited: nothing of it is
     // published, and the next run deletes what it wrote.
     let abandoned = || tracing::info!("batch run abandoned on shutdown; nothing of it was published");
-    let mut catch_up = tokio::time::interval(config.catch_up_check);
+    let mut catch_up = tokio::time::interval(config.catch_up_check.unwrap_or(Duration::from_secs(3600)));
     catch_up.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let topic = views.first().map(|v| v.source_topic());
+    let topic = views.first().map(|v| v.source_topic()).filter(|_| config.catch_up_check.is_some());
     let mut lagging = false;
     loop {
         tokio::select! {

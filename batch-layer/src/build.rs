@@ -78,7 +78,9 @@ where
     }
     let mut base: Vec<ViewRow<V::Agg>> = windows
         .into_iter()
-        .flat_map(|(key, by_start)| by_start.into_iter().map(move |(window_start_ms, agg)| ViewRow { key: key.clone(), window_start_ms, agg }))
+        .flat_map(|(key, by_start)| {
+            by_start.into_iter().map(move |(window_start_ms, agg)| ViewRow { key: key.clone(), window_start_ms, agg })
+        })
         .collect();
     base.sort_by(|a, b| (a.key.as_str(), a.window_start_ms).cmp(&(b.key.as_str(), b.window_start_ms)));
     let mut by_interval = Vec::with_capacity(view.intervals_ms().len());

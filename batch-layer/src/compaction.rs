@@ -135,8 +135,12 @@ pub async fn compact(
         }
         if last_progress.elapsed() >= PROGRESS_EVERY {
             tracing::info!(
-                groups_done = done + 1, groups_total = groups.len(), files_merged = report.files_merged,
-                bytes_written = report.bytes_written, elapsed_ms = started.elapsed().as_millis() as u64, "compaction progress"
+                groups_done = done + 1,
+                groups_total = groups.len(),
+                files_merged = report.files_merged,
+                bytes_written = report.bytes_written,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "compaction progress"
             );
             last_progress = Instant::now();
         }
@@ -145,8 +149,14 @@ pub async fn compact(
     let r = &report;
     if r.groups_compacted + r.groups_skipped + r.files_removed > 0 {
         tracing::info!(
-            groups = r.groups_compacted, skipped = r.groups_skipped, files_merged = r.files_merged, files_removed = r.files_removed,
-            rows = r.rows_written, bytes = r.bytes_written, elapsed_ms = r.elapsed.as_millis() as u64, "compaction pass done"
+            groups = r.groups_compacted,
+            skipped = r.groups_skipped,
+            files_merged = r.files_merged,
+            files_removed = r.files_removed,
+            rows = r.rows_written,
+            bytes = r.bytes_written,
+            elapsed_ms = r.elapsed.as_millis() as u64,
+            "compaction pass done"
         );
     }
     Ok(report)

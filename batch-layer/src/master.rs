@@ -182,10 +182,7 @@ pub fn day_start(ts_ms: i64) -> i64 {
 pub fn file_location(topic: &str, partition: i32, day_start_ms: i64, first_offset: i64, last_offset: i64) -> ObjectPath {
     // Event times are validated to years 0001–9999, which chrono represents.
     let day = DateTime::<Utc>::from_timestamp_millis(day_start_ms).unwrap_or_default();
-    ObjectPath::from(format!(
-        "{QUOTES_PREFIX}/date={}/{topic}-{partition}-{first_offset}-{last_offset}.parquet",
-        day.format("%Y-%m-%d")
-    ))
+    ObjectPath::from(format!("{QUOTES_PREFIX}/date={}/{topic}-{partition}-{first_offset}-{last_offset}.parquet", day.format("%Y-%m-%d")))
 }
 
 /// The master dataset: a thin layer over an [`ObjectLocation`] (local folder or S3-compatible
@@ -370,8 +367,7 @@ fn mark_superseded(files: &mut [ListedFile]) {
         }
         // Later files start at or after `first`: a range closed before it contains none of them.
         active.retain(|&a| files[a].file.last_offset >= first);
-        files[i].superseded_since =
-            active.iter().filter(|&&a| files[a].file.last_offset >= last).map(|&a| files[a].last_modified).min();
+        files[i].superseded_since = active.iter().filter(|&&a| files[a].file.last_offset >= last).map(|&a| files[a].last_modified).min();
         if !legacy {
             active.push(i);
         }

@@ -81,7 +81,10 @@ impl Rig {
         loop {
             let ends = self.log.end_offsets(QUOTES_TOPIC).await.expect("ends");
             let offsets = self.store.consumer_offsets(ARCHIVER_CONSUMER, QUOTES_TOPIC).await.expect("offsets");
-            let committed = ends.iter().enumerate().all(|(p, end)| *end == 0 || offsets.iter().any(|o| o.partition == p as i32 && o.next_offset == *end));
+            let committed = ends
+                .iter()
+                .enumerate()
+                .all(|(p, end)| *end == 0 || offsets.iter().any(|o| o.partition == p as i32 && o.next_offset == *end));
             let all = self.master.list_all_files(QUOTES_TOPIC).await.expect("list all");
             let mut per_group: BTreeMap<(i32, i64), usize> = BTreeMap::new();
             for f in all.iter().filter(|f| f.superseded_since.is_none()) {

@@ -60,7 +60,11 @@ async fn small_files_become_one_visible_file_per_partition_and_day_and_uncommitt
         assert_eq!(master.list_files(TOPIC).await.expect("list").len(), 17, "{name}");
 
         let report = compact(&master, TOPIC, &committed, LONG).await.expect("compact");
-        assert_eq!((report.groups_compacted, report.files_merged, report.files_removed, report.groups_skipped), (4, 16, 0, 0), "{name}: {report:?}");
+        assert_eq!(
+            (report.groups_compacted, report.files_merged, report.files_removed, report.groups_skipped),
+            (4, 16, 0, 0),
+            "{name}: {report:?}"
+        );
         assert_eq!(report.rows_written, committed_rows.len() as u64, "{name}");
         assert!(report.bytes_written > 0, "{name}");
         let day1 = day_start(T0);
@@ -141,7 +145,8 @@ async fn a_crash_between_any_two_steps_loses_and_duplicates_nothing() {
         assert_eq!(remove_superseded(&master, TOPIC, LONG).await.expect("remove"), 0, "{name}");
         check("a removal within the grace period").await;
         // Crash in the middle of (b): some superseded files are gone, others not.
-        let superseded: Vec<_> = master.list_all_files(TOPIC).await.expect("list all").into_iter().filter(|f| f.superseded_since.is_some()).collect();
+        let superseded: Vec<_> =
+            master.list_all_files(TOPIC).await.expect("list all").into_iter().filter(|f| f.superseded_since.is_some()).collect();
         assert_eq!(superseded.len(), 12, "{name}");
         for f in superseded.iter().step_by(2) {
             master.location().delete(&f.file.location).await.expect("delete");
@@ -202,7 +207,8 @@ async fn hour_layout_files_of_the_first_schema_are_listed_read_and_compacted_int
         master.write_file(TOPIC, day_rows.clone()).await.expect("write day file");
 
         let files = master.list_files(TOPIC).await.expect("list");
-        let parts: Vec<(i64, i64, i64, Option<u32>)> = files.iter().map(|f| (f.day_start_ms, f.first_offset, f.last_offset, f.legacy_hour)).collect();
+        let parts: Vec<(i64, i64, i64, Option<u32>)> =
+            files.iter().map(|f| (f.day_start_ms, f.first_offset, f.last_offset, f.legacy_hour)).collect();
         let day1 = day_start(T0);
         assert_eq!(
             parts,

@@ -42,7 +42,11 @@ async fn files_round_trip_losslessly_list_by_day_and_uncommitted_ones_are_remove
             files.iter().map(|f| (f.partition, f.first_offset, f.last_offset, f.day_start_ms, f.legacy_hour)).collect();
         let day1 = day_start(T0);
         assert_eq!(day1, 1_704_153_600_000, "2024-01-02T00:00Z");
-        assert_eq!(parts, vec![(0, 0, 2, day1, None), (1, 0, 1, day1, None), (1, 2, 4, day1 + DAY, None)], "{name}: by (day, partition, offset)");
+        assert_eq!(
+            parts,
+            vec![(0, 0, 2, day1, None), (1, 0, 1, day1, None), (1, 2, 4, day1 + DAY, None)],
+            "{name}: by (day, partition, offset)"
+        );
         assert_eq!(master.read_file(&files[0]).await.expect("read a"), p0_day1, "{name}: exact round trip");
         assert_eq!(master.read_file(&files[1]).await.expect("read b"), p1_day1, "{name}");
         assert_eq!(master.read_file(&files[2]).await.expect("read c"), p1_day2, "{name}");

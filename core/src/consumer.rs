@@ -131,6 +131,12 @@ async fn stored_offsets(store: &ViewStore, consumer: &str, topic: &str, partitio
     let stored = store.consumer_offsets(consumer, topic).await?;
     Ok(partitions
         .iter()
-        .map(|&p| stored.iter().find(|o| o.partition == p).copied().unwrap_or(ConsumerOffset { partition: p, next_offset: 0, max_event_ts_ms: None }))
+        .map(|&p| {
+            stored.iter().find(|o| o.partition == p).copied().unwrap_or(ConsumerOffset {
+                partition: p,
+                next_offset: 0,
+                max_event_ts_ms: None,
+            })
+        })
         .collect())
 }

@@ -141,13 +141,9 @@ impl FromStr for Decimal6 {
         if digits.len() as i64 + shift > 38 {
             return Err(DecimalError::OutOfRange(text.to_string()));
         }
-        let mut units: i128 = digits
-            .parse()
-            .map_err(|_| DecimalError::OutOfRange(text.to_string()))?;
+        let mut units: i128 = digits.parse().map_err(|_| DecimalError::OutOfRange(text.to_string()))?;
         for _ in 0..shift {
-            units = units
-                .checked_mul(10)
-                .ok_or_else(|| DecimalError::OutOfRange(text.to_string()))?;
+            units = units.checked_mul(10).ok_or_else(|| DecimalError::OutOfRange(text.to_string()))?;
         }
         Ok(Decimal6(if negative { -units } else { units }))
     }
@@ -176,9 +172,7 @@ impl<'de> Deserialize<'de> for Decimal6 {
         match serde_json::Value::deserialize(deserializer)? {
             serde_json::Value::String(s) => s.parse().map_err(de::Error::custom),
             serde_json::Value::Number(n) => n.to_string().parse().map_err(de::Error::custom),
-            other => Err(de::Error::custom(format!(
-                "expected a decimal string or number, got {other}"
-            ))),
+            other => Err(de::Error::custom(format!("expected a decimal string or number, got {other}"))),
         }
     }
 }
@@ -207,10 +201,7 @@ mod tests {
 
     #[test]
     fn refuses_rather_than_rounds() {
-        assert_eq!(
-            "1.0000001".parse::<Decimal6>(),
-            Err(DecimalError::TooManyDecimals("1.0000001".into()))
-        );
+        assert_eq!("1.0000001".parse::<Decimal6>(), Err(DecimalError::TooManyDecimals("1.0000001".into())));
         assert!(matches!("1e-7".parse::<Decimal6>(), Err(DecimalError::TooManyDecimals(_))));
         for bad in ["", "-", "abc", "1.2.3", "1e", "0x10", "1,5", "NaN", "inf", " . "] {
             assert!(matches!(bad.parse::<Decimal6>(), Err(DecimalError::Invalid(_))), "{bad}");

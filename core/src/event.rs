@@ -73,8 +73,7 @@ pub enum EventError {
 impl Quote {
     /// Parses and validates one JSON quote. Errors: [`EventError`] with the reason.
     pub fn from_json(bytes: &[u8]) -> Result<Quote, EventError> {
-        let quote: Quote =
-            serde_json::from_slice(bytes).map_err(|e| EventError::Malformed(e.to_string()))?;
+        let quote: Quote = serde_json::from_slice(bytes).map_err(|e| EventError::Malformed(e.to_string()))?;
         quote.validate()?;
         Ok(quote)
     }
@@ -100,10 +99,7 @@ impl Quote {
             }
         }
         if self.size <= 0 || self.size > MAX_SIZE_SHARES {
-            return bad(format!(
-                "size must be a whole number of shares in 1..={MAX_SIZE_SHARES}, got {}",
-                self.size
-            ));
+            return bad(format!("size must be a whole number of shares in 1..={MAX_SIZE_SHARES}, got {}", self.size));
         }
         // Years 0001..9999: what RFC 3339 and SQL timestamps can carry.
         if !(MIN_TS_MS..=MAX_TS_MS).contains(&self.ts) {
@@ -158,8 +154,7 @@ mod tests {
 
     #[test]
     fn parses_and_validates() {
-        let q = Quote::from_json(br#"{"symbol":"AAPL","ts":"2013-03-01T14:30:00Z","price":118.56,"size":100}"#)
-            .expect("valid");
+        let q = Quote::from_json(br#"{"symbol":"AAPL","ts":"2013-03-01T14:30:00Z","price":118.56,"size":100}"#).expect("valid");
         assert_eq!(q.ts, 1_362_148_200_000);
         assert_eq!(q.price.units(), 118_560_000);
         let back = Quote::from_json(&q.to_json()).expect("round trip");

@@ -99,8 +99,7 @@ impl ObjectLocation {
             }
             let s3 = builder.build().map_err(|e| ObjectError::Location(format!("{spec:?}: {e}")))?;
             let prefix = prefix.trim_matches('/');
-            let store: Arc<dyn ObjectStore> =
-                if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix)) };
+            let store: Arc<dyn ObjectStore> = if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix)) };
             return Ok(ObjectLocation { store, local_root: None, url: spec.to_string() });
         }
         if spec.contains("://") && !spec.starts_with("file://") {
@@ -114,8 +113,7 @@ impl ObjectLocation {
     /// Errors: [`ObjectError::Io`], [`ObjectError::Location`].
     pub fn local(root: &Path) -> Result<ObjectLocation, ObjectError> {
         std::fs::create_dir_all(root).map_err(io(format!("creating {}", root.display())))?;
-        let fs =
-            LocalFileSystem::new_with_prefix(root).map_err(|e| ObjectError::Location(format!("{}: {e}", root.display())))?;
+        let fs = LocalFileSystem::new_with_prefix(root).map_err(|e| ObjectError::Location(format!("{}: {e}", root.display())))?;
         Ok(ObjectLocation { store: Arc::new(fs), local_root: Some(root.to_path_buf()), url: root.display().to_string() })
     }
 
@@ -139,11 +137,7 @@ impl ObjectLocation {
     /// Errors: [`ObjectError::Store`].
     pub async fn check(&self, prefix: &str) -> Result<(), ObjectError> {
         let prefix = ObjectPath::from(prefix);
-        self.store
-            .list_with_delimiter(Some(&prefix))
-            .await
-            .map(|_| ())
-            .map_err(store_err(format!("{}: listing", self.url)))
+        self.store.list_with_delimiter(Some(&prefix)).await.map(|_| ()).map_err(store_err(format!("{}: listing", self.url)))
     }
 
     /// Writes `bytes` at `path` atomically: the object appears whole or not at all, and a local

@@ -20,8 +20,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Decimal128Array, Decimal128Builder, Int64Array, Int64Builder, StringArray, StringBuilder,
-    TimestampMillisecondArray, TimestampMillisecondBuilder,
+    Array, ArrayRef, Decimal128Array, Decimal128Builder, Int64Array, Int64Builder, StringArray, StringBuilder, TimestampMillisecondArray,
+    TimestampMillisecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -143,11 +143,7 @@ impl ColumnBuilder {
 /// interval's rows sorted by (key, window start).
 ///
 /// Errors: [`SegmentError::Format`] when a value does not match its column or Parquet fails.
-pub fn encode_segment<V: View>(
-    view: &V,
-    meta: &SegmentMeta,
-    by_interval: &[(i64, Vec<ViewRow<V::Agg>>)],
-) -> Result<Vec<u8>, SegmentError> {
+pub fn encode_segment<V: View>(view: &V, meta: &SegmentMeta, by_interval: &[(i64, Vec<ViewRow<V::Agg>>)]) -> Result<Vec<u8>, SegmentError> {
     let path = format!("{}:{}", meta.view, meta.chunk_start_ms);
     let format_err = |reason: String| SegmentError::Format { path: path.clone(), reason };
     let schema = segment_schema(view);
@@ -155,8 +151,7 @@ pub fn encode_segment<V: View>(
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
-    let mut writer =
-        ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(|e| format_err(e.to_string()))?;
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(|e| format_err(e.to_string()))?;
     let mut values = Vec::with_capacity(view.columns().len());
     for (interval_ms, rows) in by_interval {
         if rows.is_empty() {
@@ -252,9 +247,7 @@ impl SegmentFile {
         let format_err = |reason: String| SegmentError::Format { path: path.to_string(), reason };
         let size = location.size(path).await?;
         let mut reader = RangeReader { location: location.clone(), path: path.clone(), size };
-        let metadata = ArrowReaderMetadata::load_async(&mut reader, Default::default())
-            .await
-            .map_err(|e| format_err(e.to_string()))?;
+        let metadata = ArrowReaderMetadata::load_async(&mut reader, Default::default()).await.map_err(|e| format_err(e.to_string()))?;
         let kv: HashMap<String, String> = metadata
             .metadata()
             .file_metadata()
@@ -274,10 +267,7 @@ impl SegmentFile {
                 return Err(format_err("a row group mixes intervals".into()));
             }
             let key_stats = rg.column(1).statistics().ok_or_else(missing)?;
-            let keys = (
-                key_stats.min_bytes_opt().ok_or_else(missing)?.to_vec(),
-                key_stats.max_bytes_opt().ok_or_else(missing)?.to_vec(),
-            );
+            let keys = (key_stats.min_bytes_opt().ok_or_else(missing)?.to_vec(), key_stats.max_bytes_opt().ok_or_else(missing)?.to_vec());
             let window_starts = stat_i64(rg.column(2).statistics()).ok_or_else(missing)?;
             row_groups.push(RowGroupInfo { interval_ms: interval_min, keys, window_starts, rows: rg.num_rows() as usize });
         }
@@ -336,9 +326,10 @@ impl SegmentFile {
         for (i, rg) in self.row_groups.iter().enumerate() {
             if rg.may_hold(interval_ms, key, from_ms, to_ms) {
                 let rows = self.read_row_group(location, view, i).await?;
-                out.extend(rows.into_iter().filter(|r| {
-                    key.is_none_or(|k| r.key == k) && r.window_start_ms >= from_ms && r.window_start_ms < to_ms
-                }));
+                out.extend(
+                    rows.into_iter()
+                        .filter(|r| key.is_none_or(|k| r.key == k) && r.window_start_ms >= from_ms && r.window_start_ms < to_ms),
+                );
             }
         }
         Ok(out)
@@ -374,8 +365,7 @@ impl AsyncFileReader for RangeReader {
 fn decode_batch<V: View>(view: &V, batch: &RecordBatch, out: &mut Vec<ViewRow<V::Agg>>) -> Result<(), String> {
     let col = |i: usize| batch.columns().get(i).ok_or_else(|| format!("column {i} missing"));
     let keys = col(1)?.as_any().downcast_ref::<StringArray>().ok_or("the key column is not Utf8")?;
-    let starts =
-        col(2)?.as_any().downcast_ref::<TimestampMillisecondArray>().ok_or("window_start is not Timestamp(ms)")?;
+    let starts = col(2)?.as_any().downcast_ref::<TimestampMillisecondArray>().ok_or("window_start is not Timestamp(ms)")?;
     let readers: Vec<ColumnReader<'_>> = view
         .columns()
         .iter()

@@ -37,8 +37,7 @@ pub enum Interval {
 
 impl Interval {
     /// All intervals, shortest first.
-    pub const ALL: [Interval; 5] =
-        [Interval::M1, Interval::M5, Interval::M15, Interval::H1, Interval::D1];
+    pub const ALL: [Interval; 5] = [Interval::M1, Interval::M5, Interval::M15, Interval::H1, Interval::D1];
 
     /// Window length in ms.
     pub fn size_ms(self) -> i64 {

@@ -21,10 +21,8 @@ fn record(key: &str, i: usize) -> NewRecord {
 }
 
 fn segments(dir: &Path, partition: i32) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir.join(TOPIC).join(partition.to_string()))
-        .expect("partition dir")
-        .map(|e| e.expect("entry").path())
-        .collect();
+    let mut files: Vec<PathBuf> =
+        fs::read_dir(dir.join(TOPIC).join(partition.to_string())).expect("partition dir").map(|e| e.expect("entry").path()).collect();
     files.sort();
     files
 }
@@ -130,8 +128,10 @@ async fn crc_mismatch_cuts_the_tail_from_the_bad_record() {
     let log = EmbeddedLog::open(dir.path(), config(64 << 20)).expect("reopen");
     assert_eq!(log.end_offsets(TOPIC).await.expect("ends"), vec![7], "records 7.. are cut");
     let all = log.read(TOPIC, 0, 0, 100, NO_WAIT).await.expect("read");
-    assert_eq!(all.iter().map(|r| r.value.clone()).collect::<Vec<_>>(),
-        (0..7).map(|i| format!("value-{i}").into_bytes()).collect::<Vec<_>>());
+    assert_eq!(
+        all.iter().map(|r| r.value.clone()).collect::<Vec<_>>(),
+        (0..7).map(|i| format!("value-{i}").into_bytes()).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -165,11 +165,7 @@ async fn read_waits_for_appends() {
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     log.append(TOPIC, vec![record("k", 0)]).await.expect("append");
-    let got = tokio::time::timeout(Duration::from_secs(5), reader)
-        .await
-        .expect("woken before its deadline")
-        .expect("join")
-        .expect("read");
+    let got = tokio::time::timeout(Duration::from_secs(5), reader).await.expect("woken before its deadline").expect("join").expect("read");
     assert_eq!(got.len(), 1);
 }
 

@@ -21,9 +21,8 @@ async fn keyed_append_reads_back_in_order<L: EventLog>(log: &L) {
     assert_eq!(log.ensure_topic(&topic, 3).await.expect("create"), 3);
     assert_eq!(log.ensure_topic(&topic, 7).await.expect("exists"), 3, "an existing topic keeps its partitions");
     let keys = ["AAPL", "IBM", "MSFT", "GOOG", "FB"];
-    let records: Vec<NewRecord> = (0..60)
-        .map(|i| NewRecord::new(keys[i % 5], format!("{{\"i\":{i}}}")).with_header("seq", i.to_string()))
-        .collect();
+    let records: Vec<NewRecord> =
+        (0..60).map(|i| NewRecord::new(keys[i % 5], format!("{{\"i\":{i}}}")).with_header("seq", i.to_string())).collect();
     let positions = log.append(&topic, records.clone()).await.expect("append");
     log.flush().await.expect("flush");
     assert_eq!(positions.len(), 60);

@@ -23,8 +23,7 @@ async fn backends() -> Vec<(&'static str, ViewStore, tempfile::TempDir)> {
 async fn fresh_postgres_database() -> String {
     use sqlx::Connection;
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let url = std::env::var("PRISM_DATABASE_URL")
-        .expect("PRISM_DATABASE_URL is not set: run ./infra/test.sh, which starts PostgreSQL");
+    let url = std::env::var("PRISM_DATABASE_URL").expect("PRISM_DATABASE_URL is not set: run ./infra/test.sh, which starts PostgreSQL");
     let name = format!("prism_test_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
     let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect to the test server");
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut admin).await.expect("drop");
@@ -67,10 +66,16 @@ async fn realtime_rows_and_offsets_commit_together() {
         assert_eq!(store.consumer_offsets("c", "prism.quotes").await.expect("offsets"), vec![off(0, 2, Some(600_001))], "{name}");
         // An upsert replaces the row; other versions and views are separate.
         let a2 = rt(M, "AAA", 10, a.row.agg.merge(&agg(10, 1_400_000, 1, 7)));
-        store.commit_realtime(&v, "c", 1, std::slice::from_ref(&a2), &[off(0, 8, Some(600_001)), off(1, 3, None)], &[], None).await.expect("commit");
+        store
+            .commit_realtime(&v, "c", 1, std::slice::from_ref(&a2), &[off(0, 8, Some(600_001)), off(1, 3, None)], &[], None)
+            .await
+            .expect("commit");
         store.commit_realtime(&v, "c", 2, &[rt(M, "AAA", 10, agg(10, 9_000_000, 1, 9))], &[], &[], None).await.expect("commit v2");
         let other = OhlcvView::with_window("ohlcv_30s", 30_000, 5_000);
-        store.commit_realtime(&other, "c30", 1, &[rt(30_000, "AAA", 10, agg(10, 9_000_000, 1, 9))], &[], &[], None).await.expect("commit other view");
+        store
+            .commit_realtime(&other, "c30", 1, &[rt(30_000, "AAA", 10, agg(10, 9_000_000, 1, 9))], &[], &[], None)
+            .await
+            .expect("commit other view");
         let mut rows = store.realtime_rows_of_partition(&v, 1, 1, i64::MIN).await.expect("rows");
         rows.sort_by(|x, y| (x.interval_ms, &x.row.key).cmp(&(y.interval_ms, &y.row.key)));
         assert_eq!(rows, vec![a2.clone(), b.clone(), a_hour.clone()], "{name}");
@@ -100,13 +105,24 @@ async fn a_claimed_partition_fences_its_former_owner() {
     for (name, store, _dir) in backends().await {
         let a = store.claim_partitions("c", t, &[0, 1], "instance-a", 1_000).await.expect("claim a");
         assert_eq!(a, vec![PartitionLease { partition: 0, epoch: 1 }, PartitionLease { partition: 1, epoch: 1 }], "{name}");
-        store.commit_realtime(&v, "c", 1, &[rt(M, "AAA", 1, agg(1, 1_000_000, 1, 0))], &[off(0, 1, Some(60_001)), off(1, 0, None)], &a, None).await.expect("owner commits");
+        store
+            .commit_realtime(&v, "c", 1, &[rt(M, "AAA", 1, agg(1, 1_000_000, 1, 0))], &[off(0, 1, Some(60_001)), off(1, 0, None)], &a, None)
+            .await
+            .expect("owner commits");
 
         // Instance B takes partition 1 over (a rebalance A has not heard of yet).
         let b = store.claim_partitions("c", t, &[1], "instance-b", 2_000).await.expect("claim b");
         assert_eq!(b, vec![PartitionLease { partition: 1, epoch: 2 }], "{name}");
         let refused = store
-            .commit_realtime(&v, "c", 1, &[rt(M, "BBB", 1, agg(1, 5_000_000, 9, 3))], &[off(0, 2, Some(60_001)), off(1, 4, Some(60_001))], &a, None)
+            .commit_realtime(
+                &v,
+                "c",
+                1,
+                &[rt(M, "BBB", 1, agg(1, 5_000_000, 9, 3))],
+                &[off(0, 2, Some(60_001)), off(1, 4, Some(60_001))],
+                &a,
+                None,
+            )
             .await;
         assert!(matches!(refused, Err(StoreError::Fenced { held: 1, expected: 2, .. })), "{name}: {refused:?}");
         // Nothing of the fenced commit was written: neither rows nor offsets.
@@ -132,7 +148,11 @@ async fn money_survives_beyond_i64() {
     let v = view();
     for (name, store, _dir) in backends().await {
         // Notional past i64's 9.2e18 micro-units: 10^12 shares at 10^6 per share.
-        let big = Ohlcv::of_trade(EventKey { ts_ms: 0, partition: 0, offset: 0 }, Decimal6::from_units(999_999_999_999_999_999), 1_000_000_000_000);
+        let big = Ohlcv::of_trade(
+            EventKey { ts_ms: 0, partition: 0, offset: 0 },
+            Decimal6::from_units(999_999_999_999_999_999),
+            1_000_000_000_000,
+        );
         store.commit_realtime(&v, "c", 1, &[rt(M, "BIG", 0, big)], &[], &[], None).await.expect("commit");
         let back = store.realtime_row(&v, 1, M, "BIG", 0).await.expect("row").expect("present");
         assert_eq!(back, big, "{name}");
@@ -141,7 +161,15 @@ async fn money_survives_beyond_i64() {
 }
 
 fn segment(chunk: i64, covered: i64, path: &str) -> SegmentRecord {
-    SegmentRecord { chunk_start_ms: chunk, chunk_end_ms: chunk + 100 * M, covered_until_ms: covered, path: path.into(), rows: 3, events: 5, inputs: "0:9".into() }
+    SegmentRecord {
+        chunk_start_ms: chunk,
+        chunk_end_ms: chunk + 100 * M,
+        covered_until_ms: covered,
+        path: path.into(),
+        rows: 3,
+        events: 5,
+        inputs: "0:9".into(),
+    }
 }
 
 #[tokio::test]
@@ -155,12 +183,18 @@ async fn batch_versions_publish_atomically_and_expire_after_grace() {
         // Being built: serving does not see it.
         let snap = store.view_snapshot(&v, "AAA", M, 0, 1_000 * M, 100).await.expect("snapshot");
         assert!(snap.segments.is_empty() && snap.pointer.batch_version.is_none(), "{name}");
-        store.publish_batch_version("ohlcv", v1, 150 * M, &[segment(0, 100 * M, "s/a-v1"), segment(100 * M, 150 * M, "s/b-v1")]).await.expect("publish");
+        store
+            .publish_batch_version("ohlcv", v1, 150 * M, &[segment(0, 100 * M, "s/a-v1"), segment(100 * M, 150 * M, "s/b-v1")])
+            .await
+            .expect("publish");
         assert!(store.publish_batch_version("ohlcv", v1, 150 * M, &[]).await.is_err(), "{name}: published once");
         let published = store.published_batch_version("ohlcv").await.expect("read").expect("published");
         assert_eq!((published.version, published.fingerprint.as_str(), published.rows, published.events), (1, "fp1", 6, 10), "{name}");
         // Realtime rows from H on; segments overlapping [from, min(to, H)).
-        store.commit_realtime(&v, "c", 1, &[rt(M, "AAA", 149, agg(149, 7, 1, 1)), rt(M, "AAA", 150, agg(150, 8, 1, 2))], &[], &[], None).await.expect("rt");
+        store
+            .commit_realtime(&v, "c", 1, &[rt(M, "AAA", 149, agg(149, 7, 1, 1)), rt(M, "AAA", 150, agg(150, 8, 1, 2))], &[], &[], None)
+            .await
+            .expect("rt");
         let snap = store.view_snapshot(&v, "AAA", M, 0, 1_000 * M, 100).await.expect("snapshot");
         assert_eq!(snap.pointer.batch_horizon_ms, Some(150 * M), "{name}");
         assert_eq!(snap.segments.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(), vec!["s/a-v1", "s/b-v1"], "{name}");
@@ -168,7 +202,18 @@ async fn batch_versions_publish_atomically_and_expire_after_grace() {
         let snap = store.view_snapshot(&v, "AAA", M, 120 * M, 1_000 * M, 100).await.expect("snapshot");
         assert_eq!(snap.segments.len(), 1, "{name}: pruned by time");
         // At 1h with H inside the hour 120..180: base rows from H to the hour's end, hours after.
-        store.commit_realtime(&v, "c", 1, &[rt(3_600_000, "AAA", 180, agg(181, 9, 1, 3)), rt(3_600_000, "AAA", 120, agg(150, 9, 1, 3))], &[], &[], None).await.expect("rt");
+        store
+            .commit_realtime(
+                &v,
+                "c",
+                1,
+                &[rt(3_600_000, "AAA", 180, agg(181, 9, 1, 3)), rt(3_600_000, "AAA", 120, agg(150, 9, 1, 3))],
+                &[],
+                &[],
+                None,
+            )
+            .await
+            .expect("rt");
         let snap = store.view_snapshot(&v, "AAA", 3_600_000, 0, 1_000 * M, 100).await.expect("snapshot");
         assert_eq!(snap.realtime_base.iter().map(|r| r.window_start_ms / M).collect::<Vec<_>>(), vec![150], "{name}");
         assert_eq!(snap.realtime.iter().map(|r| r.window_start_ms / M).collect::<Vec<_>>(), vec![180], "{name}");
@@ -177,7 +222,10 @@ async fn batch_versions_publish_atomically_and_expire_after_grace() {
         let v2 = store.begin_batch_version("ohlcv", "fp1").await.expect("begin");
         let abandoned = store.begin_batch_version("ohlcv", "fp1").await.expect("begin");
         assert_eq!((v2, abandoned), (2, 3), "{name}");
-        store.publish_batch_version("ohlcv", v2, 160 * M, &[segment(0, 100 * M, "s/a-v2"), segment(100 * M, 150 * M, "s/b-v1")]).await.expect("publish v2");
+        store
+            .publish_batch_version("ohlcv", v2, 160 * M, &[segment(0, 100 * M, "s/a-v2"), segment(100 * M, 150 * M, "s/b-v1")])
+            .await
+            .expect("publish v2");
         assert_eq!(store.view_pointer("ohlcv").await.expect("pointer").batch_version, Some(2), "{name}");
         assert_eq!(store.batch_segments("ohlcv", 1).await.expect("v1").len(), 2, "{name}: v1 readable during its grace period");
         let long_ago = 1_000_000;

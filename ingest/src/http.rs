@@ -83,10 +83,7 @@ pub struct IngestApi;
 
 /// The ingest routes, with a body limit of `max_body_bytes`.
 pub fn router<L: EventLog>(state: IngestState<L>, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/v1/events/quotes", post(post_quotes::<L>))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(state)
+    Router::new().route("/v1/events/quotes", post(post_quotes::<L>)).layer(DefaultBodyLimit::max(max_body_bytes)).with_state(state)
 }
 
 fn refused(status: StatusCode, error: impl Into<String>, lines: Vec<LineError>) -> Response {
@@ -102,8 +99,8 @@ pub fn parse_quotes(body: &[u8]) -> Result<Vec<Quote>, Vec<LineError>> {
     }
     // Clients that send a JSON array of quotes are served too; errors then name array items.
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        let items: Vec<serde_json::Value> = serde_json::from_slice(body)
-            .map_err(|e| vec![LineError { line: 1, reason: format!("malformed JSON array: {e}") }])?;
+        let items: Vec<serde_json::Value> =
+            serde_json::from_slice(body).map_err(|e| vec![LineError { line: 1, reason: format!("malformed JSON array: {e}") }])?;
         let mut quotes = Vec::new();
         let mut errors = Vec::new();
         for (i, item) in items.iter().enumerate() {
@@ -163,10 +160,7 @@ pub fn parse_quotes(body: &[u8]) -> Result<Vec<Quote>, Vec<LineError>> {
         (status = 503, description = "The log failed; nothing acknowledged", body = IngestRefused)
     )
 )]
-pub async fn post_quotes<L: EventLog>(
-    State(state): State<IngestState<L>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+pub async fn post_quotes<L: EventLog>(State(state): State<IngestState<L>>, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body {
         Ok(b) => b,
         Err(rejection) => {
@@ -189,11 +183,7 @@ pub async fn post_quotes<L: EventLog>(
             if let Err(e) = state.store.add_ingest_counts("http", 0, total as i64).await {
                 tracing::warn!(error = %e, "could not count refused events");
             }
-            return refused(
-                StatusCode::BAD_REQUEST,
-                format!("{} of {total} lines are invalid; nothing was appended", lines.len()),
-                lines,
-            );
+            return refused(StatusCode::BAD_REQUEST, format!("{} of {total} lines are invalid; nothing was appended", lines.len()), lines);
         }
     };
     let records: Vec<NewRecord> = quotes.iter().map(|q| NewRecord::new(q.symbol.clone(), q.to_json())).collect();
@@ -210,11 +200,7 @@ pub async fn post_quotes<L: EventLog>(
                 tracing::warn!(error = %e, "could not count accepted events");
             }
             let offsets = positions.iter().map(|p| EventOffset { partition: p.partition, offset: p.offset }).collect();
-            (
-                StatusCode::ACCEPTED,
-                Json(IngestAccepted { accepted: positions.len(), topic: QUOTES_TOPIC.into(), offsets }),
-            )
-                .into_response()
+            (StatusCode::ACCEPTED, Json(IngestAccepted { accepted: positions.len(), topic: QUOTES_TOPIC.into(), offsets })).into_response()
         }
         Err(e) => {
             tracing::error!(error = %e, "HTTP ingest could not append");

@@ -57,10 +57,8 @@ async fn resumes_after_a_lost_checkpoint_without_duplicates() {
     assert_eq!((counters[0].accepted, counters[0].refused), (27, 2));
     // Both refused rows are on the dead-letter topic, each naming its file and line.
     let letters = log.read(DLQ_TOPIC, 0, 0, 10, Duration::ZERO).await.expect("read the DLQ");
-    let mut sources: Vec<String> = letters
-        .iter()
-        .map(|r| serde_json::from_slice::<DeadLetter>(&r.value).expect("a dead letter").source)
-        .collect();
+    let mut sources: Vec<String> =
+        letters.iter().map(|r| serde_json::from_slice::<DeadLetter>(&r.value).expect("a dead letter").source).collect();
     sources.sort();
     let name = file.display().to_string();
     assert_eq!(sources, vec![format!("feed:{name}:5"), format!("feed:{name}:7")]);

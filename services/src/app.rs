@@ -41,8 +41,7 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
     doc.info.title = "Prism".into();
     doc.info.version = env!("CARGO_PKG_VERSION").into();
     doc.info.description = Some(
-        "Lambda/Kappa reference platform: ingest quotes, query bars merged from the batch and realtime views at the batch horizon."
-            .into(),
+        "Lambda/Kappa reference platform: ingest quotes, query bars merged from the batch and realtime views at the batch horizon.".into(),
     );
     doc.info.license = Some(utoipa::openapi::License::new("Apache-2.0"));
     doc
@@ -87,8 +86,6 @@ pub fn docs_router() -> Router {
     Router::new()
         .route("/openapi.json", get(move || async move { Json(doc_json) }))
         .merge(SwaggerUi::new("/docs").url("/docs/openapi.json", doc))
-        .fallback(|uri: axum::http::Uri| async move {
-            prism_serving::error::ApiError::not_found(format!("no endpoint {uri}; see /docs"))
-        })
+        .fallback(|uri: axum::http::Uri| async move { prism_serving::error::ApiError::not_found(format!("no endpoint {uri}; see /docs")) })
         .layer(TraceLayer::new_for_http())
 }

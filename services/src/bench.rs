@@ -23,15 +23,15 @@ use prism_batch::archiver::{run_archiver, ArchiverConfig};
 use prism_batch::batch_job::{build_and_publish, BatchConfig};
 use prism_batch::master::MasterDataset;
 use prism_core::config::{speed_consumer, ARCHIVER_CONSUMER};
-use prism_core::time::MINUTE_MS;
-use prism_core::view::ohlcv::OhlcvView;
-use prism_core::view::View;
-use prism_core::window::window_start;
 use prism_core::decimal::Decimal6;
 use prism_core::event::{Quote, QUOTES_TOPIC};
 use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
 use prism_core::log::{EventLog, NewRecord};
 use prism_core::store::ViewStore;
+use prism_core::time::MINUTE_MS;
+use prism_core::view::ohlcv::OhlcvView;
+use prism_core::view::View;
+use prism_core::window::window_start;
 use prism_ingest::feed::expand::SplitMix64;
 use prism_speed::{run_speed_layer, SpeedConfig};
 use serde::Serialize;
@@ -76,6 +76,11 @@ pub struct BenchConfig {
     /// End-to-end latency samples on the Kafka path.
     #[arg(long, default_value_t = 200)]
     pub latency_samples: usize,
+    /// Write the batch job's `ohlcv` 1-minute rows to this CSV, without a header: symbol,
+    /// window start (UTC ms), open, high, low, close, volume, vwap, trades — sorted by symbol and
+    /// window start, to compare row for row with other engines' output.
+    #[arg(long)]
+    pub rows_out: Option<PathBuf>,
 }
 
 /// The report `prism bench` prints.
@@ -117,12 +122,7 @@ pub struct StageResult {
 
 pub(crate) fn stage(name: &str, events: u64, elapsed: Duration) -> StageResult {
     let seconds = elapsed.as_secs_f64();
-    StageResult {
-        stage: name.into(),
-        events,
-        seconds,
-        events_per_second: if seconds > 0.0 { events as f64 / seconds } else { 0.0 },
-    }
+    StageResult { stage: name.into(), events, seconds, events_per_second: if seconds > 0.0 { events as f64 / seconds } else { 0.0 } }
 }
 
 /// Runs the benchmark. Errors: workload or I/O problems, with context.
@@ -182,7 +182,10 @@ pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
 
 async fn bench_in(dir: &Path, config: &BenchConfig, quotes: &[Quote]) -> anyhow::Result<Vec<StageResult>> {
     let dirs = DataDir::new(dir);
-    let log = Arc::new(EmbeddedLog::open(&dirs.log, EmbeddedLogConfig { fsync: FsyncPolicy::Interval(Duration::from_secs(1)), ..Default::default() })?);
+    let log = Arc::new(EmbeddedLog::open(
+        &dirs.log,
+        EmbeddedLogConfig { fsync: FsyncPolicy::Interval(Duration::from_secs(1)), ..Default::default() },
+    )?);
     log.ensure_topic(QUOTES_TOPIC, config.partitions).await?;
     let store = ViewStore::open_sqlite(&dirs.store).await?;
     let n = quotes.len() as u64;
@@ -230,16 +233,50 @@ async fn bench_in(dir: &Path, config: &BenchConfig, quotes: &[Quote]) -> anyhow:
     let horizon = window_start(newest, MINUTE_MS) + MINUTE_MS;
     let report = build_and_publish(&view, &batch, &store, &ends, horizon, true, started).await?;
     stages.push(stage("batch_job", report.events, started.elapsed()));
+    if let Some(path) = &config.rows_out {
+        write_rows_csv(&store, &batch.master, &view, path).await?;
+    }
     store.close().await;
     Ok(stages)
+}
+
+/// Writes the published batch version's 1-minute rows as CSV (see `--rows-out`).
+async fn write_rows_csv(store: &ViewStore, master: &MasterDataset, view: &OhlcvView, path: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let version = store.view_pointer(view.name()).await?.batch_version.context("no batch version was published")?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
+    let mut rows = Vec::new();
+    for s in store.batch_segments(view.name(), version).await? {
+        let file = prism_core::segment::SegmentFile::open(master.location(), &s.path.as_str().into()).await?;
+        rows.extend(file.read_rows(master.location(), view, view.window_ms(), None, i64::MIN, i64::MAX).await?);
+    }
+    rows.sort_by(|a, b| (&a.key, a.window_start_ms).cmp(&(&b.key, b.window_start_ms)));
+    for r in rows {
+        let a = r.agg;
+        let price = |p: Option<Decimal6>| p.map(|p| p.to_string()).unwrap_or_default();
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{}",
+            r.key,
+            r.window_start_ms,
+            price(a.open.map(|p| p.price)),
+            price(a.high),
+            price(a.low),
+            price(a.close.map(|p| p.price)),
+            a.volume,
+            price(a.vwap()),
+            a.trades
+        )?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 pub(crate) async fn wait_for_consumer(store: &ViewStore, consumer: &str, ends: &[i64]) -> anyhow::Result<()> {
     loop {
         let offsets = store.consumer_offsets(consumer, QUOTES_TOPIC).await?;
-        let caught_up = ends.iter().enumerate().all(|(p, end)| {
-            *end == 0 || offsets.iter().any(|o| o.partition == p as i32 && o.next_offset >= *end)
-        });
+        let caught_up =
+            ends.iter().enumerate().all(|(p, end)| *end == 0 || offsets.iter().any(|o| o.partition == p as i32 && o.next_offset >= *end));
         if caught_up {
             return Ok(());
         }
@@ -318,7 +355,8 @@ fn read_parquet_workload(path: &Path) -> anyhow::Result<Vec<Quote>> {
             } else {
                 bail!("{}: price must be Decimal128 or Float64", path.display());
             };
-            let q = Quote { symbol: symbols.value(i).to_string(), ts: ts_ms, price, size: size.value(i), bid: None, ask: None, exchange: None };
+            let q =
+                Quote { symbol: symbols.value(i).to_string(), ts: ts_ms, price, size: size.value(i), bid: None, ask: None, exchange: None };
             q.validate().with_context(|| format!("{} row {i}", path.display()))?;
             out.push(q);
         }

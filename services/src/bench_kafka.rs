@@ -114,11 +114,14 @@ pub async fn run_kafka_bench(b: KafkaBench<'_>, quotes: &[Quote]) -> anyhow::Res
     let mut stages = Vec::new();
     let started = Instant::now();
     for chunk in quotes.chunks(5_000) {
-        let body: Vec<u8> = chunk.iter().flat_map(|q| {
-            let mut line = q.to_json();
-            line.push(b'\n');
-            line
-        }).collect();
+        let body: Vec<u8> = chunk
+            .iter()
+            .flat_map(|q| {
+                let mut line = q.to_json();
+                line.push(b'\n');
+                line
+            })
+            .collect();
         let r = client.post(format!("{base}/v1/events/quotes")).body(body).send().await?;
         if r.status().as_u16() != 202 {
             bail!("ingest answered {}: {}", r.status(), r.text().await.unwrap_or_default());
@@ -188,6 +191,11 @@ pub async fn run_kafka_bench(b: KafkaBench<'_>, quotes: &[Quote]) -> anyhow::Res
         broker: format!("{} at {}", b.broker_name, b.brokers),
         librdkafka: rdkafka::util::get_rdkafka_version().1,
         stages,
-        end_to_end_latency_ms: LatencyReport { samples: latencies.len(), p50: pct(0.5), p99: pct(0.99), max: latencies.last().copied().unwrap_or(0.0) },
+        end_to_end_latency_ms: LatencyReport {
+            samples: latencies.len(),
+            p50: pct(0.5),
+            p99: pct(0.99),
+            max: latencies.last().copied().unwrap_or(0.0),
+        },
     })
 }

@@ -197,6 +197,7 @@ async fn bench(dir: &std::path::Path, config: &LabBenchConfig) -> anyhow::Result
         feed_speed: FeedSpeed::Max,
         feed_trades_per_day: 390,
         batch_interval: Duration::from_secs(60),
+        no_batch_on_catch_up: false,
         architecture: prism_core::config::Architecture::Lambda,
         partitions: 4,
         fsync: FsyncPolicy::Interval(Duration::from_millis(200)),
@@ -240,7 +241,8 @@ async fn bench(dir: &std::path::Path, config: &LabBenchConfig) -> anyhow::Result
 
     let full = batch_run(&client, &base, true).await?;
     // One new trading day after the lab's last (2013-03-01 was a Friday): Monday 2013-03-04.
-    let day_start = chrono::NaiveDate::from_ymd_opt(2013, 3, 4).and_then(|d| d.and_hms_opt(14, 30, 0)).context("date")?.and_utc().timestamp_millis();
+    let day_start =
+        chrono::NaiveDate::from_ymd_opt(2013, 3, 4).and_then(|d| d.and_hms_opt(14, 30, 0)).context("date")?.and_utc().timestamp_millis();
     let mut body = Vec::new();
     for (s, symbol) in expected.keys().enumerate() {
         for i in 0..390i64 {

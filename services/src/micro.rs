@@ -23,13 +23,13 @@ use prism_batch::master::MasterDataset;
 use prism_core::config::speed_consumer;
 use prism_core::config::Architecture;
 use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
-use prism_core::view::{RegisteredView, View, ViewRegistry};
-use prism_serving::segments::SegmentReader;
 use prism_core::log::kafka::{KafkaLog, KafkaLogConfig};
 use prism_core::log::kafka_group::{GroupConfig, GroupMembership};
 use prism_core::log::EventLog;
 use prism_core::store::ViewStore;
+use prism_core::view::{RegisteredView, View, ViewRegistry};
 use prism_serving::ops::{OpsState, ReadinessCheck};
+use prism_serving::segments::SegmentReader;
 use prism_serving::ServingState;
 use prism_speed::{run_speed_layer_in_group, SpeedConfig};
 use tokio_util::sync::CancellationToken;
@@ -129,6 +129,10 @@ pub struct BatchLayerConfig {
     /// Time between batch runs.
     #[arg(long, env = "PRISM_BATCH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub batch_interval: Duration,
+    /// Run the batch job only on schedule and on request, not also each time the archiver
+    /// catches up with the log.
+    #[arg(long, env = "PRISM_NO_BATCH_ON_CATCH_UP")]
+    pub no_batch_on_catch_up: bool,
 }
 
 /// Flags of `prism serving`.
@@ -154,9 +158,8 @@ pub async fn connect(deps: &Deps) -> anyhow::Result<(Arc<KafkaLog>, ViewStore)> 
         .with_context(|| format!("cannot reach the Kafka brokers at {} (PRISM_KAFKA_BROKERS)", deps.kafka_brokers))?;
     log.ensure_topic(QUOTES_TOPIC, deps.partitions).await.context("creating prism.quotes")?;
     log.ensure_topic(DLQ_TOPIC, 1).await.context("creating prism.dlq")?;
-    let store = ViewStore::open_url(&deps.database_url, deps.connect_timeout)
-        .await
-        .context("cannot open the view store (PRISM_DATABASE_URL)")?;
+    let store =
+        ViewStore::open_url(&deps.database_url, deps.connect_timeout).await.context("cannot open the view store (PRISM_DATABASE_URL)")?;
     Ok((Arc::new(log), store))
 }
 
@@ -224,7 +227,13 @@ async fn serve(addr: SocketAddr, app: Router, stop: CancellationToken, name: &st
 
 /// Runs a service: its HTTP app and, optionally, a supervised component, until `shutdown`.
 /// Stops the component first (it flushes and commits), then the HTTP server.
-async fn run_service<Fut>(name: &'static str, addr: SocketAddr, app: Router, shutdown: CancellationToken, component: Option<Fut>) -> anyhow::Result<()>
+async fn run_service<Fut>(
+    name: &'static str,
+    addr: SocketAddr,
+    app: Router,
+    shutdown: CancellationToken,
+    component: Option<Fut>,
+) -> anyhow::Result<()>
 where
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
@@ -339,7 +348,8 @@ pub async fn run_archiver_service(config: ArchiverServiceConfig, shutdown: Cance
     let master = open_master(&config.master_dataset).await?;
     let archiver = ArchiverConfig::new(master.clone(), config.deps.partitions);
     let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
-    let component = async move { supervise("archiver", stop.clone(), || run_archiver(archiver.clone(), l.clone(), s.clone(), stop.clone())).await };
+    let component =
+        async move { supervise("archiver", stop.clone(), || run_archiver(archiver.clone(), l.clone(), s.clone(), stop.clone())).await };
     let done = run_service("archiver", config.http_addr, ops(&store, &log, Some(&master)), shutdown, Some(component)).await;
     store.close().await;
     done
@@ -364,15 +374,23 @@ pub async fn run_batch_layer_service(config: BatchLayerConfig, shutdown: Cancell
         .route("/v1/admin/batch-runs", axum::routing::post(prism_serving::admin::post_batch_run::<KafkaLog>))
         .with_state(admin_state)
         .merge(ops(&store, &log, Some(&master)));
-    let batch = BatchConfig { interval: config.batch_interval, ..BatchConfig::new(master) };
-    let ohlcv_views: Vec<_> = views.views().iter().map(|v| match v {
-        RegisteredView::Ohlcv(view) => view.clone(),
-    }).collect();
+    let mut batch = BatchConfig { interval: config.batch_interval, ..BatchConfig::new(master) };
+    if config.no_batch_on_catch_up {
+        batch.catch_up_check = None;
+    }
+    let ohlcv_views: Vec<_> = views
+        .views()
+        .iter()
+        .map(|v| match v {
+            RegisteredView::Ohlcv(view) => view.clone(),
+        })
+        .collect();
     let requests = Arc::new(tokio::sync::Mutex::new(requests));
     let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
     let component = async move {
         supervise("batch layer", stop.clone(), || {
-            let (batch, l, s, stop, requests, views) = (batch.clone(), l.clone(), s.clone(), stop.clone(), requests.clone(), ohlcv_views.clone());
+            let (batch, l, s, stop, requests, views) =
+                (batch.clone(), l.clone(), s.clone(), stop.clone(), requests.clone(), ohlcv_views.clone());
             async move {
                 let mut requests = requests.lock().await;
                 run_batch_layer(views, batch, l, s, &mut requests, stop).await

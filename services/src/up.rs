@@ -16,13 +16,13 @@ use prism_batch::archiver::{run_archiver, ArchiverConfig};
 use prism_batch::batch_job::{run_batch_layer, BatchConfig};
 use prism_batch::master::MasterDataset;
 use prism_core::config::Architecture;
-use prism_core::view::{RegisteredView, ViewRegistry};
-use prism_serving::segments::SegmentReader;
 use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
 use prism_core::log::EventLog;
 use prism_core::store::ViewStore;
+use prism_core::view::{RegisteredView, ViewRegistry};
 use prism_ingest::feed::{run_feed, FeedConfig, FeedSpeed};
+use prism_serving::segments::SegmentReader;
 use prism_speed::{run_speed_layer, SpeedConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +59,10 @@ pub struct UpConfig {
     /// Time between scheduled batch runs (`60s`, `500ms`, `5m`).
     #[arg(long, env = "PRISM_BATCH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub batch_interval: Duration,
+    /// Run the batch job only on schedule and on request, not also each time the archiver
+    /// catches up with the log.
+    #[arg(long, env = "PRISM_NO_BATCH_ON_CATCH_UP")]
+    pub no_batch_on_catch_up: bool,
     /// `lambda` (Kappa mode comes with its own issue).
     #[arg(long, env = "PRISM_ARCHITECTURE", default_value = "lambda")]
     pub architecture: Architecture,
@@ -116,8 +120,7 @@ pub async fn run_up(
         bail!("--partitions must be at least 1");
     }
     let dirs = DataDir::new(&config.data_dir);
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
     let log = Arc::new(
         EmbeddedLog::open(&dirs.log, EmbeddedLogConfig { fsync: config.fsync, ..Default::default() })
             .context("opening the embedded event log")?,
@@ -156,7 +159,10 @@ pub async fn run_up(
     let archiver = ArchiverConfig::new(master.clone(), config.partitions);
     layer_tasks.spawn(named("archiver", run_archiver(archiver, log.clone(), store.clone(), layers.clone())));
     let segments = SegmentReader::new(master.location().clone(), SEGMENT_CACHE_ROWS);
-    let batch = BatchConfig { interval: config.batch_interval, ..BatchConfig::new(master) };
+    let mut batch = BatchConfig { interval: config.batch_interval, ..BatchConfig::new(master) };
+    if config.no_batch_on_catch_up {
+        batch.catch_up_check = None;
+    }
     // The batch layer stops with the intake, not after it: a run in progress is abandoned
     // (nothing of it is published; a POST waiting for it gets a 503) instead of holding the
     // HTTP server's graceful shutdown for minutes.
@@ -187,9 +193,8 @@ pub async fn run_up(
         batch_trigger: Some(batch_tx),
         max_body_bytes: config.max_body_bytes,
     });
-    let listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("binding the HTTP API to {}", config.http_addr))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.http_addr).await.with_context(|| format!("binding the HTTP API to {}", config.http_addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "prism up: serving; API docs at /docs");
     if let Some(tx) = ready {
@@ -197,10 +202,7 @@ pub async fn run_up(
     }
     let server_stop = intake.clone();
     intake_tasks.spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { server_stop.cancelled().await })
-            .await
-            .context("HTTP server")?;
+        axum::serve(listener, app).with_graceful_shutdown(async move { server_stop.cancelled().await }).await.context("HTTP server")?;
         Ok("HTTP server")
     });
 

@@ -24,6 +24,7 @@ fn config(dir: &std::path::Path) -> BenchConfig {
         kafka_database_url: None,
         kafka_reset_topics: false,
         latency_samples: 20,
+        rows_out: Some(dir.join("rows.csv")),
     }
 }
 
@@ -45,6 +46,13 @@ async fn generated_workload_runs_every_stage() {
     assert!(!dir.path().join("work").exists(), "the working folder is removed");
     let json = serde_json::to_value(&report).expect("json");
     assert!(json["stages"][0]["events_per_second"].is_number());
+    // --rows-out: the batch view's 1-minute rows, one per (symbol, minute), every trade counted.
+    let csv = std::fs::read_to_string(dir.path().join("rows.csv")).expect("rows.csv");
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert!(rows.iter().all(|r| r.len() == 9), "9 columns");
+    assert_eq!(rows.iter().map(|r| r[8].parse::<u64>().expect("trades")).sum::<u64>(), 3_000);
+    let keys: Vec<(&str, i64)> = rows.iter().map(|r| (r[0], r[1].parse::<i64>().expect("window start"))).collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "sorted by symbol and window, no duplicates");
 }
 
 #[test]

@@ -140,9 +140,7 @@ async fn kappa_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(dir.path());
     config.architecture = prism_core::config::Architecture::Kappa;
-    let err = prism::up::run_up(config, tokio_util::sync::CancellationToken::new(), None)
-        .await
-        .expect_err("kappa refused");
+    let err = prism::up::run_up(config, tokio_util::sync::CancellationToken::new(), None).await.expect_err("kappa refused");
     assert!(err.to_string().contains("kappa"), "{err}");
 }
 

@@ -89,7 +89,9 @@ fn rows_of(events: &[(Quote, prism_core::event::LogPosition)], view: &OhlcvView)
 
 async fn run_layers(events: Vec<Quote>, partitions: i32, chunk: usize, horizon: i64) -> Outcome {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = Arc::new(EmbeddedLog::open(dir.path().join("log"), EmbeddedLogConfig { fsync: FsyncPolicy::Never, ..Default::default() }).expect("log"));
+    let log = Arc::new(
+        EmbeddedLog::open(dir.path().join("log"), EmbeddedLogConfig { fsync: FsyncPolicy::Never, ..Default::default() }).expect("log"),
+    );
     log.ensure_topic(QUOTES_TOPIC, partitions).await.expect("topic");
     let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
     let view = Arc::new(OhlcvView::standard(5_000));
@@ -106,7 +108,8 @@ async fn run_layers(events: Vec<Quote>, partitions: i32, chunk: usize, horizon: 
     let speed = SpeedConfig { partitions, commit_max_events: 37, ..SpeedConfig::default() };
     let speed_task = tokio::spawn(run_speed_layer(view.clone(), speed, log.clone(), store.clone(), stop.clone()));
     let master = MasterDataset::local(&dir.path().join("master")).expect("master dataset");
-    let archiver = ArchiverConfig { flush_rows: 53, flush_interval: Duration::from_millis(20), ..ArchiverConfig::new(master.clone(), partitions) };
+    let archiver =
+        ArchiverConfig { flush_rows: 53, flush_interval: Duration::from_millis(20), ..ArchiverConfig::new(master.clone(), partitions) };
     let archiver_task = tokio::spawn(run_archiver(archiver, log.clone(), store.clone(), stop.clone()));
     wait_for(&store, &speed_consumer("ohlcv", 1), &ends).await;
     wait_for(&store, ARCHIVER_CONSUMER, &ends).await;
@@ -152,13 +155,21 @@ async fn run_layers(events: Vec<Quote>, partitions: i32, chunk: usize, horizon: 
             let status = response.status().as_u16();
             let bytes = axum::body::to_bytes(response.into_body(), 1 << 26).await.expect("body");
             let json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
-            let bars = if status == 404 { Vec::new() } else {
+            let bars = if status == 404 {
+                Vec::new()
+            } else {
                 assert_eq!(status, 200, "{json}");
-                json["bars"].as_array().expect("bars").iter().map(|b| {
-                    let start = chrono::DateTime::parse_from_rfc3339(b["start"].as_str().expect("start")).expect("rfc3339").timestamp_millis();
-                    let ohlc = format!("{} {} {} {} {}", b["open"], b["high"], b["low"], b["close"], b["notional"]);
-                    (start, ohlc, b["volume"].as_i64().expect("volume"), b["trades"].as_i64().expect("trades"))
-                }).collect()
+                json["bars"]
+                    .as_array()
+                    .expect("bars")
+                    .iter()
+                    .map(|b| {
+                        let start =
+                            chrono::DateTime::parse_from_rfc3339(b["start"].as_str().expect("start")).expect("rfc3339").timestamp_millis();
+                        let ohlc = format!("{} {} {} {} {}", b["open"], b["high"], b["low"], b["close"], b["notional"]);
+                        (start, ohlc, b["volume"].as_i64().expect("volume"), b["trades"].as_i64().expect("trades"))
+                    })
+                    .collect()
             };
             served.insert((symbol.to_string(), interval.to_string()), bars);
         }
@@ -171,7 +182,11 @@ async fn run_layers(events: Vec<Quote>, partitions: i32, chunk: usize, horizon: 
 }
 
 fn rolled(base: &[OhlcvRow], interval: i64) -> Vec<OhlcvRow> {
-    if interval == 60_000 { base.to_vec() } else { roll_up(base, interval) }
+    if interval == 60_000 {
+        base.to_vec()
+    } else {
+        roll_up(base, interval)
+    }
 }
 
 fn as_bar(r: &OhlcvRow) -> (i64, String, i64, i64) {

@@ -218,7 +218,10 @@ async fn a_fenced_group_member_drops_the_lost_partition_and_later_adopts_it() {
     wait_owners_of(&store, 2, &["a"], Duration::from_secs(60)).await;
 
     let (p0, p1) = (symbol_on(0), symbol_on(1));
-    let intruder = store.claim_partitions(&speed_consumer("ohlcv", 1), QUOTES_TOPIC, &[1], "intruder", prism_core::time::now_ms()).await.expect("claim");
+    let intruder = store
+        .claim_partitions(&speed_consumer("ohlcv", 1), QUOTES_TOPIC, &[1], "intruder", prism_core::time::now_ms())
+        .await
+        .expect("claim");
     let first = trades(&[p0, p1], 50);
     append(&*log, &first).await;
     // Partition 0 goes on; partition 1's work is fenced and dropped, its offset stays put.

@@ -214,9 +214,10 @@ pub async fn get_bars<L: EventLog>(
     let mut batch = Vec::new();
     if let Some(h) = snapshot.pointer.batch_horizon_ms {
         if !snapshot.segments.is_empty() {
-            let segments = state.segments.as_ref().ok_or_else(|| {
-                ApiError::internal(&"a batch version is published but this process has no segment store configured")
-            })?;
+            let segments = state
+                .segments
+                .as_ref()
+                .ok_or_else(|| ApiError::internal(&"a batch version is published but this process has no segment store configured"))?;
             for s in &snapshot.segments {
                 if batch.len() >= max_rows {
                     break;

@@ -79,9 +79,9 @@ fn store_unreachable(e: &StoreError) -> bool {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
         // SQLSTATE class 08 (connection exception), 57P01-03 (shutdown, cannot connect now), 53
         // (insufficient resources), and SQLite's busy/locked.
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-            c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") || c == "5" || c == "6" || c == "517"
-        }),
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") || c == "5" || c == "6" || c == "517"),
         _ => false,
     }
 }
@@ -108,9 +108,7 @@ impl From<LogError> for ApiError {
 impl From<ObjectError> for ApiError {
     fn from(e: ObjectError) -> Self {
         match &e {
-            ObjectError::Store { source: object_store::Error::Generic { .. }, .. } => {
-                ApiError::dependency_down("the segment store", &e)
-            }
+            ObjectError::Store { source: object_store::Error::Generic { .. }, .. } => ApiError::dependency_down("the segment store", &e),
             _ => ApiError::internal(&e),
         }
     }
@@ -138,10 +136,8 @@ mod tests {
 
     #[test]
     fn internal_errors_leak_nothing() {
-        let e = StoreError::Db {
-            context: "reading",
-            source: sqlx::Error::Protocol("SELECT secret FROM /var/lib/prism/views.sqlite".into()),
-        };
+        let e =
+            StoreError::Db { context: "reading", source: sqlx::Error::Protocol("SELECT secret FROM /var/lib/prism/views.sqlite".into()) };
         let api = ApiError::from(e);
         assert_eq!(api.status(), 500);
         assert!(!api.error.contains("SELECT") && !api.error.contains("/var"), "{}", api.error);

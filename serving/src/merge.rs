@@ -90,8 +90,10 @@ mod tests {
         let batch: Vec<_> = (0..7).map(|m| row(m, 100 + m as i128, 1)).collect();
         let realtime: Vec<_> = (7..12).map(|m| row(m, 100 + m as i128, 1)).collect();
         let bars = merge_bars(&batch, &realtime, Interval::M5.size_ms());
-        assert_eq!(bars.iter().map(|b| (b.start_ms / 60_000, b.layer)).collect::<Vec<_>>(),
-            vec![(0, Layer::Batch), (5, Layer::Both), (10, Layer::Realtime)]);
+        assert_eq!(
+            bars.iter().map(|b| (b.start_ms / 60_000, b.layer)).collect::<Vec<_>>(),
+            vec![(0, Layer::Batch), (5, Layer::Both), (10, Layer::Realtime)]
+        );
         assert_eq!(bars[1].agg.trades, 5);
         assert_eq!(bars[1].agg.open.map(|p| p.price.units()), Some(105));
         assert_eq!(bars[1].agg.close.map(|p| p.price.units()), Some(109));

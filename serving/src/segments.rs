@@ -74,7 +74,13 @@ impl SegmentReader {
         Ok(file)
     }
 
-    async fn row_group<V: View>(&self, view: &V, file: &SegmentFile, path: &str, index: usize) -> Result<Arc<Vec<ViewRow<V::Agg>>>, SegmentError> {
+    async fn row_group<V: View>(
+        &self,
+        view: &V,
+        file: &SegmentFile,
+        path: &str,
+        index: usize,
+    ) -> Result<Arc<Vec<ViewRow<V::Agg>>>, SegmentError> {
         let id = (path.to_string(), index);
         if let Some((rows, _)) = self.lock().groups.get(&id) {
             if let Ok(rows) = rows.clone().downcast::<Vec<ViewRow<V::Agg>>>() {
@@ -124,13 +130,7 @@ impl SegmentReader {
             let rows = self.row_group(view, &file, path, i).await?;
             // Sorted by (key, window start): find the key's rows without scanning the group.
             let start = rows.partition_point(|r| (r.key.as_str(), r.window_start_ms) < (key, from_ms));
-            out.extend(
-                rows[start..]
-                    .iter()
-                    .take_while(|r| r.key == key && r.window_start_ms < to_ms)
-                    .take(max_rows - out.len())
-                    .cloned(),
-            );
+            out.extend(rows[start..].iter().take_while(|r| r.key == key && r.window_start_ms < to_ms).take(max_rows - out.len()).cloned());
         }
         Ok(out)
     }

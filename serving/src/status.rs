@@ -4,8 +4,8 @@ use axum::extract::State;
 use axum::Json;
 use prism_core::event::QUOTES_TOPIC;
 use prism_core::log::EventLog;
-use prism_core::view::{RegisteredView, View};
 use prism_core::time::format_rfc3339;
+use prism_core::view::{RegisteredView, View};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

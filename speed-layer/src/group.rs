@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use prism_core::view::View;
 use prism_core::log::kafka_group::{AssignmentChange, GroupMembership};
 use prism_core::store::ViewStore;
 use prism_core::time::now_ms;
+use prism_core::view::View;
 
 use crate::{telemetry, SpeedError, SpeedState};
 
@@ -53,7 +53,12 @@ impl<V: View> SpeedState<V> {
     /// When partitions stay orphaned after the group balanced, leaves and rejoins the group so
     /// that the coordinator forms it afresh (see [`GroupMembership::rejoin`]). A no-op on a
     /// coordinator that expires dead members properly.
-    pub(crate) async fn adopt_orphans(&mut self, membership: &mut GroupMembership, store: &ViewStore, partitions: i32) -> Result<(), SpeedError> {
+    pub(crate) async fn adopt_orphans(
+        &mut self,
+        membership: &mut GroupMembership,
+        store: &ViewStore,
+        partitions: i32,
+    ) -> Result<(), SpeedError> {
         let silence = membership.config().session_timeout * 2;
         let orphans = self.orphaned_partitions(store, partitions, silence).await?;
         if orphans.is_empty() {

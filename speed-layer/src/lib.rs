@@ -87,7 +87,9 @@ pub enum SpeedError {
     #[error(transparent)]
     Consumer(#[from] prism_core::consumer::ConsumerError),
     /// A standalone instance found its partitions claimed by another instance.
-    #[error("partitions {partitions:?} of {consumer} were claimed by another instance; run several speed layers only as one consumer group")]
+    #[error(
+        "partitions {partitions:?} of {consumer} were claimed by another instance; run several speed layers only as one consumer group"
+    )]
     Fenced {
         /// Consumer name.
         consumer: String,
@@ -333,25 +335,29 @@ impl<V: View> SpeedState<V> {
     async fn commit(&mut self, store: &ViewStore) -> Result<(), SpeedError> {
         let started = Instant::now();
         let view = self.view.clone();
-        let horizon = if self.config.drop_behind_batch_horizon {
-            store.view_pointer(view.name()).await?.batch_horizon_ms
-        } else {
-            None
-        };
+        let horizon = if self.config.drop_behind_batch_horizon { store.view_pointer(view.name()).await?.batch_horizon_ms } else { None };
         // Rolled rows the caches cannot give come from the store first.
         let mut stored: HashMap<RowId, V::Agg> = HashMap::new();
-        for cache in self.caches.values() {
-            for id in cache.rolled_misses() {
-                if let Some(agg) = store.realtime_row(&*view, self.config.view_version, id.interval_ms, &id.key, id.window_start_ms).await? {
+        let mut deltas = BTreeMap::new();
+        for (p, cache) in &self.caches {
+            let d = cache.rolled_deltas();
+            for id in cache.rolled_misses(&d) {
+                if let Some(agg) = store.realtime_row(&*view, self.config.view_version, id.interval_ms, &id.key, id.window_start_ms).await?
+                {
                     stored.insert(id, agg);
                 }
             }
+            deltas.insert(*p, d);
         }
         let mut pending = BTreeMap::new();
         let mut rows = Vec::new();
         for (p, cache) in &self.caches {
-            let commit = cache.prepare_commit(&stored);
-            rows.extend(commit.rows.iter().map(|(interval_ms, row)| RealtimeRow { interval_ms: *interval_ms, partition: *p, row: row.clone() }));
+            let commit = cache.prepare_commit(deltas.remove(p).unwrap_or_default(), &stored);
+            rows.extend(commit.rows.iter().map(|(interval_ms, row)| RealtimeRow {
+                interval_ms: *interval_ms,
+                partition: *p,
+                row: row.clone(),
+            }));
             pending.insert(*p, commit);
         }
         if let Some(h) = horizon {
@@ -364,7 +370,8 @@ impl<V: View> SpeedState<V> {
         }
         let c = &self.consumer;
         let drop_behind = drop_before.map(|h| DropBehind { batch_horizon_ms: h });
-        match store.commit_realtime(&*view, &self.consumer_name, self.config.view_version, &rows, &c.offsets, &c.leases, drop_behind).await {
+        match store.commit_realtime(&*view, &self.consumer_name, self.config.view_version, &rows, &c.offsets, &c.leases, drop_behind).await
+        {
             Ok(()) => {}
             Err(StoreError::Fenced { .. }) => return self.fenced(store).await,
             Err(e) => return Err(e.into()),

@@ -75,8 +75,7 @@ impl<A: Monoid> WindowCache<A> {
     /// Whether the cache can apply an event to this base window without the store: the window
     /// is held, or newer than the floor (so nothing is stored for it).
     pub fn knows_base(&self, key: &str, window_start_ms: i64) -> bool {
-        self.base.get(key).is_some_and(|w| w.contains_key(&window_start_ms))
-            || self.floors_ms[0].is_none_or(|f| window_start_ms >= f)
+        self.base.get(key).is_some_and(|w| w.contains_key(&window_start_ms)) || self.floors_ms[0].is_none_or(|f| window_start_ms >= f)
     }
 
     /// Loads a base window read from the store (`None`: not stored) before applying to it.
@@ -100,15 +99,15 @@ impl<A: Monoid> WindowCache<A> {
         });
     }
 
-    /// The rolled rows a commit must update (interval ms, key, window start) whose current value
+    /// Among `deltas` (from [`WindowCache::rolled_deltas`]), the rolled rows whose current value
     /// the cache cannot give (older than their floor and not held): read them from the store and
     /// pass them to [`WindowCache::prepare_commit`].
-    pub fn rolled_misses(&self) -> Vec<RowId> {
+    pub fn rolled_misses(&self, deltas: &BTreeMap<RowId, A>) -> Vec<RowId> {
         let mut out = Vec::new();
-        for (id, _) in self.rolled_deltas() {
+        for id in deltas.keys() {
             let i = self.intervals_ms.iter().position(|x| *x == id.interval_ms).unwrap_or(0);
-            if !self.rolled.contains_key(&id) && self.floors_ms[i].is_some_and(|f| id.window_start_ms < f) {
-                out.push(id);
+            if !self.rolled.contains_key(id) && self.floors_ms[i].is_some_and(|f| id.window_start_ms < f) {
+                out.push(id.clone());
             }
         }
         out
@@ -116,7 +115,7 @@ impl<A: Monoid> WindowCache<A> {
 
     /// The deltas of the longer intervals: each dirty base window's delta merged into its bucket
     /// at every longer interval.
-    fn rolled_deltas(&self) -> BTreeMap<RowId, A> {
+    pub fn rolled_deltas(&self) -> BTreeMap<RowId, A> {
         let mut out: BTreeMap<RowId, A> = BTreeMap::new();
         for (key, windows) in &self.base {
             for (start, w) in windows {
@@ -132,8 +131,8 @@ impl<A: Monoid> WindowCache<A> {
 
     /// The rows the next commit writes: dirty base windows, and every longer-interval row they
     /// touch (held value, or `stored` for [`WindowCache::rolled_misses`], or empty, merged with
-    /// the delta). Nothing changes in the cache until [`WindowCache::committed`].
-    pub fn prepare_commit(&self, stored: &HashMap<RowId, A>) -> PendingCommit<A> {
+    /// its delta from `deltas`). Nothing changes in the cache until [`WindowCache::committed`].
+    pub fn prepare_commit(&self, deltas: BTreeMap<RowId, A>, stored: &HashMap<RowId, A>) -> PendingCommit<A> {
         let mut rows = Vec::new();
         for (key, windows) in &self.base {
             for (start, w) in windows {
@@ -143,7 +142,7 @@ impl<A: Monoid> WindowCache<A> {
             }
         }
         let mut rolled = Vec::new();
-        for (id, delta) in self.rolled_deltas() {
+        for (id, delta) in deltas {
             let current = self.rolled.get(&id).or_else(|| stored.get(&id)).cloned().unwrap_or_else(A::empty);
             let agg = current.merge(&delta);
             rows.push((id.interval_ms, ViewRow { key: id.key.clone(), window_start_ms: id.window_start_ms, agg: agg.clone() }));
@@ -221,11 +220,10 @@ mod tests {
         for m in [0, 1, 6] {
             c.apply("S", m * M, &trade(m, 100 + m as i128));
         }
-        assert!(c.rolled_misses().is_empty());
-        let pending = c.prepare_commit(&HashMap::new());
-        let by = |interval: i64, start: i64| {
-            pending.rows.iter().find(|(i, r)| *i == interval && r.window_start_ms == start).map(|(_, r)| r.agg)
-        };
+        assert!(c.rolled_misses(&c.rolled_deltas()).is_empty());
+        let pending = c.prepare_commit(c.rolled_deltas(), &HashMap::new());
+        let by =
+            |interval: i64, start: i64| pending.rows.iter().find(|(i, r)| *i == interval && r.window_start_ms == start).map(|(_, r)| r.agg);
         assert_eq!(pending.rows.len(), 5, "3 minutes and 2 five-minute buckets");
         assert_eq!(by(5 * M, 0).map(|a| a.trades), Some(2));
         assert_eq!(by(5 * M, 5 * M).map(|a| a.trades), Some(1));
@@ -233,7 +231,7 @@ mod tests {
         assert!(c.is_clean());
         // A second commit merges only the new delta into the held 5-minute row.
         c.apply("S", 7 * M, &trade(7, 90));
-        let pending = c.prepare_commit(&HashMap::new());
+        let pending = c.prepare_commit(c.rolled_deltas(), &HashMap::new());
         assert_eq!(pending.rows.len(), 2);
         let five = pending.rows.iter().find(|(i, _)| *i == 5 * M).map(|(_, r)| r.agg);
         assert_eq!(five.map(|a| (a.trades, a.low.map(|l| l.units()))), Some((2, Some(90))));
@@ -245,9 +243,11 @@ mod tests {
         // A late event: its rolled row is a miss the store must answer.
         c.load_base("S", 7 * M, Some(trade(7, 90)));
         c.apply("S", 7 * M, &trade(7, 95));
-        assert_eq!(c.rolled_misses(), vec![RowId { interval_ms: 5 * M, key: "S".into(), window_start_ms: 5 * M }]);
-        let stored: HashMap<RowId, Ohlcv> = c.rolled_misses().into_iter().map(|id| (id, trade(6, 101).merge(&trade(7, 90)))).collect();
-        let pending = c.prepare_commit(&stored);
+        let deltas = c.rolled_deltas();
+        assert_eq!(c.rolled_misses(&deltas), vec![RowId { interval_ms: 5 * M, key: "S".into(), window_start_ms: 5 * M }]);
+        let stored: HashMap<RowId, Ohlcv> =
+            c.rolled_misses(&deltas).into_iter().map(|id| (id, trade(6, 101).merge(&trade(7, 90)))).collect();
+        let pending = c.prepare_commit(deltas, &stored);
         let five = pending.rows.iter().find(|(i, _)| *i == 5 * M).map(|(_, r)| r.agg);
         assert_eq!(five.map(|a| a.trades), Some(3));
     }

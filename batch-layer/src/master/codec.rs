@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Decimal128Array, Int32Array, Int64Array, StringArray, TimestampMillisecondArray};
-use arrow::record_batch::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -65,9 +65,10 @@ pub(super) fn encode(rows: &[ArchivedQuote], file: &str) -> Result<Vec<u8>, Mast
 /// The column `name` of `batch` as `T`; `None` when absent (only for optional columns).
 fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str, file: &str) -> Result<Option<&'a T>, MasterError> {
     let Some(col) = batch.column_by_name(name) else { return Ok(None) };
-    col.as_any().downcast_ref::<T>().map(Some).ok_or_else(|| {
-        format_err(file)(&format!("column {name} has type {}, not the quotes schema's", col.data_type()))
-    })
+    col.as_any()
+        .downcast_ref::<T>()
+        .map(Some)
+        .ok_or_else(|| format_err(file)(&format!("column {name} has type {}, not the quotes schema's", col.data_type())))
 }
 
 fn required<'a, T: 'static>(batch: &'a RecordBatch, name: &str, file: &str) -> Result<&'a T, MasterError> {

@@ -91,9 +91,7 @@ pub fn first_schema_file(rows: &[ArchivedQuote]) -> Bytes {
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.quote.symbol.as_str()))),
         Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.quote.ts)).with_timezone("UTC")),
         Arc::new(
-            Decimal128Array::from_iter_values(rows.iter().map(|r| r.quote.price.units()))
-                .with_precision_and_scale(18, 6)
-                .expect("decimal"),
+            Decimal128Array::from_iter_values(rows.iter().map(|r| r.quote.price.units())).with_precision_and_scale(18, 6).expect("decimal"),
         ),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.quote.size))),
         Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.pos.partition))),

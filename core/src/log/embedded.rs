@@ -118,10 +118,7 @@ impl EmbeddedLog {
     }
 
     fn topic(&self, topic: &str) -> Result<Arc<Vec<Mutex<Partition>>>, LogError> {
-        lock(&self.topics)?
-            .get(topic)
-            .cloned()
-            .ok_or_else(|| LogError::OutOfRange(format!("no topic {topic:?} in the embedded log")))
+        lock(&self.topics)?.get(topic).cloned().ok_or_else(|| LogError::OutOfRange(format!("no topic {topic:?} in the embedded log")))
     }
 
     fn append_sync(&self, topic: &str, records: Vec<NewRecord>) -> Result<Vec<LogPosition>, LogError> {
@@ -206,19 +203,13 @@ impl Partition {
 
     /// Writes framed records in one `write` call; returns the first record's offset.
     fn write(&mut self, buf: &[u8], frame_starts: &[u64], config: &EmbeddedLogConfig) -> Result<i64, LogError> {
-        let needs_roll = self
-            .segments
-            .last()
-            .is_some_and(|s| s.len > 0 && s.len + buf.len() as u64 > config.segment_bytes);
+        let needs_roll = self.segments.last().is_some_and(|s| s.len > 0 && s.len + buf.len() as u64 > config.segment_bytes);
         if needs_roll {
             self.sync()?;
             self.roll()?;
         }
         let first = self.next_offset;
-        let seg = self
-            .segments
-            .last_mut()
-            .ok_or_else(|| LogError::Corrupt("partition without a segment".into()))?;
+        let seg = self.segments.last_mut().ok_or_else(|| LogError::Corrupt("partition without a segment".into()))?;
         if let Err(e) = (&seg.file).write_all(buf) {
             // Leave no half-written frames behind a live writer: cut back to the last record.
             let _ = seg.file.set_len(seg.len);
@@ -271,9 +262,7 @@ impl Partition {
             let begin = seg.positions[idx];
             let end = seg.positions.get(idx + take).copied().unwrap_or(seg.len);
             let mut bytes = vec![0u8; (end - begin) as usize];
-            seg.file
-                .read_exact_at(&mut bytes, begin)
-                .map_err(|e| LogError::io(format!("reading {}", seg.path.display()), e))?;
+            seg.file.read_exact_at(&mut bytes, begin).map_err(|e| LogError::io(format!("reading {}", seg.path.display()), e))?;
             let mut at = 0usize;
             for _ in 0..take {
                 match check_frame(&bytes[at..]) {
@@ -318,18 +307,11 @@ impl Segment {
                 }
             }
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
+        let file =
+            OpenOptions::new().read(true).append(true).open(&path).map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
         if let Some(why) = problem {
             if !is_last {
-                return Err(LogError::Corrupt(format!(
-                    "{} at byte {at} of sealed segment {}",
-                    why,
-                    path.display()
-                )));
+                return Err(LogError::Corrupt(format!("{} at byte {at} of sealed segment {}", why, path.display())));
             }
             tracing::warn!(
                 segment = %path.display(),
@@ -346,9 +328,7 @@ impl Segment {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| LogError::io(format!("syncing folder {}", dir.display()), e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::io(format!("syncing folder {}", dir.display()), e))
 }
 
 impl EventLog for EmbeddedLog {

@@ -97,9 +97,7 @@ impl KafkaLog {
             .set("client.id", format!("{}-admin", config.client_id))
             .create()
             .map_err(kafka("creating the admin client"))?;
-        let metadata: BaseConsumer = base_consumer_config(&config, "metadata")
-            .create()
-            .map_err(kafka("creating the metadata client"))?;
+        let metadata: BaseConsumer = base_consumer_config(&config, "metadata").create().map_err(kafka("creating the metadata client"))?;
         let metadata = Arc::new(metadata);
         let probe = metadata.clone();
         let timeout = config.request_timeout;
@@ -158,9 +156,8 @@ impl KafkaLog {
         if let Some(r) = readers.get(&(topic.to_string(), partition)) {
             return Ok(r.clone());
         }
-        let consumer: StreamConsumer = base_consumer_config(&self.config, &format!("reader-{topic}-{partition}"))
-            .create()
-            .map_err(kafka("creating a reader"))?;
+        let consumer: StreamConsumer =
+            base_consumer_config(&self.config, &format!("reader-{topic}-{partition}")).create().map_err(kafka("creating a reader"))?;
         let reader = Arc::new(Mutex::new(Reader { consumer, next_offset: -1 }));
         readers.insert((topic.to_string(), partition), reader.clone());
         Ok(reader)
@@ -326,17 +323,12 @@ impl EventLog for KafkaLog {
     }
 
     async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>, LogError> {
-        let n = self
-            .partition_count(topic)
-            .await?
-            .ok_or_else(|| LogError::OutOfRange(format!("no topic {topic:?} on the brokers")))?;
+        let n = self.partition_count(topic).await?.ok_or_else(|| LogError::OutOfRange(format!("no topic {topic:?} on the brokers")))?;
         let md = self.metadata.clone();
         let topic = topic.to_string();
         let timeout = self.config.request_timeout;
         tokio::task::spawn_blocking(move || {
-            (0..n)
-                .map(|p| md.fetch_watermarks(&topic, p, timeout).map(|(_, high)| high))
-                .collect::<Result<Vec<i64>, KafkaError>>()
+            (0..n).map(|p| md.fetch_watermarks(&topic, p, timeout).map(|(_, high)| high)).collect::<Result<Vec<i64>, KafkaError>>()
         })
         .await
         .map_err(|e| LogError::Io { context: "Kafka watermark task".into(), source: std::io::Error::other(e.to_string()) })?

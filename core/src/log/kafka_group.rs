@@ -82,8 +82,10 @@ impl ConsumerContext for MemberContext {
             if self.events.send(AssignmentChange::Revoked { partitions, ack }).is_ok()
                 && matches!(done.recv_timeout(self.revoke_timeout), Err(std::sync::mpsc::RecvTimeoutError::Timeout))
             {
-                tracing::warn!(timeout_ms = self.revoke_timeout.as_millis() as u64,
-                    "consumer group: revoked partitions were not released in time; their uncommitted work will be fenced");
+                tracing::warn!(
+                    timeout_ms = self.revoke_timeout.as_millis() as u64,
+                    "consumer group: revoked partitions were not released in time; their uncommitted work will be fenced"
+                );
             }
         }
     }

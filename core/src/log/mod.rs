@@ -56,20 +56,12 @@ impl LogError {
 pub trait EventLog: Send + Sync + 'static {
     /// Creates `topic` with `partitions` partitions if it does not exist; returns the
     /// partition count it has.
-    fn ensure_topic(
-        &self,
-        topic: &str,
-        partitions: i32,
-    ) -> impl Future<Output = Result<i32, LogError>> + Send;
+    fn ensure_topic(&self, topic: &str, partitions: i32) -> impl Future<Output = Result<i32, LogError>> + Send;
 
     /// Appends records durably per the log's fsync policy; each goes to the partition its key
     /// hashes to. Returns each record's position, in input order. Records of one partition
     /// keep their input order.
-    fn append(
-        &self,
-        topic: &str,
-        records: Vec<NewRecord>,
-    ) -> impl Future<Output = Result<Vec<LogPosition>, LogError>> + Send;
+    fn append(&self, topic: &str, records: Vec<NewRecord>) -> impl Future<Output = Result<Vec<LogPosition>, LogError>> + Send;
 
     /// Reads up to `max_records` records of one partition from `from_offset` on, waiting up to
     /// `max_wait` for the first one when none is there yet (an empty result is not an error).

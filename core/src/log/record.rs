@@ -28,12 +28,7 @@ pub struct NewRecord {
 impl NewRecord {
     /// A record with no headers, stamped now.
     pub fn new(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
-        NewRecord {
-            key: key.into(),
-            value: value.into(),
-            headers: Vec::new(),
-            timestamp_ms: crate::time::now_ms(),
-        }
+        NewRecord { key: key.into(), value: value.into(), headers: Vec::new(), timestamp_ms: crate::time::now_ms() }
     }
 
     /// Adds a header.
@@ -74,12 +69,10 @@ pub(crate) fn encode(record: &NewRecord, out: &mut Vec<u8>) -> Result<(), LogErr
     out.extend_from_slice(&record.timestamp_ms.to_le_bytes());
     put_bytes32(out, &record.key)?;
     put_bytes32(out, &record.value)?;
-    let count = u16::try_from(record.headers.len())
-        .map_err(|_| LogError::Refused("more than 65535 headers".into()))?;
+    let count = u16::try_from(record.headers.len()).map_err(|_| LogError::Refused("more than 65535 headers".into()))?;
     out.extend_from_slice(&count.to_le_bytes());
     for (name, value) in &record.headers {
-        let len = u16::try_from(name.len())
-            .map_err(|_| LogError::Refused("header name longer than 65535 bytes".into()))?;
+        let len = u16::try_from(name.len()).map_err(|_| LogError::Refused("header name longer than 65535 bytes".into()))?;
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(name.as_bytes());
         put_bytes32(out, value)?;

@@ -41,8 +41,7 @@ pub struct IngestCounters {
     pub refused: i64,
 }
 
-const CHECKPOINT_COLUMNS: &str =
-    "feed_id, fingerprint, next_seq, end_offsets, days_done, days_total, rows_refused, feed_date, done";
+const CHECKPOINT_COLUMNS: &str = "feed_id, fingerprint, next_seq, end_offsets, days_done, days_total, rows_refused, feed_date, done";
 
 fn counters_sql(d: Dialect) -> String {
     d.sql(

@@ -78,7 +78,11 @@ macro_rules! check_leases {
             }
             let held = q.execute(&mut **$tx).await.map_err($crate::store::db("checking partition leases"))?.rows_affected();
             if held != leases.len() as u64 {
-                return Err($crate::store::StoreError::Fenced { consumer: $consumer.to_string(), held: held as usize, expected: leases.len() });
+                return Err($crate::store::StoreError::Fenced {
+                    consumer: $consumer.to_string(),
+                    held: held as usize,
+                    expected: leases.len(),
+                });
             }
         }
     }};

@@ -108,11 +108,7 @@ impl ViewStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(60));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(db("opening the SQLite file"))?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db("opening the SQLite file"))?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(ViewStore { backend: Backend::Sqlite(pool), snapshot_reads: true })
     }

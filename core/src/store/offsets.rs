@@ -29,10 +29,7 @@ where
 fn select_sql(d: Dialect, with_consumer: bool) -> String {
     let consumer = if with_consumer { "consumer, " } else { "" };
     let filter = if with_consumer { "topic = ? ORDER BY consumer, partition" } else { "consumer = ? AND topic = ? ORDER BY partition" };
-    d.sql(&format!(
-        "SELECT {consumer}partition, next_offset, {} FROM consumer_offsets WHERE {filter}",
-        d.time_column("max_event_ts")
-    ))
+    d.sql(&format!("SELECT {consumer}partition, next_offset, {} FROM consumer_offsets WHERE {filter}", d.time_column("max_event_ts")))
 }
 
 /// The upsert of `rows` offsets (binds: consumer, topic, partition, next offset, max ts).

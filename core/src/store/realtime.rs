@@ -124,7 +124,13 @@ macro_rules! upsert_rows {
             for r in chunk {
                 values.clear();
                 $view.encode(&r.row.agg, &mut values);
-                q = q.bind($view.name()).bind($version).bind(r.interval_ms).bind(r.row.key.as_str()).bind(r.row.window_start_ms).bind(r.partition as i64);
+                q = q
+                    .bind($view.name())
+                    .bind($version)
+                    .bind(r.interval_ms)
+                    .bind(r.row.key.as_str())
+                    .bind(r.row.window_start_ms)
+                    .bind(r.partition as i64);
                 for v in values.drain(..) {
                     q = match v {
                         Value::Int(i) | Value::Time(i) => q.bind(i),

@@ -87,10 +87,8 @@ impl ViewStore {
     /// Errors: [`StoreError::Db`].
     pub async fn view_pointer(&self, view: &str) -> Result<ViewPointer, StoreError> {
         let d = self.dialect();
-        let sql = d.sql(&format!(
-            "SELECT batch_version, {}, realtime_version FROM view_pointers WHERE view = ?",
-            d.time_column("batch_horizon")
-        ));
+        let sql =
+            d.sql(&format!("SELECT batch_version, {}, realtime_version FROM view_pointers WHERE view = ?", d.time_column("batch_horizon")));
         with_pool!(self, pool => {
             let row = sqlx::query(&sql).bind(view).fetch_optional(pool).await.map_err(db("reading a view pointer"))?;
             match row {
@@ -146,9 +144,7 @@ impl ViewStore {
             "INSERT INTO view_segments (view, view_version, chunk_start, chunk_end, covered_until, path, rows, events, inputs)
              VALUES (?, ?, {t}, {t}, {t}, ?, ?, ?, ?)"
         ));
-        let retire = d.sql(&format!(
-            "UPDATE view_versions SET state = 'retired', retired_at = {t} WHERE view = ? AND state = 'published'"
-        ));
+        let retire = d.sql(&format!("UPDATE view_versions SET state = 'retired', retired_at = {t} WHERE view = ? AND state = 'published'"));
         let publish = d.sql(&format!(
             "UPDATE view_versions SET state = 'published', batch_horizon = {t}, rows = ?, events = ?
              WHERE view = ? AND view_version = ? AND state = 'building'"
@@ -300,10 +296,8 @@ impl ViewStore {
         let d = self.dialect();
         let t = d.time_param();
         let (from_ms, to_ms) = (from_ms.max(crate::event::MIN_TS_MS), to_ms.min(crate::event::MAX_TS_MS));
-        let pointer_sql = d.sql(&format!(
-            "SELECT batch_version, {}, realtime_version FROM view_pointers WHERE view = ?",
-            d.time_column("batch_horizon")
-        ));
+        let pointer_sql =
+            d.sql(&format!("SELECT batch_version, {}, realtime_version FROM view_pointers WHERE view = ?", d.time_column("batch_horizon")));
         let segments_sql = d.sql(&format!(
             "SELECT {}, {}, {}, path, rows, events, inputs FROM view_segments WHERE view = ? AND view_version = ?
              AND chunk_start < {t} AND chunk_end > {t} ORDER BY chunk_start",

@@ -70,15 +70,7 @@ impl Default for Ohlcv {
 
 impl Ohlcv {
     /// The identity of [`Ohlcv::merge`].
-    pub const EMPTY: Ohlcv = Ohlcv {
-        open: None,
-        high: None,
-        low: None,
-        close: None,
-        volume: 0,
-        notional: Decimal6::ZERO,
-        trades: 0,
-    };
+    pub const EMPTY: Ohlcv = Ohlcv { open: None, high: None, low: None, close: None, volume: 0, notional: Decimal6::ZERO, trades: 0 };
 
     /// The aggregate of one trade.
     pub fn of_trade(key: EventKey, price: Decimal6, size: i64) -> Ohlcv {
@@ -171,12 +163,7 @@ pub struct OhlcvView {
 impl OhlcvView {
     /// The standard `ohlcv` view: 1-minute bars served at 1m, 5m, 15m, 1h and 1d.
     pub fn standard(allowed_lateness_ms: i64) -> OhlcvView {
-        OhlcvView {
-            name: "ohlcv".into(),
-            window_ms: OHLCV_WINDOW_MS,
-            intervals_ms: OHLCV_INTERVALS_MS.to_vec(),
-            allowed_lateness_ms,
-        }
+        OhlcvView { name: "ohlcv".into(), window_ms: OHLCV_WINDOW_MS, intervals_ms: OHLCV_INTERVALS_MS.to_vec(), allowed_lateness_ms }
     }
 
     /// A view named `name` with bars of `window_ms`, also served at every standard interval
@@ -310,13 +297,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_ohlcv() -> impl Strategy<Value = Ohlcv> {
-        proptest::collection::vec((0i64..10_000, 0i32..3, 0i64..1000, 1i128..10_000_000, 1i64..1000), 0..6)
-            .prop_map(|trades| {
-                trades.into_iter().fold(Ohlcv::EMPTY, |acc, (ts, p, o, price, size)| {
-                    let key = EventKey { ts_ms: ts, partition: p, offset: o };
-                    acc.merge(&Ohlcv::of_trade(key, Decimal6::from_units(price), size))
-                })
+        proptest::collection::vec((0i64..10_000, 0i32..3, 0i64..1000, 1i128..10_000_000, 1i64..1000), 0..6).prop_map(|trades| {
+            trades.into_iter().fold(Ohlcv::EMPTY, |acc, (ts, p, o, price, size)| {
+                let key = EventKey { ts_ms: ts, partition: p, offset: o };
+                acc.merge(&Ohlcv::of_trade(key, Decimal6::from_units(price), size))
             })
+        })
     }
 
     proptest! {

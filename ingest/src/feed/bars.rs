@@ -122,14 +122,9 @@ pub fn parse_bars(text: &[u8], file: &str, default_symbol: Option<&str>) -> Resu
         .collect();
     let find = |names: &[&str]| header.iter().position(|h| names.contains(&h.as_str()));
     let col = |name: &'static str| {
-        find(&[name]).ok_or_else(|| BarFileError::MissingColumn {
-            file: file.into(),
-            column: name,
-            found: header.join(","),
-        })
+        find(&[name]).ok_or_else(|| BarFileError::MissingColumn { file: file.into(), column: name, found: header.join(",") })
     };
-    let (date, open, high, low, close, volume) =
-        (col("date")?, col("open")?, col("high")?, col("low")?, col("close")?, col("volume")?);
+    let (date, open, high, low, close, volume) = (col("date")?, col("open")?, col("high")?, col("low")?, col("close")?, col("volume")?);
     let symbol_col = find(&["ticker", "symbol"]);
     if symbol_col.is_none() && default_symbol.is_none() {
         return Err(BarFileError::NoSymbol { file: file.into() });
@@ -153,17 +148,9 @@ pub fn parse_bars(text: &[u8], file: &str, default_symbol: Option<&str>) -> Resu
         let symbol = symbol_col.map(field).or(default_symbol).unwrap_or("").to_string();
         let parsed = parse_row(&symbol, field(date), [field(open), field(high), field(low), field(close)], field(volume));
         match parsed {
-            Ok((date, [open, high, low, close], volume)) => out.bars.push(DailyBar {
-                symbol,
-                date,
-                open,
-                high,
-                low,
-                close,
-                volume,
-                file: file.to_string(),
-                line,
-            }),
+            Ok((date, [open, high, low, close], volume)) => {
+                out.bars.push(DailyBar { symbol, date, open, high, low, close, volume, file: file.to_string(), line })
+            }
             Err(reason) => out.refused.push(RowError { file: file.into(), line, reason, raw }),
         }
     }
@@ -189,8 +176,8 @@ fn parse_row(symbol: &str, date: &str, prices: [&str; 4], volume: &str) -> Resul
     if volume_dec.units() % prism_core::decimal::UNITS_PER_ONE != 0 {
         return Err(format!("volume {volume} is not a whole number of shares"));
     }
-    let volume = i64::try_from(volume_dec.units() / prism_core::decimal::UNITS_PER_ONE)
-        .map_err(|_| format!("volume {volume} is out of range"))?;
+    let volume =
+        i64::try_from(volume_dec.units() / prism_core::decimal::UNITS_PER_ONE).map_err(|_| format!("volume {volume} is out of range"))?;
     let [open, high, low, close] = p;
     if high < low {
         return Err(format!("high {high} < low {low}"));
@@ -202,9 +189,7 @@ fn parse_row(symbol: &str, date: &str, prices: [&str; 4], volume: &str) -> Resul
     }
     let needed = super::expand::min_trades(open, high, low, close);
     if volume < needed as i64 {
-        return Err(format!(
-            "volume {volume} is too small to carry the bar's {needed} required trades with whole shares"
-        ));
+        return Err(format!("volume {volume} is too small to carry the bar's {needed} required trades with whole shares"));
     }
     Ok((date, p, volume))
 }
@@ -268,9 +253,6 @@ mod tests {
             assert_eq!(parse_date(date), Ok(chrono::NaiveDate::from_ymd_opt(2001, 1, 2).expect("date")), "{date}");
         }
         assert!(parse_date("02-01-2001x").is_err());
-        assert!(matches!(
-            parse_bars(bad.as_bytes(), "z.csv", Some("X")),
-            Err(BarFileError::MissingColumn { column: "close", .. })
-        ));
+        assert!(matches!(parse_bars(bad.as_bytes(), "z.csv", Some("X")), Err(BarFileError::MissingColumn { column: "close", .. })));
     }
 }

@@ -162,17 +162,29 @@ mod tests {
     }
 
     fn arb_bar() -> impl Strategy<Value = DailyBar> {
-        (1i128..1_000_000_000, 0i128..500_000_000, any::<u64>(), any::<u64>(), any::<bool>(), 1i64..50_000_000)
-            .prop_map(|(low, range, a, b, cents, extra)| {
+        (1i128..1_000_000_000, 0i128..500_000_000, any::<u64>(), any::<u64>(), any::<bool>(), 1i64..50_000_000).prop_map(
+            |(low, range, a, b, cents, extra)| {
                 let (low, range) = if cents { (low / 10_000 * 10_000 + 10_000, range / 10_000 * 10_000) } else { (low, range) };
                 let high = low + range;
                 let pick = |r: u64| {
-                    if range == 0 { low } else if cents { low + (r as i128 % (range / 10_000 + 1)) * 10_000 } else { low + r as i128 % (range + 1) }
+                    if range == 0 {
+                        low
+                    } else if cents {
+                        low + (r as i128 % (range / 10_000 + 1)) * 10_000
+                    } else {
+                        low + r as i128 % (range + 1)
+                    }
                 };
                 let (open, close) = (pick(a), pick(b));
-                let needed = min_trades(Decimal6::from_units(open), Decimal6::from_units(high), Decimal6::from_units(low), Decimal6::from_units(close));
+                let needed = min_trades(
+                    Decimal6::from_units(open),
+                    Decimal6::from_units(high),
+                    Decimal6::from_units(low),
+                    Decimal6::from_units(close),
+                );
                 bar(open, high, low, close, needed as i64 - 1 + extra)
-            })
+            },
+        )
     }
 
     proptest! {

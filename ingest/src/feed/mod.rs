@@ -98,12 +98,7 @@ struct Day {
 /// Runs the feed to the end of its input or until `cancel` fires; checkpoints as it goes.
 ///
 /// Returns the number of trades appended by this run. Errors: [`FeedError`].
-pub async fn run_feed<L: EventLog>(
-    config: FeedConfig,
-    log: Arc<L>,
-    store: ViewStore,
-    cancel: CancellationToken,
-) -> Result<i64, FeedError> {
+pub async fn run_feed<L: EventLog>(config: FeedConfig, log: Arc<L>, store: ViewStore, cancel: CancellationToken) -> Result<i64, FeedError> {
     if config.trades_per_day < 4 {
         return Err(FeedError::Config("--feed-trades-per-day must be at least 4".into()));
     }
@@ -285,10 +280,7 @@ async fn recover_next_seq<L: EventLog>(log: &L, feed_id: &str, from: &[i64]) -> 
             }
             for r in &records {
                 if r.header(FEED_ID_HEADER) == Some(feed_id.as_bytes()) {
-                    let seq = r
-                        .header(FEED_SEQ_HEADER)
-                        .and_then(|s| std::str::from_utf8(s).ok())
-                        .and_then(|s| s.parse::<i64>().ok());
+                    let seq = r.header(FEED_SEQ_HEADER).and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.parse::<i64>().ok());
                     if let Some(seq) = seq {
                         next = next.max(seq + 1);
                     }
@@ -348,9 +340,7 @@ fn fnv64(parts: impl IntoIterator<Item = String>) -> String {
 
 /// A stable identity for the feed's inputs: the files' names, in order.
 fn feed_id(config: &FeedConfig) -> String {
-    let names = config.files.iter().map(|p| {
-        p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().to_string())
-    });
+    let names = config.files.iter().map(|p| p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().to_string()));
     format!("feed-{}", fnv64(names))
 }
 

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use prism::up::{run_up, UpConfig};
@@ -27,7 +27,8 @@ pub struct Running {
     pub handle: JoinHandle<anyhow::Result<()>>,
 }
 
-/// `prism up` settings for tests: port 0, 1 partition, batch runs only on request.
+/// `prism up` settings for tests: port 0, 1 partition, batch runs only on request (not on a
+/// schedule that matters, nor on catch-up).
 pub fn test_config(data_dir: &Path) -> UpConfig {
     UpConfig {
         data_dir: data_dir.to_path_buf(),
@@ -38,6 +39,7 @@ pub fn test_config(data_dir: &Path) -> UpConfig {
         feed_speed: FeedSpeed::Max,
         feed_trades_per_day: 4,
         batch_interval: Duration::from_secs(3600),
+        no_batch_on_catch_up: true,
         architecture: Architecture::Lambda,
         partitions: 1,
         fsync: FsyncPolicy::Never,
@@ -211,7 +213,11 @@ pub async fn fresh_database(url: &str) -> String {
 
 pub fn spawn(service: &str, port: u16, envs: &[(&str, String)]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_prism"));
-    cmd.arg(service).env("PRISM_HTTP_ADDR", format!("127.0.0.1:{port}")).env("PRISM_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::inherit());
+    cmd.arg(service)
+        .env("PRISM_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("PRISM_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -301,7 +307,6 @@ pub async fn every_bar(client: &reqwest::Client, base: &str) -> Vec<(String, Vec
     out
 }
 
-
 /// Private PostgreSQL + Tansu, stopped on drop.
 pub struct TestEnv {
     script: PathBuf,
@@ -312,7 +317,8 @@ impl TestEnv {
     pub fn start() -> TestEnv {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/test-env.sh");
         // With our PID, the script's watchdog stops the servers even if this process is killed.
-        let out = Command::new("bash").arg(&script).arg("start").arg(std::process::id().to_string()).output().expect("run infra/test-env.sh");
+        let out =
+            Command::new("bash").arg(&script).arg("start").arg(std::process::id().to_string()).output().expect("run infra/test-env.sh");
         assert!(out.status.success(), "test-env start failed: {}", String::from_utf8_lossy(&out.stderr));
         let vars = String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -337,4 +343,3 @@ impl Drop for TestEnv {
         let _ = Command::new("bash").arg(&self.script).arg("stop").arg(self.var("PRISM_TEST_ENV_DIR")).output();
     }
 }
-
