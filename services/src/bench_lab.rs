@@ -126,8 +126,13 @@ pub async fn run_lab_bench(config: LabBenchConfig) -> anyhow::Result<LabReport> 
     result
 }
 
+/// One daily bar of the lab: (date `YYYY-MM-DD`, open, high, low, close, volume).
+type LabBar = (String, Decimal6, Decimal6, Decimal6, Decimal6, i64);
+/// The lab's daily bars by symbol.
+type Expected = BTreeMap<String, Vec<LabBar>>;
+
 /// The lab's daily bars, by symbol: (date `YYYY-MM-DD`, open, high, low, close, volume).
-fn expected_bars() -> anyhow::Result<BTreeMap<String, Vec<(String, Decimal6, Decimal6, Decimal6, Decimal6, i64)>>> {
+fn expected_bars() -> anyhow::Result<Expected> {
     use std::io::Read;
     let mut text = Vec::new();
     flate2::read::GzDecoder::new(crate::lab::LAB_DATA).read_to_end(&mut text).context("gunzip the lab data")?;
@@ -141,8 +146,6 @@ fn expected_bars() -> anyhow::Result<BTreeMap<String, Vec<(String, Decimal6, Dec
     }
     Ok(out)
 }
-
-type Expected = BTreeMap<String, Vec<(String, Decimal6, Decimal6, Decimal6, Decimal6, i64)>>;
 
 /// One poll of every symbol's 13-year daily bars: the latency of each request, and whether all
 /// bars were exact and from batch segments.

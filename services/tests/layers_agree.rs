@@ -62,6 +62,9 @@ async fn wait_for(store: &ViewStore, consumer: &str, ends: &[i64]) {
     }
 }
 
+/// A served bar as compared: (start ms, "open high low close notional", volume, trades).
+type ServedBar = (i64, String, i64, i64);
+
 /// Rows by interval, sorted by (key, window start).
 type ByInterval = BTreeMap<i64, Vec<OhlcvRow>>;
 
@@ -75,7 +78,7 @@ struct Outcome {
     direct_all: Vec<OhlcvRow>,
     direct_before: Vec<OhlcvRow>,
     /// `/v1/bars` answers per (symbol, interval name): (start ms, open, high, low, close, volume, trades).
-    served: BTreeMap<(String, String), Vec<(i64, String, i64, i64)>>,
+    served: BTreeMap<(String, String), Vec<ServedBar>>,
 }
 
 fn rows_of(events: &[(Quote, prism_core::event::LogPosition)], view: &OhlcvView) -> Vec<OhlcvRow> {

@@ -108,6 +108,7 @@ impl SegmentReader {
     /// segment at `path`, ascending by window start; at most `max_rows` of them (the earliest).
     ///
     /// Errors: [`SegmentError`] when the segment cannot be read.
+    #[allow(clippy::too_many_arguments)]
     pub async fn rows<V: View>(
         &self,
         view: &V,
