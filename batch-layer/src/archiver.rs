@@ -71,6 +71,28 @@ impl ArchiverConfig {
     }
 }
 
+/// The archiver's flags (each with a `PRISM_*` environment fallback), flattened into `prism up`
+/// and `prism archiver`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ArchiverArgs {
+    /// Time between compaction passes of the master dataset (small files of a (partition, UTC
+    /// day) rewritten into one).
+    #[arg(long, env = "PRISM_COMPACT_INTERVAL", default_value = "60s", value_parser = prism_core::config::parse_duration)]
+    pub compact_interval: Duration,
+    /// How long a file superseded by compaction stays readable before it is deleted (longer
+    /// than any batch run, so a run that listed it can still read it).
+    #[arg(long, env = "PRISM_COMPACT_GRACE", default_value = "10m", value_parser = prism_core::config::parse_duration)]
+    pub compact_grace: Duration,
+}
+
+impl ArchiverArgs {
+    /// The archiver's settings for these flags over `master`, for a topic of `partitions`; the
+    /// rest at [`ArchiverConfig::new`].
+    pub fn config(&self, master: MasterDataset, partitions: i32) -> ArchiverConfig {
+        ArchiverConfig { compact_interval: self.compact_interval, compact_grace: self.compact_grace, ..ArchiverConfig::new(master, partitions) }
+    }
+}
+
 /// Runs the archiver until `cancel` fires; flushes and commits before returning (a compaction
 /// pass in progress is abandoned, which is safe).
 ///

@@ -66,6 +66,30 @@ impl BatchConfig {
     }
 }
 
+/// The batch job's flags (each with a `PRISM_*` environment fallback), flattened into
+/// `prism up` and `prism batch-layer`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BatchArgs {
+    /// Time between scheduled batch runs (`60s`, `500ms`, `5m`).
+    #[arg(long, env = "PRISM_BATCH_INTERVAL", default_value = "60s", value_parser = prism_core::config::parse_duration)]
+    pub batch_interval: Duration,
+    /// Run the batch job only on schedule and on request, not also each time the archiver
+    /// catches up with the log.
+    #[arg(long, env = "PRISM_NO_BATCH_ON_CATCH_UP")]
+    pub no_batch_on_catch_up: bool,
+}
+
+impl BatchArgs {
+    /// The batch job's settings for these flags over `master`; the rest at [`BatchConfig::new`].
+    pub fn config(&self, master: MasterDataset) -> BatchConfig {
+        let mut batch = BatchConfig { interval: self.batch_interval, ..BatchConfig::new(master) };
+        if self.no_batch_on_catch_up {
+            batch.catch_up_check = None;
+        }
+        batch
+    }
+}
+
 /// The batch horizon H (UTC ms) for the archiver's committed progress and the log's end
 /// offsets: the newest boundary of `window_ms` windows that every partition's archive has
 /// passed by the allowed lateness. A partition whose archive has caught up with the log's end
@@ -343,14 +367,14 @@ where
                     lagging = false;
                     tracing::info!("the archiver caught up with the log: running the batch job");
                     tokio::select! {
-                        r = run_all(&views, &config, &*log, &store, &mut previous, false, false) => { r?; }
+                        r = run_all(&views, &config, &*log, &store, &mut previous, false, false) => scheduled_run_done(r),
                         _ = cancel.cancelled() => { abandoned(); break; }
                     }
                 }
             }
             _ = ticker.tick() => {
                 tokio::select! {
-                    r = run_all(&views, &config, &*log, &store, &mut previous, false, false) => { r?; }
+                    r = run_all(&views, &config, &*log, &store, &mut previous, false, false) => scheduled_run_done(r),
                     _ = cancel.cancelled() => { abandoned(); break; }
                 }
             }
@@ -365,6 +389,16 @@ where
     }
     tracing::info!("batch layer stopped");
     Ok(())
+}
+
+/// A scheduled (or catch-up) run that failed is logged and counted, not fatal: nothing of it
+/// was published, what it wrote is deleted by the next run, and the next tick retries (a
+/// requested run answers its error to the caller instead).
+fn scheduled_run_done(result: Result<Vec<BatchRunReport>, BatchError>) {
+    if let Err(e) = result {
+        metrics::counter!(telemetry::BATCH_RUN_FAILURES_TOTAL).increment(1);
+        tracing::error!(error = %e, "scheduled batch run failed; nothing of it was published; the next run retries");
+    }
 }
 
 /// Runs every view's batch job once, in registry order.

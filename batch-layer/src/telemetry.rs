@@ -18,6 +18,8 @@ pub const MASTER_FILES_COMPACTED_TOTAL: &str = "prism_master_files_compacted_tot
 pub const MASTER_SUPERSEDED_FILES_REMOVED_TOTAL: &str = "prism_master_superseded_files_removed_total";
 /// Batch views published.
 pub const BATCH_RUNS_TOTAL: &str = "prism_batch_runs_total";
+/// Scheduled batch runs that failed (nothing of them published; the next run retries).
+pub const BATCH_RUN_FAILURES_TOTAL: &str = "prism_batch_run_failures_total";
 /// Batch-view segments built (chunks rebuilt; carried-over segments are not counted).
 pub const SEGMENTS_BUILT_TOTAL: &str = "prism_batch_segments_built_total";
 /// Duration of one batch run, seconds.
@@ -38,6 +40,7 @@ pub fn describe() {
     describe_counter!(MASTER_FILES_COMPACTED_TOTAL, "Small master-dataset files merged into larger ones by compaction.");
     describe_counter!(MASTER_SUPERSEDED_FILES_REMOVED_TOTAL, "Superseded master-dataset files deleted after their grace period.");
     describe_counter!(BATCH_RUNS_TOTAL, "Batch-view versions published, per view.");
+    describe_counter!(BATCH_RUN_FAILURES_TOTAL, "Scheduled batch runs that failed; nothing of them was published and the next run retries.");
     describe_counter!(SEGMENTS_BUILT_TOTAL, "Batch-view segments built by batch runs (carried-over segments are not counted).");
     describe_histogram!(BATCH_RUN_SECONDS, Unit::Seconds, "Duration of one batch run.");
     describe_gauge!(BATCH_HORIZON_MS, Unit::Milliseconds, "The published batch horizon, UTC milliseconds since the epoch.");

@@ -1,7 +1,69 @@
-//! Settings shared by every service (each service's own flags live in its crate).
+//! Settings shared by every service: the deployment's flags ([`DeploymentArgs`]), where the
+//! master dataset lives ([`MasterDatasetArgs`]) and how durations are written on the command
+//! line ([`parse_duration`]). Each layer's own flags are an `Args` struct in its crate
+//! (`SpeedArgs`, `ArchiverArgs`, `BatchArgs`, `IngestArgs`, `FeedArgs`); the binary flattens them into `prism up`
+//! and the microservices, so a flag is declared once.
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Flags every deployment shares, whichever processes run the layers (each with a `PRISM_*`
+/// environment fallback).
+#[derive(Debug, Clone, Args)]
+pub struct DeploymentArgs {
+    /// `lambda` (Kappa mode comes with its own issue).
+    #[arg(long, env = "PRISM_ARCHITECTURE", default_value = "lambda")]
+    pub architecture: Architecture,
+    /// Partitions of the source topics (`prism.quotes`) when they are created.
+    #[arg(long, env = "PRISM_PARTITIONS", default_value_t = 4)]
+    pub partitions: i32,
+    /// Allowed lateness of event time, ms: how far behind the watermark an event may arrive and
+    /// still count (part of every view's definition fingerprint).
+    #[arg(long, env = "PRISM_ALLOWED_LATENESS_MS", default_value_t = 5_000)]
+    pub allowed_lateness_ms: i64,
+}
+
+impl DeploymentArgs {
+    /// Checks the values clap cannot: at least one partition, a non-negative lateness, and an
+    /// architecture this build runs. Errors: a message naming the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.architecture == Architecture::Kappa {
+            return Err("--architecture kappa is not available yet: this build runs the Lambda architecture only \
+                 (Kappa replay is a later issue)"
+                .into());
+        }
+        if self.partitions < 1 {
+            return Err("--partitions must be at least 1".into());
+        }
+        if self.allowed_lateness_ms < 0 {
+            return Err("--allowed-lateness-ms must not be negative".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where the master dataset (and, under its `segments/` prefix, the batch views' segments)
+/// lives, for the services that share it: the archiver, the batch layer and serving.
+#[derive(Debug, Clone, Args)]
+pub struct MasterDatasetArgs {
+    /// The master dataset: a local folder, `file:///path`, or `s3://bucket/prefix` (S3 settings
+    /// from the standard `AWS_*` variables). Its `segments/` prefix holds the batch views.
+    #[arg(long, env = "PRISM_MASTER_DATASET", default_value = "./prism-master")]
+    pub master_dataset: String,
+}
+
+/// Parses a duration flag: `500ms`, `60s`, `5m`, `1h`, `1h 30m` (humantime's format). Errors:
+/// a message naming the accepted forms; a zero duration is refused.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| format!("duration {text:?}: {e} (use e.g. 500ms, 60s, 5m, 1h)"))?;
+    if d.is_zero() {
+        return Err(format!("duration {text:?} must be positive"));
+    }
+    Ok(d)
+}
 
 /// Which architecture a deployment runs (DESIGN §5, §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,3 +112,32 @@ pub fn speed_consumer(view: &str, view_version: i64) -> String {
 
 /// The archiver's consumer name.
 pub const ARCHIVER_CONSUMER: &str = "archiver";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration(" 1h "), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("60").is_err(), "a unit is required");
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn deployment_flags_are_checked() {
+        let ok = DeploymentArgs { architecture: Architecture::Lambda, partitions: 2, allowed_lateness_ms: 0 };
+        assert_eq!(ok.validate(), Ok(()));
+        let kappa = DeploymentArgs { architecture: Architecture::Kappa, ..ok.clone() };
+        assert!(kappa.validate().unwrap_err().contains("kappa"));
+        let none = DeploymentArgs { partitions: 0, ..ok.clone() };
+        assert!(none.validate().unwrap_err().contains("--partitions"));
+        let early = DeploymentArgs { allowed_lateness_ms: -1, ..ok };
+        assert!(early.validate().unwrap_err().contains("--allowed-lateness-ms"));
+    }
+}

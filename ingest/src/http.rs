@@ -24,6 +24,15 @@ use utoipa::{OpenApi, ToSchema};
 /// Most events in one batch.
 pub const MAX_BATCH_EVENTS: usize = 100_000;
 
+/// HTTP ingest's flags (each with a `PRISM_*` environment fallback), flattened into `prism up`
+/// and `prism ingest-api`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngestArgs {
+    /// Largest ingest body, bytes (`413 Payload Too Large` past it).
+    #[arg(long, env = "PRISM_MAX_BODY_BYTES", default_value_t = 8 << 20)]
+    pub max_body_bytes: usize,
+}
+
 /// Settings and handles of HTTP ingest.
 pub struct IngestState<L> {
     /// The log events are appended to.

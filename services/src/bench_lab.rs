@@ -19,12 +19,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use prism_batch::archiver::ArchiverArgs;
+use prism_batch::batch_job::BatchArgs;
 use prism_batch::master::MasterDataset;
+use prism_core::config::DeploymentArgs;
 use prism_core::decimal::Decimal6;
 use prism_core::event::{Quote, QUOTES_TOPIC};
 use prism_core::log::embedded::FsyncPolicy;
 use prism_ingest::feed::bars::parse_bars;
-use prism_ingest::feed::FeedSpeed;
+use prism_ingest::feed::{FeedArgs, FeedSpeed};
+use prism_ingest::http::IngestArgs;
+use prism_speed::SpeedArgs;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -194,20 +199,19 @@ async fn bench(dir: &std::path::Path, config: &LabBenchConfig) -> anyhow::Result
     let up = UpConfig {
         data_dir: dir.to_path_buf(),
         http_addr: "127.0.0.1:0".parse()?,
-        feed: Vec::new(),
-        no_feed: false,
-        feed_symbol: None,
-        feed_speed: FeedSpeed::Max,
-        feed_trades_per_day: 390,
-        batch_interval: Duration::from_secs(60),
-        no_batch_on_catch_up: false,
-        architecture: prism_core::config::Architecture::Lambda,
-        partitions: 4,
         fsync: FsyncPolicy::Interval(Duration::from_millis(200)),
-        allowed_lateness_ms: 5_000,
-        commit_interval: Duration::from_millis(100),
-        commit_max_events: 10_000,
-        max_body_bytes: 8 << 20,
+        deployment: DeploymentArgs { architecture: prism_core::config::Architecture::Lambda, partitions: 4, allowed_lateness_ms: 5_000 },
+        feed: FeedArgs {
+            feed: Vec::new(),
+            no_feed: false,
+            feed_symbol: None,
+            feed_speed: FeedSpeed::Max,
+            feed_trades_per_day: 390,
+        },
+        ingest: IngestArgs { max_body_bytes: 8 << 20 },
+        speed: SpeedArgs { commit_interval: Duration::from_millis(100), commit_max_events: 10_000 },
+        archiver: ArchiverArgs { compact_interval: Duration::from_secs(60), compact_grace: Duration::from_secs(600) },
+        batch: BatchArgs { batch_interval: Duration::from_secs(60), no_batch_on_catch_up: false },
     };
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();

@@ -6,13 +6,11 @@
 //!   [`bench_lab`]: the stock-quote lab measured end to end.
 //! - [`app`]: the HTTP application (routes, OpenAPI, Swagger UI, metrics).
 //! - [`lab`]: the bundled stock-quote lab data.
-//! - [`duration`]: duration flags.
 
 pub mod app;
 pub mod bench;
 pub mod bench_kafka;
 pub mod bench_lab;
-pub mod duration;
 pub mod lab;
 pub mod micro;
 pub mod up;

@@ -109,3 +109,58 @@ async fn stop_on_signal(token: CancellationToken) {
     tracing::info!("shutdown requested");
     token.cancel();
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    /// clap's own consistency checks over every subcommand: a flag declared twice by two
+    /// flattened `Args` structs (or two env fallbacks clashing) fails here.
+    #[test]
+    fn every_subcommand_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn layer_flags_reach_their_structs() {
+        let cli = Cli::try_parse_from([
+            "prism",
+            "up",
+            "--partitions",
+            "3",
+            "--batch-interval",
+            "5m",
+            "--commit-max-events",
+            "7",
+            "--no-feed",
+            "--max-body-bytes",
+            "1024",
+        ])
+        .expect("flags parse");
+        let Command::Up(up) = cli.command else { panic!("not up") };
+        assert_eq!(up.deployment.partitions, 3);
+        assert_eq!(up.batch.batch_interval, std::time::Duration::from_secs(300));
+        assert_eq!(up.speed.commit_max_events, 7);
+        assert!(up.feed.no_feed);
+        assert_eq!(up.ingest.max_body_bytes, 1024);
+
+        let cli = Cli::try_parse_from([
+            "prism",
+            "batch-layer",
+            "--kafka-brokers",
+            "127.0.0.1:9092",
+            "--database-url",
+            "postgres://u@127.0.0.1/db",
+            "--master-dataset",
+            "s3://bucket/prefix",
+            "--no-batch-on-catch-up",
+        ])
+        .expect("flags parse");
+        let Command::BatchLayer(batch) = cli.command else { panic!("not batch-layer") };
+        assert_eq!(batch.master.master_dataset, "s3://bucket/prefix");
+        assert!(batch.batch.no_batch_on_catch_up);
+        assert!(Cli::try_parse_from(["prism", "up", "--batch-interval", "soon"]).is_err());
+    }
+}

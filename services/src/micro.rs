@@ -17,11 +17,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::Router;
 use clap::Args;
-use prism_batch::archiver::{run_archiver, ArchiverConfig};
-use prism_batch::batch_job::{run_batch_layer, BatchConfig};
+use prism_batch::archiver::{run_archiver, ArchiverArgs};
+use prism_batch::batch_job::{run_batch_layer, BatchArgs};
 use prism_batch::master::MasterDataset;
-use prism_core::config::speed_consumer;
-use prism_core::config::Architecture;
+use prism_core::config::{parse_duration, speed_consumer, DeploymentArgs, MasterDatasetArgs};
 use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::log::kafka::{KafkaLog, KafkaLogConfig};
 use prism_core::log::kafka_group::{GroupConfig, GroupMembership};
@@ -31,13 +30,13 @@ use prism_core::view::{RegisteredView, View, ViewRegistry};
 use prism_serving::ops::{OpsState, ReadinessCheck};
 use prism_serving::segments::SegmentReader;
 use prism_serving::ServingState;
-use prism_speed::{run_speed_layer_in_group, SpeedConfig};
+use prism_ingest::http::IngestArgs;
+use prism_speed::{run_speed_layer_in_group, SpeedArgs, SpeedConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{docs_router, metrics_renderer, SEGMENT_CACHE_ROWS};
-use crate::duration::parse_duration;
 
-/// What every microservice connects to.
+/// What every microservice connects to, and the deployment's shared flags.
 #[derive(Debug, Clone, Args)]
 pub struct Deps {
     /// Kafka bootstrap servers, `host:port[,host:port…]`.
@@ -46,18 +45,15 @@ pub struct Deps {
     /// View store URL: `postgres://user@host:port/db` (or `sqlite://path` for one machine).
     #[arg(long, env = "PRISM_DATABASE_URL")]
     pub database_url: String,
-    /// Partitions of `prism.quotes` when it is created.
-    #[arg(long, env = "PRISM_PARTITIONS", default_value_t = 4)]
-    pub partitions: i32,
     /// Replication factor of topics Prism creates.
     #[arg(long, env = "PRISM_REPLICATION_FACTOR", default_value_t = 1)]
     pub replication_factor: i32,
     /// How long to wait for a dependency before giving up (at start) or retrying (later).
     #[arg(long, env = "PRISM_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// Allowed lateness of event time, ms.
-    #[arg(long, env = "PRISM_ALLOWED_LATENESS_MS", default_value_t = 5_000)]
-    pub allowed_lateness_ms: i64,
+    /// Architecture, partitions, allowed lateness.
+    #[command(flatten)]
+    pub deployment: DeploymentArgs,
 }
 
 /// Flags of `prism ingest-api`.
@@ -69,9 +65,9 @@ pub struct IngestApiConfig {
     /// HTTP address.
     #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8081")]
     pub http_addr: SocketAddr,
-    /// Largest ingest body, bytes (413 past it).
-    #[arg(long, env = "PRISM_MAX_BODY_BYTES", default_value_t = 8 << 20)]
-    pub max_body_bytes: usize,
+    /// HTTP ingest.
+    #[command(flatten)]
+    pub ingest: IngestArgs,
 }
 
 /// Flags of `prism speed-layer`.
@@ -83,12 +79,9 @@ pub struct SpeedLayerConfig {
     /// HTTP address (ops endpoints).
     #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8082")]
     pub http_addr: SocketAddr,
-    /// Commit interval.
-    #[arg(long, env = "PRISM_COMMIT_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
-    pub commit_interval: Duration,
-    /// Commit after this many events.
-    #[arg(long, env = "PRISM_COMMIT_MAX_EVENTS", default_value_t = 10_000)]
-    pub commit_max_events: usize,
+    /// The speed layer.
+    #[command(flatten)]
+    pub speed: SpeedArgs,
     /// This instance's name in the partition leases (shown as the owner in `/v1/status`).
     /// Default: `$HOSTNAME-<pid>`.
     #[arg(long, env = "PRISM_INSTANCE_ID")]
@@ -108,10 +101,12 @@ pub struct ArchiverServiceConfig {
     /// HTTP address (ops endpoints).
     #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8083")]
     pub http_addr: SocketAddr,
-    /// The master dataset, shared with the batch layer: a local folder, `file:///path`, or
-    /// `s3://bucket/prefix` (S3 settings from the standard `AWS_*` variables).
-    #[arg(long, env = "PRISM_MASTER_DATASET", default_value = "./prism-master")]
-    pub master_dataset: String,
+    /// The master dataset, shared with the batch layer and serving.
+    #[command(flatten)]
+    pub master: MasterDatasetArgs,
+    /// The archiver.
+    #[command(flatten)]
+    pub archiver: ArchiverArgs,
 }
 
 /// Flags of `prism batch-layer`.
@@ -123,16 +118,12 @@ pub struct BatchLayerConfig {
     /// HTTP address (ops endpoints and `POST /v1/admin/batch-runs`).
     #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8084")]
     pub http_addr: SocketAddr,
-    /// The master dataset: a local folder, `file:///path`, or `s3://bucket/prefix`.
-    #[arg(long, env = "PRISM_MASTER_DATASET", default_value = "./prism-master")]
-    pub master_dataset: String,
-    /// Time between batch runs.
-    #[arg(long, env = "PRISM_BATCH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
-    pub batch_interval: Duration,
-    /// Run the batch job only on schedule and on request, not also each time the archiver
-    /// catches up with the log.
-    #[arg(long, env = "PRISM_NO_BATCH_ON_CATCH_UP")]
-    pub no_batch_on_catch_up: bool,
+    /// The master dataset the batch job reads and writes segments into.
+    #[command(flatten)]
+    pub master: MasterDatasetArgs,
+    /// The batch job.
+    #[command(flatten)]
+    pub batch: BatchArgs,
 }
 
 /// Flags of `prism serving`.
@@ -144,19 +135,19 @@ pub struct ServingServiceConfig {
     /// HTTP address of the query API.
     #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
-    /// The master dataset, whose `segments/` hold the batch views: a local folder,
-    /// `file:///path`, or `s3://bucket/prefix`.
-    #[arg(long, env = "PRISM_MASTER_DATASET", default_value = "./prism-master")]
-    pub master_dataset: String,
+    /// The master dataset, whose `segments/` hold the batch views serving reads.
+    #[command(flatten)]
+    pub master: MasterDatasetArgs,
 }
 
 /// Connects to the brokers and the view store, creating the topics; a clear error when either
 /// cannot be reached.
 pub async fn connect(deps: &Deps) -> anyhow::Result<(Arc<KafkaLog>, ViewStore)> {
+    deps.deployment.validate().map_err(anyhow::Error::msg)?;
     let log = KafkaLog::connect(kafka_config(deps))
         .await
         .with_context(|| format!("cannot reach the Kafka brokers at {} (PRISM_KAFKA_BROKERS)", deps.kafka_brokers))?;
-    log.ensure_topic(QUOTES_TOPIC, deps.partitions).await.context("creating prism.quotes")?;
+    log.ensure_topic(QUOTES_TOPIC, deps.deployment.partitions).await.context("creating prism.quotes")?;
     log.ensure_topic(DLQ_TOPIC, 1).await.context("creating prism.dlq")?;
     let store =
         ViewStore::open_url(&deps.database_url, deps.connect_timeout).await.context("cannot open the view store (PRISM_DATABASE_URL)")?;
@@ -255,7 +246,7 @@ where
 pub async fn run_ingest_api(config: IngestApiConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (log, store) = connect(&config.deps).await?;
     let ingest = prism_ingest::http::IngestState { log: log.clone(), store: store.clone() };
-    let app = prism_ingest::http::router(ingest, config.max_body_bytes).merge(ops(&store, &log, None)).merge(docs_router());
+    let app = prism_ingest::http::router(ingest, config.ingest.max_body_bytes).merge(ops(&store, &log, None)).merge(docs_router());
     let done = run_service::<std::future::Ready<anyhow::Result<()>>>("ingest-api", config.http_addr, app, shutdown, None).await;
     log.flush().await.context("flushing the producer")?;
     store.close().await;
@@ -271,16 +262,10 @@ pub async fn run_speed_layer_service(config: SpeedLayerConfig, shutdown: Cancell
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "speed-layer".into());
         format!("{host}-{}", std::process::id())
     });
-    let speed = SpeedConfig {
-        commit_interval: config.commit_interval,
-        commit_max_events: config.commit_max_events,
-        partitions: config.deps.partitions,
-        instance_id: instance_id.clone(),
-        ..SpeedConfig::default()
-    };
+    let speed = SpeedConfig { instance_id: instance_id.clone(), ..config.speed.config(config.deps.deployment.partitions) };
     let kafka = kafka_config(&config.deps);
     let mut members = tokio::task::JoinSet::new();
-    for v in ViewRegistry::standard(config.deps.allowed_lateness_ms).views() {
+    for v in ViewRegistry::standard(config.deps.deployment.allowed_lateness_ms).views() {
         let RegisteredView::Ohlcv(view) = v;
         let group = GroupConfig {
             group_id: speed_consumer(view.name(), speed.view_version),
@@ -345,8 +330,8 @@ fn all_ready(checks: Vec<ReadinessCheck>) -> ReadinessCheck {
 /// `prism archiver`: Kafka → the Parquet master dataset.
 pub async fn run_archiver_service(config: ArchiverServiceConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (log, store) = connect(&config.deps).await?;
-    let master = open_master(&config.master_dataset).await?;
-    let archiver = ArchiverConfig::new(master.clone(), config.deps.partitions);
+    let master = open_master(&config.master.master_dataset).await?;
+    let archiver = config.archiver.config(master.clone(), config.deps.deployment.partitions);
     let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
     let component =
         async move { supervise("archiver", stop.clone(), || run_archiver(archiver.clone(), l.clone(), s.clone(), stop.clone())).await };
@@ -359,13 +344,13 @@ pub async fn run_archiver_service(config: ArchiverServiceConfig, shutdown: Cance
 /// `POST /v1/admin/batch-runs`.
 pub async fn run_batch_layer_service(config: BatchLayerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (log, store) = connect(&config.deps).await?;
-    let master = open_master(&config.master_dataset).await?;
+    let master = open_master(&config.master.master_dataset).await?;
     let (trigger, requests) = tokio::sync::mpsc::channel(4);
-    let views = ViewRegistry::standard(config.deps.allowed_lateness_ms);
+    let views = ViewRegistry::standard(config.deps.deployment.allowed_lateness_ms);
     let admin_state = ServingState {
         store: store.clone(),
         log: log.clone(),
-        architecture: Architecture::Lambda,
+        architecture: config.deps.deployment.architecture,
         views: views.clone(),
         segments: None,
         batch_trigger: Some(trigger),
@@ -374,10 +359,7 @@ pub async fn run_batch_layer_service(config: BatchLayerConfig, shutdown: Cancell
         .route("/v1/admin/batch-runs", axum::routing::post(prism_serving::admin::post_batch_run::<KafkaLog>))
         .with_state(admin_state)
         .merge(ops(&store, &log, Some(&master)));
-    let mut batch = BatchConfig { interval: config.batch_interval, ..BatchConfig::new(master) };
-    if config.no_batch_on_catch_up {
-        batch.catch_up_check = None;
-    }
+    let batch = config.batch.config(master);
     let ohlcv_views: Vec<_> = views
         .views()
         .iter()
@@ -406,12 +388,12 @@ pub async fn run_batch_layer_service(config: BatchLayerConfig, shutdown: Cancell
 /// `prism serving`: the query API over the view store and the batch-view segments.
 pub async fn run_serving_service(config: ServingServiceConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (log, store) = connect(&config.deps).await?;
-    let master = open_master(&config.master_dataset).await?;
+    let master = open_master(&config.master.master_dataset).await?;
     let state = ServingState {
         store: store.clone(),
         log: log.clone(),
-        architecture: Architecture::Lambda,
-        views: ViewRegistry::standard(config.deps.allowed_lateness_ms),
+        architecture: config.deps.deployment.architecture,
+        views: ViewRegistry::standard(config.deps.deployment.allowed_lateness_ms),
         segments: Some(SegmentReader::new(master.location().clone(), SEGMENT_CACHE_ROWS)),
         batch_trigger: None,
     };

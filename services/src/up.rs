@@ -10,28 +10,29 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
-use prism_batch::archiver::{run_archiver, ArchiverConfig};
-use prism_batch::batch_job::{run_batch_layer, BatchConfig};
+use prism_batch::archiver::{run_archiver, ArchiverArgs};
+use prism_batch::batch_job::{run_batch_layer, BatchArgs};
 use prism_batch::master::MasterDataset;
-use prism_core::config::Architecture;
+use prism_core::config::DeploymentArgs;
 use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
 use prism_core::log::EventLog;
 use prism_core::store::ViewStore;
 use prism_core::view::{RegisteredView, ViewRegistry};
-use prism_ingest::feed::{run_feed, FeedConfig, FeedSpeed};
+use prism_ingest::feed::{run_feed, FeedArgs};
+use prism_ingest::http::IngestArgs;
 use prism_serving::segments::SegmentReader;
-use prism_speed::{run_speed_layer, SpeedConfig};
+use prism_speed::{run_speed_layer, SpeedArgs};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{build_app, AppParts, SEGMENT_CACHE_ROWS};
-use crate::duration::parse_duration;
 use crate::lab;
 
-/// Flags of `prism up` (each with a `PRISM_*` environment fallback).
+/// Flags of `prism up` (each with a `PRISM_*` environment fallback): its own, and each layer's
+/// `Args` struct flattened in.
 #[derive(Debug, Clone, Args)]
 pub struct UpConfig {
     /// Folder for the log, the view store and the master dataset.
@@ -40,50 +41,27 @@ pub struct UpConfig {
     /// Address of the HTTP API (ingest, views, docs, metrics).
     #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
-    /// Daily-bar CSV files (plain or gzip) for the historical feed. Default: the bundled
-    /// stock-quote lab file (AAPL, IBM, MSFT, GOOG, FB, 2000–2013).
-    #[arg(long, env = "PRISM_FEED", num_args = 1.., value_delimiter = ',')]
-    pub feed: Vec<PathBuf>,
-    /// Run without the historical feed (events come only through HTTP ingest).
-    #[arg(long, env = "PRISM_NO_FEED")]
-    pub no_feed: bool,
-    /// Symbol for feed files without a ticker/symbol column.
-    #[arg(long, env = "PRISM_FEED_SYMBOL")]
-    pub feed_symbol: Option<String>,
-    /// `max`, or trading days per second.
-    #[arg(long, env = "PRISM_FEED_SPEED", default_value = "max")]
-    pub feed_speed: FeedSpeed,
-    /// Trades generated per trading day and symbol (at least 4).
-    #[arg(long, env = "PRISM_FEED_TRADES_PER_DAY", default_value_t = 390)]
-    pub feed_trades_per_day: usize,
-    /// Time between scheduled batch runs (`60s`, `500ms`, `5m`).
-    #[arg(long, env = "PRISM_BATCH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
-    pub batch_interval: Duration,
-    /// Run the batch job only on schedule and on request, not also each time the archiver
-    /// catches up with the log.
-    #[arg(long, env = "PRISM_NO_BATCH_ON_CATCH_UP")]
-    pub no_batch_on_catch_up: bool,
-    /// `lambda` (Kappa mode comes with its own issue).
-    #[arg(long, env = "PRISM_ARCHITECTURE", default_value = "lambda")]
-    pub architecture: Architecture,
-    /// Partitions of `prism.quotes` when it is created.
-    #[arg(long, env = "PRISM_PARTITIONS", default_value_t = 4)]
-    pub partitions: i32,
     /// Embedded log fsync policy: `always`, `interval`, `interval:<ms>`, `never`.
     #[arg(long, env = "PRISM_FSYNC", default_value = "interval")]
     pub fsync: FsyncPolicy,
-    /// Allowed lateness of event time, ms.
-    #[arg(long, env = "PRISM_ALLOWED_LATENESS_MS", default_value_t = 5_000)]
-    pub allowed_lateness_ms: i64,
-    /// Speed-layer commit interval.
-    #[arg(long, env = "PRISM_COMMIT_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
-    pub commit_interval: Duration,
-    /// Speed-layer commit after this many events.
-    #[arg(long, env = "PRISM_COMMIT_MAX_EVENTS", default_value_t = 10_000)]
-    pub commit_max_events: usize,
-    /// Largest HTTP ingest body, bytes (413 past it).
-    #[arg(long, env = "PRISM_MAX_BODY_BYTES", default_value_t = 8 << 20)]
-    pub max_body_bytes: usize,
+    /// Architecture, partitions, allowed lateness.
+    #[command(flatten)]
+    pub deployment: DeploymentArgs,
+    /// The historical feed.
+    #[command(flatten)]
+    pub feed: FeedArgs,
+    /// HTTP ingest.
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+    /// The speed layer.
+    #[command(flatten)]
+    pub speed: SpeedArgs,
+    /// The archiver.
+    #[command(flatten)]
+    pub archiver: ArchiverArgs,
+    /// The batch job.
+    #[command(flatten)]
+    pub batch: BatchArgs,
 }
 
 /// Paths under the data dir.
@@ -110,31 +88,25 @@ pub async fn run_up(
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> anyhow::Result<()> {
-    if config.architecture == Architecture::Kappa {
-        bail!("--architecture kappa is not available yet: this build runs the Lambda architecture only (Kappa replay is a later issue)");
-    }
-    if config.feed_trades_per_day < 4 {
-        bail!("--feed-trades-per-day must be at least 4 (open, high, low and close need a trade each)");
-    }
-    if config.partitions < 1 {
-        bail!("--partitions must be at least 1");
-    }
+    config.deployment.validate().map_err(anyhow::Error::msg)?;
+    let partitions = config.deployment.partitions;
     let dirs = DataDir::new(&config.data_dir);
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
+    let feed_files = if config.feed.no_feed {
+        Vec::new()
+    } else if config.feed.feed.is_empty() {
+        vec![lab::install_lab_data(&config.data_dir)?]
+    } else {
+        config.feed.feed.clone()
+    };
+    let feed = config.feed.config(feed_files, partitions).map_err(anyhow::Error::msg)?;
     let log = Arc::new(
         EmbeddedLog::open(&dirs.log, EmbeddedLogConfig { fsync: config.fsync, ..Default::default() })
             .context("opening the embedded event log")?,
     );
-    log.ensure_topic(QUOTES_TOPIC, config.partitions).await?;
+    log.ensure_topic(QUOTES_TOPIC, partitions).await?;
     log.ensure_topic(DLQ_TOPIC, 1).await?;
     let store = ViewStore::open_sqlite(&dirs.store).await.context("opening the view store")?;
-    let feed_files = if config.no_feed {
-        Vec::new()
-    } else if config.feed.is_empty() {
-        vec![lab::install_lab_data(&config.data_dir)?]
-    } else {
-        config.feed.clone()
-    };
 
     let intake = shutdown.child_token();
     let layers = CancellationToken::new();
@@ -142,13 +114,8 @@ pub async fn run_up(
     let mut layer_tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
     let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel(4);
 
-    let views = ViewRegistry::standard(config.allowed_lateness_ms);
-    let speed = SpeedConfig {
-        commit_interval: config.commit_interval,
-        commit_max_events: config.commit_max_events,
-        partitions: config.partitions,
-        ..SpeedConfig::default()
-    };
+    let views = ViewRegistry::standard(config.deployment.allowed_lateness_ms);
+    let speed = config.speed.config(partitions);
     let mut ohlcv_views = Vec::new();
     for v in views.views() {
         let RegisteredView::Ohlcv(view) = v;
@@ -156,13 +123,10 @@ pub async fn run_up(
         layer_tasks.spawn(named("speed layer", run_speed_layer(view.clone(), speed.clone(), log.clone(), store.clone(), layers.clone())));
     }
     let master = MasterDataset::local(&dirs.master).context("opening the master dataset")?;
-    let archiver = ArchiverConfig::new(master.clone(), config.partitions);
+    let archiver = config.archiver.config(master.clone(), partitions);
     layer_tasks.spawn(named("archiver", run_archiver(archiver, log.clone(), store.clone(), layers.clone())));
     let segments = SegmentReader::new(master.location().clone(), SEGMENT_CACHE_ROWS);
-    let mut batch = BatchConfig { interval: config.batch_interval, ..BatchConfig::new(master) };
-    if config.no_batch_on_catch_up {
-        batch.catch_up_check = None;
-    }
+    let batch = config.batch.config(master);
     // The batch layer stops with the intake, not after it: a run in progress is abandoned
     // (nothing of it is published; a POST waiting for it gets a 503) instead of holding the
     // HTTP server's graceful shutdown for minutes.
@@ -174,24 +138,17 @@ pub async fn run_up(
         layer_tasks.spawn(named("log sync", sync_log_every(log.clone(), every, layers.clone())));
     }
 
-    if !feed_files.is_empty() {
-        let feed = FeedConfig {
-            files: feed_files,
-            symbol: config.feed_symbol.clone(),
-            trades_per_day: config.feed_trades_per_day,
-            speed: config.feed_speed,
-            partitions: config.partitions,
-        };
+    if !feed.files.is_empty() {
         intake_tasks.spawn(named("historical feed", run_feed(feed, log.clone(), store.clone(), intake.clone())));
     }
     let app = build_app(AppParts {
         log: log.clone(),
         store: store.clone(),
-        architecture: config.architecture,
+        architecture: config.deployment.architecture,
         views,
         segments: Some(segments),
         batch_trigger: Some(batch_tx),
-        max_body_bytes: config.max_body_bytes,
+        max_body_bytes: config.ingest.max_body_bytes,
     });
     let listener =
         tokio::net::TcpListener::bind(config.http_addr).await.with_context(|| format!("binding the HTTP API to {}", config.http_addr))?;

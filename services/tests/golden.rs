@@ -56,7 +56,7 @@ async fn check_all(up: &Running, expected: &Expected, stage: &str) -> BTreeMap<S
 async fn ohlcv_golden_file_through_speed_batch_and_serving() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(dir.path());
-    config.no_feed = true;
+    config.feed.no_feed = true;
     let up = start(config).await;
     let events = std::fs::read(golden_dir().join("events.jsonl")).expect("events.jsonl");
     let r = up

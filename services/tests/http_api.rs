@@ -31,8 +31,8 @@ async fn post(up: &Running, body: impl Into<reqwest::Body>) -> (u16, Value) {
 async fn ingest_refuses_bad_input_and_serves_good_input() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(dir.path());
-    config.no_feed = true;
-    config.partitions = 2;
+    config.feed.no_feed = true;
+    config.deployment.partitions = 2;
     let up = start(config).await;
     assert_eq!(total_log_end(&up).await, 0);
 
@@ -139,7 +139,7 @@ async fn ingest_refuses_bad_input_and_serves_good_input() {
 async fn kappa_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(dir.path());
-    config.architecture = prism_core::config::Architecture::Kappa;
+    config.deployment.architecture = prism_core::config::Architecture::Kappa;
     let err = prism::up::run_up(config, tokio_util::sync::CancellationToken::new(), None).await.expect_err("kappa refused");
     assert!(err.to_string().contains("kappa"), "{err}");
 }

@@ -104,10 +104,10 @@ async fn other_daily_bar_files_roll_up_exactly() {
 
     let mut config = test_config(dir.path());
     config.data_dir = dir.path().join("data");
-    config.feed = vec![gz_path, plain_path];
-    config.feed_symbol = Some("QQQX".into());
-    config.feed_trades_per_day = 390;
-    config.partitions = 3;
+    config.feed.feed = vec![gz_path, plain_path];
+    config.feed.feed_symbol = Some("QQQX".into());
+    config.feed.feed_trades_per_day = 390;
+    config.deployment.partitions = 3;
     let up = start(config).await;
     settle_and_run_batch(&up.client, &up.base, true, Duration::from_secs(300)).await;
     for symbol in ["ZED", "QQQX"] {

@@ -74,6 +74,32 @@ impl Default for SpeedConfig {
     }
 }
 
+/// The speed layer's flags (each with a `PRISM_*` environment fallback), flattened into
+/// `prism up` and `prism speed-layer`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SpeedArgs {
+    /// Commit (realtime rows and offsets, in one transaction) at least this often while events
+    /// flow.
+    #[arg(long, env = "PRISM_COMMIT_INTERVAL", default_value = "100ms", value_parser = prism_core::config::parse_duration)]
+    pub commit_interval: Duration,
+    /// Commit after this many events even before the interval.
+    #[arg(long, env = "PRISM_COMMIT_MAX_EVENTS", default_value_t = 10_000)]
+    pub commit_max_events: usize,
+}
+
+impl SpeedArgs {
+    /// The speed layer's settings for these flags and `partitions` of the source topic; the
+    /// rest at [`SpeedConfig::default`].
+    pub fn config(&self, partitions: i32) -> SpeedConfig {
+        SpeedConfig {
+            commit_interval: self.commit_interval,
+            commit_max_events: self.commit_max_events.max(1),
+            partitions,
+            ..SpeedConfig::default()
+        }
+    }
+}
+
 /// Errors that stop the speed layer.
 #[derive(Debug, thiserror::Error)]
 pub enum SpeedError {

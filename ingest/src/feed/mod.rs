@@ -71,6 +71,40 @@ pub struct FeedConfig {
     pub partitions: i32,
 }
 
+/// The historical feed's flags (each with a `PRISM_*` environment fallback), flattened into
+/// `prism up`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FeedArgs {
+    /// Daily-bar CSV files (plain or gzip) for the historical feed. Default: the bundled
+    /// stock-quote lab file (AAPL, IBM, MSFT, GOOG, FB, 2000–2013).
+    #[arg(long, env = "PRISM_FEED", num_args = 1.., value_delimiter = ',')]
+    pub feed: Vec<PathBuf>,
+    /// Run without the historical feed (events come only through HTTP ingest).
+    #[arg(long, env = "PRISM_NO_FEED")]
+    pub no_feed: bool,
+    /// Symbol for feed files without a ticker/symbol column.
+    #[arg(long, env = "PRISM_FEED_SYMBOL")]
+    pub feed_symbol: Option<String>,
+    /// `max`, or trading days per second.
+    #[arg(long, env = "PRISM_FEED_SPEED", default_value = "max")]
+    pub feed_speed: FeedSpeed,
+    /// Trades generated per trading day and symbol (at least 4).
+    #[arg(long, env = "PRISM_FEED_TRADES_PER_DAY", default_value_t = 390)]
+    pub feed_trades_per_day: usize,
+}
+
+impl FeedArgs {
+    /// The feed's settings for `files` (the flags' files, or the caller's default when none
+    /// are given) and `partitions`. Errors: a message naming the flag when
+    /// `--feed-trades-per-day` is below 4 (open, high, low and close need a trade each).
+    pub fn config(&self, files: Vec<PathBuf>, partitions: i32) -> Result<FeedConfig, String> {
+        if self.feed_trades_per_day < 4 {
+            return Err("--feed-trades-per-day must be at least 4 (open, high, low and close need a trade each)".into());
+        }
+        Ok(FeedConfig { files, symbol: self.feed_symbol.clone(), trades_per_day: self.feed_trades_per_day, speed: self.feed_speed, partitions })
+    }
+}
+
 /// Errors that stop the feed.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {

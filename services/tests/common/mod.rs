@@ -10,11 +10,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use prism::up::{run_up, UpConfig};
-use prism_core::config::Architecture;
+use prism_batch::archiver::ArchiverArgs;
+use prism_batch::batch_job::BatchArgs;
+use prism_core::config::{Architecture, DeploymentArgs};
 use prism_core::log::embedded::FsyncPolicy;
 use prism_ingest::feed::bars::read_bar_file;
 use prism_ingest::feed::expand::expand_bar;
-use prism_ingest::feed::FeedSpeed;
+use prism_ingest::feed::{FeedArgs, FeedSpeed};
+use prism_ingest::http::IngestArgs;
+use prism_speed::SpeedArgs;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -33,20 +37,19 @@ pub fn test_config(data_dir: &Path) -> UpConfig {
     UpConfig {
         data_dir: data_dir.to_path_buf(),
         http_addr: "127.0.0.1:0".parse().expect("addr"),
-        feed: Vec::new(),
-        no_feed: false,
-        feed_symbol: None,
-        feed_speed: FeedSpeed::Max,
-        feed_trades_per_day: 4,
-        batch_interval: Duration::from_secs(3600),
-        no_batch_on_catch_up: true,
-        architecture: Architecture::Lambda,
-        partitions: 1,
         fsync: FsyncPolicy::Never,
-        allowed_lateness_ms: 5_000,
-        commit_interval: Duration::from_millis(100),
-        commit_max_events: 10_000,
-        max_body_bytes: 1 << 20,
+        deployment: DeploymentArgs { architecture: Architecture::Lambda, partitions: 1, allowed_lateness_ms: 5_000 },
+        feed: FeedArgs {
+            feed: Vec::new(),
+            no_feed: false,
+            feed_symbol: None,
+            feed_speed: FeedSpeed::Max,
+            feed_trades_per_day: 4,
+        },
+        ingest: IngestArgs { max_body_bytes: 1 << 20 },
+        speed: SpeedArgs { commit_interval: Duration::from_millis(100), commit_max_events: 10_000 },
+        archiver: ArchiverArgs { compact_interval: Duration::from_secs(60), compact_grace: Duration::from_secs(600) },
+        batch: BatchArgs { batch_interval: Duration::from_secs(3600), no_batch_on_catch_up: true },
     }
 }
 
@@ -275,8 +278,8 @@ pub async fn post_all(client: &reqwest::Client, base: &str, bodies: &[String]) {
 /// distributed tests compare with.
 pub async fn embedded_reference(dir: &Path, partitions: i32) -> Running {
     let mut config = test_config(dir);
-    config.no_feed = true;
-    config.partitions = partitions;
+    config.feed.no_feed = true;
+    config.deployment.partitions = partitions;
     start(config).await
 }
 
