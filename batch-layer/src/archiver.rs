@@ -89,7 +89,11 @@ impl ArchiverArgs {
     /// The archiver's settings for these flags over `master`, for a topic of `partitions`; the
     /// rest at [`ArchiverConfig::new`].
     pub fn config(&self, master: MasterDataset, partitions: i32) -> ArchiverConfig {
-        ArchiverConfig { compact_interval: self.compact_interval, compact_grace: self.compact_grace, ..ArchiverConfig::new(master, partitions) }
+        ArchiverConfig {
+            compact_interval: self.compact_interval,
+            compact_grace: self.compact_grace,
+            ..ArchiverConfig::new(master, partitions)
+        }
     }
 }
 

@@ -40,7 +40,10 @@ pub fn describe() {
     describe_counter!(MASTER_FILES_COMPACTED_TOTAL, "Small master-dataset files merged into larger ones by compaction.");
     describe_counter!(MASTER_SUPERSEDED_FILES_REMOVED_TOTAL, "Superseded master-dataset files deleted after their grace period.");
     describe_counter!(BATCH_RUNS_TOTAL, "Batch-view versions published, per view.");
-    describe_counter!(BATCH_RUN_FAILURES_TOTAL, "Scheduled batch runs that failed; nothing of them was published and the next run retries.");
+    describe_counter!(
+        BATCH_RUN_FAILURES_TOTAL,
+        "Scheduled batch runs that failed; nothing of them was published and the next run retries."
+    );
     describe_counter!(SEGMENTS_BUILT_TOTAL, "Batch-view segments built by batch runs (carried-over segments are not counted).");
     describe_histogram!(BATCH_RUN_SECONDS, Unit::Seconds, "Duration of one batch run.");
     describe_gauge!(BATCH_HORIZON_MS, Unit::Milliseconds, "The published batch horizon, UTC milliseconds since the epoch.");

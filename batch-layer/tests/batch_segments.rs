@@ -94,7 +94,10 @@ impl Rig {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let offsets = self.store.consumer_offsets(ARCHIVER_CONSUMER, QUOTES_TOPIC).await.expect("offsets");
-            let done = ends.iter().enumerate().all(|(p, end)| *end == 0 || offsets.iter().any(|o| o.partition == p as i32 && o.next_offset == *end));
+            let done = ends
+                .iter()
+                .enumerate()
+                .all(|(p, end)| *end == 0 || offsets.iter().any(|o| o.partition == p as i32 && o.next_offset == *end));
             if done {
                 return;
             }

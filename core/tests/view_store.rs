@@ -268,3 +268,36 @@ async fn feed_checkpoints_and_counters() {
         assert_eq!(by_source, vec![("feed".into(), 20, 1), ("http".into(), 3, 2)], "{name}");
     }
 }
+
+/// Writers that read before they write (a version expiry, a batch publish) and writers that
+/// commit often (the speed layer, the archiver) run at the same time on one store: each waits
+/// for the others instead of failing. On SQLite a deferred transaction that reads first gets
+/// `database is locked` at once when another writer commits before its first write; write
+/// transactions therefore start with `BEGIN IMMEDIATE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_wait_for_each_other() {
+    for (name, store, _dir) in backends().await {
+        let committer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..300i64 {
+                    let offsets = [off(0, i + 1, Some(i * M)), off(1, i + 1, Some(i * M))];
+                    store.commit_offsets("archiver", "prism.quotes", &offsets).await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+        };
+        let mut expiries = 0;
+        while !committer.is_finished() {
+            let v = store.begin_batch_version("ohlcv", "fp").await.unwrap_or_else(|e| panic!("{name}: begin: {e}"));
+            store
+                .expire_batch_versions("ohlcv", prism_core::time::now_ms() + 86_400_000)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: expiry: {e}"));
+            assert!(v > 0);
+            expiries += 1;
+        }
+        committer.await.expect("join").unwrap_or_else(|e| panic!("{name}: offsets commit: {e}"));
+        assert!(expiries > 0, "{name}: the two writers overlapped");
+    }
+}

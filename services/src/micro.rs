@@ -27,10 +27,10 @@ use prism_core::log::kafka_group::{GroupConfig, GroupMembership};
 use prism_core::log::EventLog;
 use prism_core::store::ViewStore;
 use prism_core::view::{RegisteredView, View, ViewRegistry};
+use prism_ingest::http::IngestArgs;
 use prism_serving::ops::{OpsState, ReadinessCheck};
 use prism_serving::segments::SegmentReader;
 use prism_serving::ServingState;
-use prism_ingest::http::IngestArgs;
 use prism_speed::{run_speed_layer_in_group, SpeedArgs, SpeedConfig};
 use tokio_util::sync::CancellationToken;
 

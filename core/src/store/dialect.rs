@@ -36,6 +36,18 @@ impl Dialect {
         }
     }
 
+    /// The statement that starts a transaction which writes. SQLite: `BEGIN IMMEDIATE`, which
+    /// takes the write lock up front (waiting up to the busy timeout) — a deferred transaction
+    /// that reads first and then writes gets `SQLITE_BUSY` at once, without waiting, when
+    /// another writer committed in between (SQLite docs, "Transaction", and its WAL notes).
+    /// PostgreSQL: a plain `BEGIN`.
+    pub fn begin_write(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        }
+    }
+
     /// A price parameter bound as `i64` micro-units.
     pub fn price_param(self) -> &'static str {
         match self {

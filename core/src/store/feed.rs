@@ -106,7 +106,7 @@ impl ViewStore {
         let counters = counters_sql(d);
         let now = crate::time::now_ms();
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(db("beginning a feed checkpoint"))?;
+            let mut tx = pool.begin_with(self.dialect().begin_write()).await.map_err(db("beginning a feed checkpoint"))?;
             sqlx::query(&upsert)
                 .bind(&c.feed_id)
                 .bind(&c.fingerprint)

@@ -106,7 +106,7 @@ impl ViewStore {
     ) -> Result<Vec<PartitionLease>, StoreError> {
         let sql = claim_sql(self.dialect());
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(db("beginning a partition claim"))?;
+            let mut tx = pool.begin_with(self.dialect().begin_write()).await.map_err(db("beginning a partition claim"))?;
             let mut leases = Vec::with_capacity(partitions.len());
             for &p in partitions {
                 let row = sqlx::query(&sql)

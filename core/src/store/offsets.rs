@@ -93,7 +93,7 @@ impl ViewStore {
     pub async fn commit_offsets(&self, consumer: &str, topic: &str, offsets: &[ConsumerOffset]) -> Result<(), StoreError> {
         let dialect = self.dialect();
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(db("beginning an offsets commit"))?;
+            let mut tx = pool.begin_with(self.dialect().begin_write()).await.map_err(db("beginning an offsets commit"))?;
             write_offsets!(&mut tx, dialect, consumer, topic, offsets);
             tx.commit().await.map_err(db("committing offsets"))
         })

@@ -172,7 +172,7 @@ impl ViewStore {
             d.time_param()
         ));
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(db("beginning a realtime commit"))?;
+            let mut tx = pool.begin_with(self.dialect().begin_write()).await.map_err(db("beginning a realtime commit"))?;
             check_leases!(&mut tx, d, consumer, topic, leases);
             upsert_rows!(&mut tx, d, view, version, rows);
             if let Some(DropBehind { batch_horizon_ms: h }) = drop_behind {

@@ -110,7 +110,7 @@ impl ViewStore {
             d.time_param()
         ));
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(db("beginning a batch version"))?;
+            let mut tx = pool.begin_with(self.dialect().begin_write()).await.map_err(db("beginning a batch version"))?;
             let r = sqlx::query(&next).bind(view).fetch_one(&mut *tx).await.map_err(db("numbering a batch version"))?;
             let version: i64 = col(&r, 0)?;
             sqlx::query(&insert)
@@ -157,7 +157,7 @@ impl ViewStore {
         let events: i64 = segments.iter().map(|s| s.events).sum();
         let now = crate::time::now_ms();
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(db("beginning a batch publish"))?;
+            let mut tx = pool.begin_with(self.dialect().begin_write()).await.map_err(db("beginning a batch publish"))?;
             for s in segments {
                 sqlx::query(&insert)
                     .bind(view)
@@ -253,7 +253,7 @@ impl ViewStore {
             d.time_param()
         ));
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(db("beginning a version expiry"))?;
+            let mut tx = pool.begin_with(self.dialect().begin_write()).await.map_err(db("beginning a version expiry"))?;
             let rows = sqlx::query(&orphans)
                 .bind(view).bind(view).bind(retired_before_ms)
                 .bind(view).bind(view).bind(retired_before_ms)

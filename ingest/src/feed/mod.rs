@@ -101,7 +101,13 @@ impl FeedArgs {
         if self.feed_trades_per_day < 4 {
             return Err("--feed-trades-per-day must be at least 4 (open, high, low and close need a trade each)".into());
         }
-        Ok(FeedConfig { files, symbol: self.feed_symbol.clone(), trades_per_day: self.feed_trades_per_day, speed: self.feed_speed, partitions })
+        Ok(FeedConfig {
+            files,
+            symbol: self.feed_symbol.clone(),
+            trades_per_day: self.feed_trades_per_day,
+            speed: self.feed_speed,
+            partitions,
+        })
     }
 }
 
