@@ -77,12 +77,17 @@ pub struct BatchArgs {
     /// catches up with the log.
     #[arg(long, env = "PRISM_NO_BATCH_ON_CATCH_UP")]
     pub no_batch_on_catch_up: bool,
+    /// Chunks a batch run builds at once, each on its own thread (more is faster on more cores
+    /// and takes more memory: a year chunk of the lab holds about half a million rows).
+    #[arg(long, env = "PRISM_BATCH_PARALLELISM", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub batch_parallelism: u16,
 }
 
 impl BatchArgs {
     /// The batch job's settings for these flags over `master`; the rest at [`BatchConfig::new`].
     pub fn config(&self, master: MasterDataset) -> BatchConfig {
-        let mut batch = BatchConfig { interval: self.batch_interval, ..BatchConfig::new(master) };
+        let mut batch =
+            BatchConfig { interval: self.batch_interval, parallelism: usize::from(self.batch_parallelism), ..BatchConfig::new(master) };
         if self.no_batch_on_catch_up {
             batch.catch_up_check = None;
         }

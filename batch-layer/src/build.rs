@@ -76,18 +76,22 @@ where
             events += 1;
         }
     }
-    let mut base: Vec<ViewRow<V::Agg>> = windows
-        .into_iter()
-        .flat_map(|(key, by_start)| {
-            by_start.into_iter().map(move |(window_start_ms, agg)| ViewRow { key: key.clone(), window_start_ms, agg })
-        })
-        .collect();
-    base.sort_by(|a, b| (a.key.as_str(), a.window_start_ms).cmp(&(b.key.as_str(), b.window_start_ms)));
-    let mut by_interval = Vec::with_capacity(view.intervals_ms().len());
-    for &interval_ms in &view.intervals_ms()[1..] {
-        by_interval.push((interval_ms, roll_up(&base, interval_ms)));
+    // Sorted by (key, window start): keys once, then each key's windows by their start.
+    let mut keys: Vec<(String, HashMap<i64, V::Agg>)> = windows.into_iter().collect();
+    keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut base: Vec<ViewRow<V::Agg>> = Vec::with_capacity(keys.iter().map(|(_, w)| w.len()).sum());
+    for (key, by_start) in keys {
+        let mut starts: Vec<(i64, V::Agg)> = by_start.into_iter().collect();
+        starts.sort_unstable_by_key(|(start, _)| *start);
+        base.extend(starts.into_iter().map(|(window_start_ms, agg)| ViewRow { key: key.clone(), window_start_ms, agg }));
     }
-    by_interval.insert(0, (base_ms, base));
+    // Each interval rolls up from the longest finer one that divides it (1m → 5m → 15m → 1h → 1d).
+    let mut by_interval: Vec<(i64, Vec<ViewRow<V::Agg>>)> = vec![(base_ms, base)];
+    for &interval_ms in &view.intervals_ms()[1..] {
+        let source = by_interval.iter().rposition(|(i, _)| interval_ms % i == 0).unwrap_or(0);
+        let rolled = roll_up(&by_interval[source].1, interval_ms);
+        by_interval.push((interval_ms, rolled));
+    }
     let rows: i64 = by_interval.iter().map(|(_, r)| r.len() as i64).sum();
     let meta = SegmentMeta {
         view: view.name().to_string(),

@@ -153,10 +153,10 @@ pub fn encode_segment<V: View>(view: &V, meta: &SegmentMeta, by_interval: &[(i64
         .build();
     let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(|e| format_err(e.to_string()))?;
     let mut values = Vec::with_capacity(view.columns().len());
-    for (interval_ms, rows) in by_interval {
-        if rows.is_empty() {
-            continue;
-        }
+    // One record batch per row group's worth of rows: the Arrow arrays of a whole year chunk
+    // would hold another copy of its half a million rows.
+    let slices = by_interval.iter().flat_map(|(interval_ms, rows)| rows.chunks(ROW_GROUP_ROWS).map(move |slice| (interval_ms, slice)));
+    for (interval_ms, rows) in slices {
         let mut interval = Int64Builder::with_capacity(rows.len());
         let mut keys = StringBuilder::new();
         let mut starts = TimestampMillisecondBuilder::with_capacity(rows.len());

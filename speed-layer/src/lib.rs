@@ -13,7 +13,10 @@
 //! them anyway. The reported realtime watermark is the max event time over all partitions −
 //! allowed lateness (DESIGN §4).
 //! Realtime windows older than the published batch horizon are deleted once a batch version
-//! covers them.
+//! covers them, and in Lambda mode an event whose base window starts before the published
+//! horizon H is not folded at all: serving reads such windows from the batch view only (DESIGN
+//! §5: realtime rows are read from H on, and H never moves back), so a speed layer catching up
+//! on history it is behind the batch layer on skips it instead of building rows to delete.
 //!
 //! Scale-out: [`run_speed_layer_in_group`] runs one of several instances that split the
 //! partitions through a Kafka consumer group. On revoke it commits and releases its partitions;
@@ -137,6 +140,8 @@ struct SpeedState<V: View> {
     events_since_commit: usize,
     dropped_through_ms: Option<i64>,
     wrote_behind_horizon: bool,
+    /// The published batch horizon last read (Lambda mode): base windows before it are skipped.
+    skip_before_ms: Option<i64>,
     /// Last successful commit (which renewed the leases).
     last_renewal: Instant,
     /// Last change of the owned partitions.
@@ -182,6 +187,7 @@ async fn run<V: View, L: EventLog>(
     mut membership: Option<GroupMembership>,
     cancel: CancellationToken,
 ) -> Result<(), SpeedError> {
+    telemetry::describe();
     let topic = view.source_topic();
     let partitions = log.ensure_topic(topic, config.partitions).await?;
     log.ensure_topic(DLQ_TOPIC, 1).await?;
@@ -250,6 +256,7 @@ impl<V: View> SpeedState<V> {
             events_since_commit: 0,
             dropped_through_ms: None,
             wrote_behind_horizon: false,
+            skip_before_ms: None,
             last_renewal: Instant::now(),
             assigned_at: Instant::now(),
         }
@@ -306,6 +313,7 @@ impl<V: View> SpeedState<V> {
         let (base_ms, lateness) = (view.window_ms(), view.allowed_lateness_ms());
         let mut dead = Vec::new();
         let mut late = 0u64;
+        let mut behind_horizon = 0u64;
         for r in records {
             let pos = LogPosition { partition: r.partition, offset: r.offset };
             match view.parse(&r.value) {
@@ -318,6 +326,12 @@ impl<V: View> SpeedState<V> {
                         late += 1;
                     }
                     let (key, start) = (view.key(&event), window_start(ts, base_ms));
+                    if self.skip_before_ms.is_some_and(|h| start < h) {
+                        behind_horizon += 1;
+                        self.consumer.advance(r, Some(ts));
+                        self.events_since_commit += 1;
+                        continue;
+                    }
                     let Some(cache) = self.caches.get_mut(&r.partition) else {
                         return Err(SpeedError::Log(LogError::OutOfRange(format!(
                             "record from partition {}, which this instance does not own ({:?})",
@@ -350,7 +364,10 @@ impl<V: View> SpeedState<V> {
         let name = view.name().to_string();
         metrics::counter!(telemetry::EVENTS_TOTAL, "view" => name.clone()).increment(records.len() as u64);
         if late > 0 {
-            metrics::counter!(telemetry::LATE_EVENTS_TOTAL, "view" => name).increment(late);
+            metrics::counter!(telemetry::LATE_EVENTS_TOTAL, "view" => name.clone()).increment(late);
+        }
+        if behind_horizon > 0 {
+            metrics::counter!(telemetry::BEHIND_HORIZON_EVENTS_TOTAL, "view" => name).increment(behind_horizon);
         }
         if !dead.is_empty() {
             log.append(DLQ_TOPIC, dead).await?;
@@ -362,6 +379,7 @@ impl<V: View> SpeedState<V> {
         let started = Instant::now();
         let view = self.view.clone();
         let horizon = if self.config.drop_behind_batch_horizon { store.view_pointer(view.name()).await?.batch_horizon_ms } else { None };
+        self.skip_before_ms = horizon;
         // Rolled rows the caches cannot give come from the store first.
         let mut stored: HashMap<RowId, V::Agg> = HashMap::new();
         let mut deltas = BTreeMap::new();

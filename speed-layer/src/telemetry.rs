@@ -4,6 +4,9 @@
 pub const EVENTS_TOTAL: &str = "prism_speed_events_total";
 /// Events behind the watermark when they arrived (applied anyway; the batch job corrects).
 pub const LATE_EVENTS_TOTAL: &str = "prism_speed_late_events_total";
+/// Events skipped because their base window starts before the published batch horizon (Lambda
+/// mode: served from the batch view only).
+pub const BEHIND_HORIZON_EVENTS_TOTAL: &str = "prism_speed_behind_horizon_events_total";
 /// Malformed records sent to `prism.dlq`.
 pub const DEAD_LETTERS_TOTAL: &str = "prism_speed_dead_letters_total";
 /// Store transactions committed (rows + offsets).
@@ -22,3 +25,24 @@ pub const REBALANCES_TOTAL: &str = "prism_speed_rebalances_total";
 pub const FENCED_COMMITS_TOTAL: &str = "prism_speed_fenced_commits_total";
 /// Times this instance left and rejoined its consumer group because partitions stayed orphaned.
 pub const GROUP_REJOINS_TOTAL: &str = "prism_speed_group_rejoins_total";
+
+/// Registers the HELP text of every speed-layer metric with the installed recorder (a no-op
+/// without one; calling it again is harmless). The speed layer calls it when it starts.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(EVENTS_TOTAL, "Records the speed layer consumed from the view's source topic (valid or not).");
+    describe_counter!(LATE_EVENTS_TOTAL, "Events behind their partition's watermark when they arrived (applied anyway).");
+    describe_counter!(
+        BEHIND_HORIZON_EVENTS_TOTAL,
+        "Events skipped because their window starts before the published batch horizon (served from the batch view)."
+    );
+    describe_counter!(DEAD_LETTERS_TOTAL, "Malformed records the speed layer sent to the dead-letter topic.");
+    describe_counter!(COMMITS_TOTAL, "Store transactions the speed layer committed (realtime rows and offsets together).");
+    describe_histogram!(COMMIT_SECONDS, Unit::Seconds, "Duration of one speed-layer commit.");
+    describe_gauge!(WATERMARK_MS, Unit::Milliseconds, "The realtime watermark, UTC milliseconds since the epoch.");
+    describe_gauge!(CACHED_WINDOWS, "Realtime rows (every interval) held in memory across the owned partitions' caches.");
+    describe_gauge!(ASSIGNED_PARTITIONS, "Partitions of the view's source topic this instance owns.");
+    describe_counter!(REBALANCES_TOTAL, "Consumer-group assignments received.");
+    describe_counter!(FENCED_COMMITS_TOTAL, "Commits refused because another instance claimed a partition's lease.");
+    describe_counter!(GROUP_REJOINS_TOTAL, "Times this instance left and rejoined its group because partitions stayed orphaned.");
+}

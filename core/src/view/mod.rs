@@ -100,14 +100,29 @@ pub struct RowId {
 }
 
 /// Merges `rows` (any interval finer than `interval_ms`) into buckets of `interval_ms`, sorted
-/// by (key, bucket start).
+/// by (key, bucket start). Rows already sorted by (key, window start) — as the batch job and
+/// segments hold them — are merged in one linear pass; other rows through an ordered map.
 pub fn roll_up<A: Monoid>(rows: &[ViewRow<A>], interval_ms: i64) -> Vec<ViewRow<A>> {
-    let mut out: std::collections::BTreeMap<(&str, i64), A> = std::collections::BTreeMap::new();
+    let sorted = rows.windows(2).all(|w| (w[0].key.as_str(), w[0].window_start_ms) <= (w[1].key.as_str(), w[1].window_start_ms));
+    if !sorted {
+        let mut out: std::collections::BTreeMap<(&str, i64), A> = std::collections::BTreeMap::new();
+        for r in rows {
+            let start = window_start(r.window_start_ms, interval_ms);
+            out.entry((r.key.as_str(), start)).and_modify(|a| *a = a.merge(&r.agg)).or_insert_with(|| r.agg.clone());
+        }
+        return out.into_iter().map(|((key, window_start_ms), agg)| ViewRow { key: key.to_string(), window_start_ms, agg }).collect();
+    }
+    // Sorted by (key, start): a key's buckets come in order, so each row merges into the last
+    // output row or starts the next one.
+    let mut out: Vec<ViewRow<A>> = Vec::new();
     for r in rows {
         let start = window_start(r.window_start_ms, interval_ms);
-        out.entry((r.key.as_str(), start)).and_modify(|a| *a = a.merge(&r.agg)).or_insert_with(|| r.agg.clone());
+        match out.last_mut() {
+            Some(last) if last.window_start_ms == start && last.key == r.key => last.agg = last.agg.merge(&r.agg),
+            _ => out.push(ViewRow { key: r.key.clone(), window_start_ms: start, agg: r.agg.clone() }),
+        }
     }
-    out.into_iter().map(|((key, window_start_ms), agg)| ViewRow { key: key.to_string(), window_start_ms, agg }).collect()
+    out
 }
 
 /// A view a deployment runs. One variant per view *type*; several registered views may share a
@@ -150,5 +165,54 @@ impl ViewRegistry {
             RegisteredView::Ohlcv(o) if o.name() == name => Some(o.clone()),
             RegisteredView::Ohlcv(_) => None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A count and a sum: enough of a monoid to check the roll-up's bookkeeping.
+    #[derive(Debug, Clone, PartialEq)]
+    struct CountSum(i64, i64);
+
+    impl Monoid for CountSum {
+        fn empty() -> Self {
+            CountSum(0, 0)
+        }
+        fn merge(&self, other: &Self) -> Self {
+            CountSum(self.0 + other.0, self.1 + other.1)
+        }
+    }
+
+    proptest! {
+        /// The linear pass over sorted rows and the ordered map over any order agree with a
+        /// bucket-by-bucket sum.
+        #[test]
+        fn roll_up_of_sorted_and_shuffled_rows_agree(
+            cells in proptest::collection::btree_map((0u8..4, -3_000i64..3_000), 1i64..100, 0..200),
+            interval in prop::sample::select(vec![5i64, 15, 60, 1_440]),
+        ) {
+            let rows: Vec<ViewRow<CountSum>> = cells
+                .iter()
+                .map(|((k, minute), v)| ViewRow { key: format!("K{k}"), window_start_ms: minute * 60_000, agg: CountSum(1, *v) })
+                .collect();
+            let interval_ms = interval * 60_000;
+            let sorted = roll_up(&rows, interval_ms);
+            let mut shuffled = rows.clone();
+            shuffled.reverse();
+            shuffled.rotate_left(rows.len() / 3);
+            prop_assert_eq!(&sorted, &roll_up(&shuffled, interval_ms));
+            let mut expected: std::collections::BTreeMap<(String, i64), CountSum> = std::collections::BTreeMap::new();
+            for r in &rows {
+                let e = expected.entry((r.key.clone(), window_start(r.window_start_ms, interval_ms))).or_insert(CountSum::empty());
+                *e = e.merge(&r.agg);
+            }
+            let expected: Vec<ViewRow<CountSum>> =
+                expected.into_iter().map(|((key, window_start_ms), agg)| ViewRow { key, window_start_ms, agg }).collect();
+            prop_assert_eq!(sorted, expected);
+        }
     }
 }

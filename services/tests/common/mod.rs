@@ -43,7 +43,7 @@ pub fn test_config(data_dir: &Path) -> UpConfig {
         ingest: IngestArgs { max_body_bytes: 1 << 20 },
         speed: SpeedArgs { commit_interval: Duration::from_millis(100), commit_max_events: 10_000 },
         archiver: ArchiverArgs { compact_interval: Duration::from_secs(60), compact_grace: Duration::from_secs(600) },
-        batch: BatchArgs { batch_interval: Duration::from_secs(3600), no_batch_on_catch_up: true },
+        batch: BatchArgs { batch_interval: Duration::from_secs(3600), no_batch_on_catch_up: true, batch_parallelism: 2 },
     }
 }
 
