@@ -3,7 +3,8 @@
 //! Workload: a JSONL file of `{"symbol": "S001", "ts": <UTC ms>, "price": 123.45, "size": 100}`
 //! lines, a Parquet file with those columns, or `--generate N` such events (500 symbols, event
 //! times 1 ms apart with up to 2 s of arrival jitter, a random walk of prices on a cent grid;
-//! deterministic for a given `--seed`).
+//! deterministic for a given `--seed`); read a chunk at a time ([`crate::bench_workload`]), so
+//! the workload never sits in memory whole and the peak RSS is the layers'.
 //!
 //! Stages, measured one after another on a fresh folder: embedded-log append, speed layer
 //! (log → view store), archiver (log → Parquet) and batch job (a full recompute of the Parquet
@@ -16,9 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use arrow::array::{Array, Decimal128Array, Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
 use clap::Args;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use prism_batch::archiver::{run_archiver, ArchiverConfig};
 use prism_batch::batch_job::{build_and_publish, BatchConfig};
 use prism_batch::master::MasterDataset;
@@ -32,11 +31,12 @@ use prism_core::time::MINUTE_MS;
 use prism_core::view::ohlcv::OhlcvView;
 use prism_core::view::View;
 use prism_core::window::window_start;
-use prism_ingest::feed::expand::SplitMix64;
 use prism_speed::{run_speed_layer, SpeedConfig};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::bench_workload::Workload;
+pub use crate::bench_workload::{generate_workload, read_workload};
 use crate::up::DataDir;
 
 /// Flags of `prism bench`.
@@ -127,16 +127,13 @@ pub(crate) fn stage(name: &str, events: u64, elapsed: Duration) -> StageResult {
 
 /// Runs the benchmark. Errors: workload or I/O problems, with context.
 pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
-    let (quotes, source) = match (&config.workload, config.generate) {
-        (Some(path), _) => (read_workload(path)?, path.display().to_string()),
+    let (mut workload, source) = match (&config.workload, config.generate) {
+        (Some(path), _) => (Workload::open(path)?, path.display().to_string()),
         (None, n) => {
             let n = n.unwrap_or(1_000_000);
-            (generate_workload(n, config.seed), format!("generated: {n} events, 500 symbols, seed {}", config.seed))
+            (Workload::generated(n, config.seed), format!("generated: {n} events, 500 symbols, seed {}", config.seed))
         }
     };
-    if quotes.is_empty() {
-        bail!("the workload has no events");
-    }
     let dir = match &config.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("prism-bench-{}", std::process::id())),
@@ -145,9 +142,9 @@ pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let result = bench_in(&dir, &config, &quotes).await;
+    let result = bench_in(&dir, &config, &mut workload).await;
     let kafka = match (&result, &config.kafka_brokers) {
-        (Ok(_), Some(brokers)) => {
+        (Ok((_, _, quotes)), Some(brokers)) => {
             let kafka = crate::bench_kafka::KafkaBench {
                 brokers,
                 broker_name: &config.broker_name,
@@ -157,30 +154,40 @@ pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
                 dir: &dir,
                 latency_samples: config.latency_samples,
             };
-            Some(crate::bench_kafka::run_kafka_bench(kafka, &quotes).await)
+            Some(crate::bench_kafka::run_kafka_bench(kafka, quotes).await)
         }
         _ => None,
     };
     if !config.keep {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let stages = result?;
+    let (stages, summary, _) = result?;
     let kafka = kafka.transpose()?;
-    let symbols = quotes.iter().map(|q| q.symbol.as_str()).collect::<std::collections::HashSet<_>>().len();
     Ok(BenchReport {
         prism_version: env!("CARGO_PKG_VERSION").into(),
         profile: if cfg!(debug_assertions) { "debug" } else { "release" }.into(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         workload: source,
-        events: quotes.len(),
-        symbols,
+        events: summary.events,
+        symbols: summary.symbols.len(),
         stages,
         kafka,
         peak_rss_bytes: peak_rss_bytes(),
     })
 }
 
-async fn bench_in(dir: &Path, config: &BenchConfig, quotes: &[Quote]) -> anyhow::Result<Vec<StageResult>> {
+/// What the append stage saw of the workload.
+#[derive(Default)]
+struct Summary {
+    events: usize,
+    symbols: std::collections::HashSet<String>,
+    newest_ms: i64,
+}
+
+/// Runs the stages; returns their results, the workload's summary and, for the Kafka path
+/// (which replays the same events), the events themselves — otherwise nothing is kept, and
+/// the workload streams through a chunk at a time.
+async fn bench_in(dir: &Path, config: &BenchConfig, workload: &mut Workload) -> anyhow::Result<(Vec<StageResult>, Summary, Vec<Quote>)> {
     let dirs = DataDir::new(dir);
     let log = Arc::new(EmbeddedLog::open(
         &dirs.log,
@@ -188,16 +195,41 @@ async fn bench_in(dir: &Path, config: &BenchConfig, quotes: &[Quote]) -> anyhow:
     )?);
     log.ensure_topic(QUOTES_TOPIC, config.partitions).await?;
     let store = ViewStore::open_sqlite(&dirs.store).await?;
-    let n = quotes.len() as u64;
     let mut stages = Vec::new();
 
-    let started = Instant::now();
-    for chunk in quotes.chunks(1_000) {
-        let records = chunk.iter().map(|q| NewRecord::new(q.symbol.clone(), q.to_json())).collect();
-        log.append(QUOTES_TOPIC, records).await?;
+    // Only the appends are timed, not reading and parsing the file.
+    let mut summary = Summary { newest_ms: i64::MIN, ..Summary::default() };
+    let mut kept = Vec::new();
+    let mut appending = Duration::ZERO;
+    loop {
+        let chunk = workload.next_chunk()?;
+        if chunk.is_empty() {
+            break;
+        }
+        summary.events += chunk.len();
+        for q in &chunk {
+            summary.newest_ms = summary.newest_ms.max(q.ts);
+            if !summary.symbols.contains(&q.symbol) {
+                summary.symbols.insert(q.symbol.clone());
+            }
+        }
+        let started = Instant::now();
+        for part in chunk.chunks(1_000) {
+            let records = part.iter().map(|q| NewRecord::new(q.symbol.clone(), q.to_json())).collect();
+            log.append(QUOTES_TOPIC, records).await?;
+        }
+        appending += started.elapsed();
+        if config.kafka_brokers.is_some() {
+            kept.extend(chunk);
+        }
     }
+    if summary.events == 0 {
+        bail!("the workload has no events");
+    }
+    let started = Instant::now();
     log.flush().await?;
-    stages.push(stage("log_append", n, started.elapsed()));
+    let n = summary.events as u64;
+    stages.push(stage("log_append", n, appending + started.elapsed()));
     let ends = log.end_offsets(QUOTES_TOPIC).await?;
 
     let view = Arc::new(OhlcvView::standard(prism_core::window::DEFAULT_ALLOWED_LATENESS_MS));
@@ -229,15 +261,14 @@ async fn bench_in(dir: &Path, config: &BenchConfig, quotes: &[Quote]) -> anyhow:
     // aggregates, writes and publishes the whole workload.
     let started = Instant::now();
     let batch = BatchConfig::new(master);
-    let newest = quotes.iter().map(|q| q.ts).max().unwrap_or(0);
-    let horizon = window_start(newest, MINUTE_MS) + MINUTE_MS;
+    let horizon = window_start(summary.newest_ms, MINUTE_MS) + MINUTE_MS;
     let report = build_and_publish(&view, &batch, &store, &ends, horizon, true, started).await?;
     stages.push(stage("batch_job", report.events, started.elapsed()));
     if let Some(path) = &config.rows_out {
         write_rows_csv(&store, &batch.master, &view, path).await?;
     }
     store.close().await;
-    Ok(stages)
+    Ok((stages, summary, kept))
 }
 
 /// Writes the published batch version's 1-minute rows as CSV (see `--rows-out`).
@@ -282,86 +313,6 @@ pub(crate) async fn wait_for_consumer(store: &ViewStore, consumer: &str, ends: &
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// The generated workload (see the module doc).
-pub fn generate_workload(n: usize, seed: u64) -> Vec<Quote> {
-    let mut rng = SplitMix64(seed);
-    let start_ms = 1_704_205_800_000i64; // 2024-01-02T14:30:00Z
-    let mut prices: Vec<i128> = (0..500).map(|_| 10_000_000 + rng.below(490_000_000) as i128 / 10_000 * 10_000).collect();
-    (0..n)
-        .map(|i| {
-            let s = rng.below(500) as usize;
-            let step = (rng.below(21) as i128 - 10) * 10_000;
-            prices[s] = (prices[s] + step).max(10_000);
-            Quote {
-                symbol: format!("S{s:03}"),
-                ts: start_ms + i as i64 - rng.below(2_000) as i64,
-                price: Decimal6::from_units(prices[s]),
-                size: 1 + rng.below(1_000) as i64,
-                bid: None,
-                ask: None,
-                exchange: None,
-            }
-        })
-        .collect()
-}
-
-/// Reads a JSONL or Parquet workload. Errors: unreadable file, bad line or column, with where.
-pub fn read_workload(path: &Path) -> anyhow::Result<Vec<Quote>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if bytes.starts_with(b"PAR1") {
-        return read_parquet_workload(path);
-    }
-    let mut out = Vec::new();
-    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-        if line.iter().all(|b| b.is_ascii_whitespace()) {
-            continue;
-        }
-        let q = Quote::from_json(line).with_context(|| format!("{}:{}", path.display(), i + 1))?;
-        out.push(q);
-    }
-    Ok(out)
-}
-
-fn read_parquet_workload(path: &Path) -> anyhow::Result<Vec<Quote>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch?;
-        let col = |name: &str| batch.column_by_name(name).with_context(|| format!("{}: no column {name}", path.display()));
-        let symbols = col("symbol")?.as_any().downcast_ref::<StringArray>().context("symbol must be Utf8")?;
-        let ts = col("ts")?;
-        let price = col("price")?;
-        let size = col("size")?.as_any().downcast_ref::<Int64Array>().context("size must be Int64")?;
-        for i in 0..batch.num_rows() {
-            let ts_ms = if let Some(a) = ts.as_any().downcast_ref::<TimestampMillisecondArray>() {
-                a.value(i)
-            } else if let Some(a) = ts.as_any().downcast_ref::<Int64Array>() {
-                a.value(i)
-            } else {
-                bail!("{}: ts must be Timestamp(ms) or Int64 ms", path.display());
-            };
-            let price = if let Some(a) = price.as_any().downcast_ref::<Decimal128Array>() {
-                let scale = a.scale();
-                if !(0..=6).contains(&scale) {
-                    bail!("{}: price scale {scale} is not within 0..=6", path.display());
-                }
-                Decimal6::from_units(a.value(i) * 10i128.pow((6 - scale) as u32))
-            } else if let Some(a) = price.as_any().downcast_ref::<Float64Array>() {
-                // Shortest round-trip text of the float, then the exact parser (refuses > 6 decimals).
-                a.value(i).to_string().parse().with_context(|| format!("{} row {i}: price", path.display()))?
-            } else {
-                bail!("{}: price must be Decimal128 or Float64", path.display());
-            };
-            let q =
-                Quote { symbol: symbols.value(i).to_string(), ts: ts_ms, price, size: size.value(i), bid: None, ask: None, exchange: None };
-            q.validate().with_context(|| format!("{} row {i}", path.display()))?;
-            out.push(q);
-        }
-    }
-    Ok(out)
 }
 
 /// Peak RSS of this process (Linux `VmHWM`), bytes.

@@ -3,7 +3,8 @@
 //! - [`up`]: everything in one process on embedded defaults.
 //! - [`micro`]: the microservices of the distributed deployment (Kafka + PostgreSQL).
 //! - [`bench`]: the benchmark that prints a JSON report ([`bench_kafka`]: its Kafka path);
-//!   [`bench_lab`]: the stock-quote lab measured end to end.
+//!   [`bench_lab`]: the stock-quote lab measured end to end; [`bench_workload`]: its workloads,
+//!   read a chunk at a time.
 //! - [`app`]: the HTTP application (routes, OpenAPI, Swagger UI, metrics).
 //! - [`lab`]: the bundled stock-quote lab data.
 
@@ -11,6 +12,7 @@ pub mod app;
 pub mod bench;
 pub mod bench_kafka;
 pub mod bench_lab;
+pub mod bench_workload;
 pub mod lab;
 pub mod micro;
 pub mod up;
