@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use futures_util::StreamExt;
 use object_store::path::Path as ObjectPath;
 use prism_core::event::Quote;
 use prism_core::segment::{encode_segment, SegmentMeta};
@@ -14,6 +15,9 @@ use prism_core::window::window_start;
 use crate::chunks::Chunk;
 use crate::master::{MasterDataset, MasterFile};
 use crate::BatchError;
+
+/// Master-dataset files fetched and decoded ahead of the one being folded.
+const DECODE_AHEAD: usize = 2;
 
 /// One chunk to build: which files, up to which instant.
 #[derive(Debug, Clone)]
@@ -59,8 +63,17 @@ where
     let base_ms = view.window_ms();
     let mut windows: HashMap<String, HashMap<i64, V::Agg>> = HashMap::new();
     let mut events = 0i64;
-    for file in &build.files {
-        for row in runtime.block_on(master.read_file(file))? {
+    // A two-stage pipeline: the next files are fetched and decoded by tasks of their own while
+    // this thread folds the current one.
+    let mut decoded = futures_util::stream::iter(build.files.iter().cloned())
+        .map(|file| {
+            let master = master.clone();
+            runtime.spawn(async move { master.read_file(&file).await })
+        })
+        .buffered(DECODE_AHEAD);
+    while let Some(joined) = runtime.block_on(decoded.next()) {
+        let rows = joined.map_err(|e| BatchError::Task(format!("decoding a master-dataset file: {e}")))??;
+        for row in rows {
             let ts = view.event_time(&row.quote);
             if ts >= build.covered_until_ms || ts < build.chunk.start_ms {
                 continue;
@@ -76,6 +89,7 @@ where
             events += 1;
         }
     }
+    drop(decoded);
     // Sorted by (key, window start): keys once, then each key's windows by their start.
     let mut keys: Vec<(String, HashMap<i64, V::Agg>)> = windows.into_iter().collect();
     keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
