@@ -78,20 +78,50 @@ fn stop(mut child: Child) {
     assert!(status.success(), "prism up exits 0 on SIGTERM: {status}");
 }
 
+/// The bars of an uninterrupted run over `feed` (in `work/reference`).
+async fn reference_bars(client: &reqwest::Client, work: &Path, feed: &Path) -> Vec<(String, Vec<Value>)> {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let reference = spawn(&work.join("reference"), feed, port, "max");
+    wait_listening(client, &base).await;
+    let expected = final_bars(client, &base).await;
+    stop(reference);
+    assert!(expected.iter().all(|(_, bars)| !bars.is_empty()));
+    expected
+}
+
+/// Starts `prism up` on `data` once more (feed at full speed, `extra` flags), and checks that
+/// its final bars equal `expected` and that no trade was appended twice.
+async fn restart_and_compare(
+    client: &reqwest::Client,
+    data: &Path,
+    feed: &Path,
+    extra: &[&str],
+    expected: &[(String, Vec<Value>)],
+    what: &str,
+) {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let restarted = spawn_with(data, feed, port, "max", extra);
+    wait_listening(client, &base).await;
+    let got = final_bars(client, &base).await;
+    let (_, status) = get_json(client, &base, "/v1/status").await;
+    stop(restarted);
+    for ((name, want), (_, have)) in expected.iter().zip(&got) {
+        assert_eq!(want.len(), have.len(), "{name}: bar count ({what})");
+        assert_eq!(want, have, "{name}: bars differ ({what})");
+    }
+    let accepted = status["ingest"][0]["accepted"].as_i64().unwrap_or(-1);
+    let log_end: i64 = status["partitions"].as_array().expect("partitions").iter().map(|p| p["log_end_offset"].as_i64().unwrap_or(0)).sum();
+    assert_eq!(log_end, accepted, "no trade appended twice ({what}): {status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_feed_then_restart_gives_the_same_bars() {
     let work = tempfile::tempdir().expect("tempdir");
     let feed = write_subset(work.path());
     let client = prism::http_client();
-
-    // Uninterrupted reference run.
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let reference = spawn(&work.path().join("reference"), &feed, port, "max");
-    wait_listening(&client, &base).await;
-    let expected = final_bars(&client, &base).await;
-    stop(reference);
-    assert!(expected.iter().all(|(_, bars)| !bars.is_empty()));
+    let expected = reference_bars(&client, work.path(), &feed).await;
 
     // Crashed run: SIGKILL once the feed is part way, then restart on the same data dir.
     let data = work.path().join("crashed");
@@ -112,22 +142,7 @@ async fn sigkill_mid_feed_then_restart_gives_the_same_bars() {
     }
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
-
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let restarted = spawn(&data, &feed, port, "max");
-    wait_listening(&client, &base).await;
-    let got = final_bars(&client, &base).await;
-    let (_, status) = get_json(&client, &base, "/v1/status").await;
-    stop(restarted);
-
-    for ((name, want), (_, have)) in expected.iter().zip(&got) {
-        assert_eq!(want.len(), have.len(), "{name}: bar count");
-        assert_eq!(want, have, "{name}: bars differ after the crash");
-    }
-    let accepted = status["ingest"][0]["accepted"].as_i64().unwrap_or(-1);
-    let log_end: i64 = status["partitions"].as_array().expect("partitions").iter().map(|p| p["log_end_offset"].as_i64().unwrap_or(0)).sum();
-    assert_eq!(log_end, accepted, "no trade appended twice: {status}");
+    restart_and_compare(&client, &data, &feed, &["--batch-interval", "1h"], &expected, "after the crash").await;
 }
 
 /// Kill points spread over a run, from the clock's nanoseconds (printed, so a failing order can
@@ -150,13 +165,7 @@ async fn sigkill_at_random_points_of_archiving_compaction_and_batch_runs_loses_a
     let work = tempfile::tempdir().expect("tempdir");
     let feed = write_subset(work.path());
     let client = prism::http_client();
-
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let reference = spawn(&work.path().join("reference"), &feed, port, "max");
-    wait_listening(&client, &base).await;
-    let expected = final_bars(&client, &base).await;
-    stop(reference);
+    let expected = reference_bars(&client, work.path(), &feed).await;
 
     // Compaction every 100 ms with a 1 s grace and a batch run every 250 ms: a kill lands in a
     // flush, a compaction pass, a superseded-file removal or a segment build/publish.
@@ -173,19 +182,5 @@ async fn sigkill_at_random_points_of_archiving_compaction_and_batch_runs_loses_a
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
     }
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let last = spawn_with(&data, &feed, port, "max", &busy);
-    wait_listening(&client, &base).await;
-    let got = final_bars(&client, &base).await;
-    let (_, status) = get_json(&client, &base, "/v1/status").await;
-    stop(last);
-
-    for ((name, want), (_, have)) in expected.iter().zip(&got) {
-        assert_eq!(want.len(), have.len(), "{name}: bar count (kill points {delays:?})");
-        assert_eq!(want, have, "{name}: bars differ after the kills (kill points {delays:?})");
-    }
-    let accepted = status["ingest"][0]["accepted"].as_i64().unwrap_or(-1);
-    let log_end: i64 = status["partitions"].as_array().expect("partitions").iter().map(|p| p["log_end_offset"].as_i64().unwrap_or(0)).sum();
-    assert_eq!(log_end, accepted, "no trade appended twice: {status}");
+    restart_and_compare(&client, &data, &feed, &busy, &expected, &format!("kill points {delays:?}")).await;
 }
