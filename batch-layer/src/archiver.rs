@@ -97,6 +97,26 @@ impl ArchiverArgs {
     }
 }
 
+/// Before the first file is written, the archiver records its progress (offset 0 of every
+/// partition) in the view store; a store without that record on a dataset with files is
+/// therefore another store's dataset, which [`remove_uncommitted`](MasterDataset::remove_uncommitted)
+/// would otherwise empty.
+///
+/// Errors: [`BatchError::ForeignMasterDataset`], or the store or dataset failing.
+async fn claim_master_dataset(master: &MasterDataset, store: &ViewStore, partitions: i32) -> Result<(), BatchError> {
+    if !store.consumer_offsets(ARCHIVER_CONSUMER, QUOTES_TOPIC).await?.is_empty() {
+        return Ok(());
+    }
+    let files = master.list_all_files(QUOTES_TOPIC).await?.len();
+    if files > 0 {
+        return Err(BatchError::ForeignMasterDataset { dataset: master.url().to_string(), files });
+    }
+    let start: Vec<ConsumerOffset> =
+        (0..partitions).map(|partition| ConsumerOffset { partition, next_offset: 0, max_event_ts_ms: None }).collect();
+    store.commit_offsets(ARCHIVER_CONSUMER, QUOTES_TOPIC, &start).await?;
+    Ok(())
+}
+
 /// Runs the archiver until `cancel` fires; flushes and commits before returning (a compaction
 /// pass in progress is abandoned, which is safe).
 ///
@@ -110,6 +130,7 @@ pub async fn run_archiver<L: EventLog>(
 ) -> Result<(), BatchError> {
     telemetry::describe();
     let partitions = log.ensure_topic(QUOTES_TOPIC, config.partitions).await?;
+    claim_master_dataset(&config.master, &store, partitions).await?;
     let mut consumer = StoreConsumer::resume(&store, ARCHIVER_CONSUMER, QUOTES_TOPIC, partitions).await?;
     // Per partition (index = partition): what the master dataset holds committed.
     let mut committed = consumer.next_offsets();

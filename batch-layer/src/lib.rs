@@ -38,4 +38,18 @@ pub enum BatchError {
     /// A blocking task panicked or was cancelled.
     #[error("batch layer task failed: {0}")]
     Task(String),
+    /// The master dataset holds archived files but the view store has no archiver progress:
+    /// the dataset was archived with another view store. Starting anyway would take its files
+    /// for uncommitted ones and delete them, so the archiver refuses.
+    #[error(
+        "the master dataset {dataset} already holds {files} archived files, but this view store has no archiver progress: \
+         it was archived with another view store. Start with the view store it was archived with, or point \
+         PRISM_MASTER_DATASET at an empty location (starting here would delete those files as uncommitted)"
+    )]
+    ForeignMasterDataset {
+        /// The dataset's URL.
+        dataset: String,
+        /// Archived files found in it.
+        files: usize,
+    },
 }

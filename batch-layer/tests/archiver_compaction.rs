@@ -174,3 +174,37 @@ async fn the_archiver_compacts_on_its_schedule_and_keeps_superseded_files_for_th
     task.await.expect("join").expect("archiver");
     rig.assert_exactly_once("after the stop").await;
 }
+
+#[tokio::test]
+async fn a_view_store_without_archiver_progress_never_empties_an_archived_dataset() {
+    let mut rig = Rig::new(2).await;
+    rig.append(0..300, None).await;
+    let config = ArchiverConfig { flush_interval: Duration::from_millis(10), ..ArchiverConfig::new(rig.master.clone(), 2) };
+    let (stop, task) = rig.start(config.clone());
+    rig.wait_compacted(false).await;
+    stop.cancel();
+    task.await.expect("join").expect("archiver");
+    let before = rig.master.list_all_files(QUOTES_TOPIC).await.expect("list");
+    assert!(!before.is_empty());
+
+    // The same dataset with a new, empty view store (say the old one was lost or mistyped).
+    let other = tempfile::tempdir().expect("tempdir");
+    let fresh = ViewStore::open_sqlite(&other.path().join("views.sqlite")).await.expect("store");
+    let err = run_archiver(config.clone(), rig.log.clone(), fresh.clone(), CancellationToken::new()).await.expect_err("refused");
+    assert!(matches!(err, BatchError::ForeignMasterDataset { files, .. } if files == before.len()), "{err}");
+    assert!(err.to_string().contains("another view store"), "{err}");
+    assert_eq!(rig.master.list_all_files(QUOTES_TOPIC).await.expect("list"), before, "nothing deleted");
+    assert!(fresh.consumer_offsets(ARCHIVER_CONSUMER, QUOTES_TOPIC).await.expect("offsets").is_empty(), "nothing claimed");
+
+    // An empty dataset is claimed before anything is written: progress 0 on every partition.
+    let empty = MasterDataset::local(&other.path().join("master")).expect("dataset");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run_archiver(ArchiverConfig::new(empty, 2), rig.log.clone(), fresh.clone(), stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fresh.consumer_offsets(ARCHIVER_CONSUMER, QUOTES_TOPIC).await.expect("offsets").len() < 2 {
+        assert!(Instant::now() < deadline, "the archiver recorded its progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    task.await.expect("join").expect("archiver");
+}
