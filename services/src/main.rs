@@ -1,6 +1,11 @@
 //! `prism`: the Prism platform's one binary. See `prism --help`.
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc returns freed memory to the OS; glibc's malloc kept each thread arena's peak, so a
+/// full batch rebuild's RSS grew chunk after chunk (see the workspace `Cargo.toml`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
