@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::{StreamExt, TryStreamExt};
 use prism_core::config::ARCHIVER_CONSUMER;
 use prism_core::consumer::StoreConsumer;
 use prism_core::event::{LogPosition, Quote, QUOTES_TOPIC};
@@ -37,6 +38,8 @@ use crate::{telemetry, BatchError};
 
 /// Records read per poll.
 const MAX_POLL: usize = 10_000;
+/// Master-dataset files a flush writes at once.
+const WRITES_IN_FLIGHT: usize = 8;
 
 /// Settings of the archiver.
 #[derive(Debug, Clone)]
@@ -220,9 +223,14 @@ async fn flush(
         groups.entry((row.pos.partition, day_start(row.quote.ts))).or_default().push(row);
     }
     let files = groups.len();
-    for group in groups.into_values() {
-        config.master.write_file(QUOTES_TOPIC, group).await?;
-    }
+    // Files are independent until the offsets commit below makes them all count at once, so
+    // their encoding and fsyncs overlap; a crash part way leaves uncommitted files, which the
+    // next start removes.
+    futures_util::stream::iter(groups.into_values())
+        .map(|group| config.master.write_file(QUOTES_TOPIC, group))
+        .buffer_unordered(WRITES_IN_FLIGHT)
+        .try_collect::<Vec<_>>()
+        .await?;
     store.commit_offsets(ARCHIVER_CONSUMER, QUOTES_TOPIC, offsets).await?;
     metrics::counter!(telemetry::ARCHIVED_EVENTS_TOTAL).increment(count as u64);
     metrics::counter!(telemetry::ARCHIVED_FILES_TOTAL).increment(files as u64);
