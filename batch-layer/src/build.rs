@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use futures_util::StreamExt;
 use object_store::path::Path as ObjectPath;
 use prism_core::event::Quote;
-use prism_core::segment::{encode_segment, SegmentMeta};
+use prism_core::segment::{SegmentMeta, SegmentWriter};
 use prism_core::store::SegmentRecord;
 use prism_core::view::{roll_up, Monoid, View, ViewRow};
 use prism_core::window::window_start;
@@ -99,14 +99,6 @@ where
         starts.sort_unstable_by_key(|(start, _)| *start);
         base.extend(starts.into_iter().map(|(window_start_ms, agg)| ViewRow { key: key.clone(), window_start_ms, agg }));
     }
-    // Each interval rolls up from the longest finer one that divides it (1m → 5m → 15m → 1h → 1d).
-    let mut by_interval: Vec<(i64, Vec<ViewRow<V::Agg>>)> = vec![(base_ms, base)];
-    for &interval_ms in &view.intervals_ms()[1..] {
-        let source = by_interval.iter().rposition(|(i, _)| interval_ms % i == 0).unwrap_or(0);
-        let rolled = roll_up(&by_interval[source].1, interval_ms);
-        by_interval.push((interval_ms, rolled));
-    }
-    let rows: i64 = by_interval.iter().map(|(_, r)| r.len() as i64).sum();
     let meta = SegmentMeta {
         view: view.name().to_string(),
         fingerprint: view.fingerprint(),
@@ -114,8 +106,28 @@ where
         chunk_end_ms: build.chunk.end_ms,
         covered_until_ms: build.covered_until_ms,
     };
-    let bytes = encode_segment(view, &meta, &by_interval)?;
-    drop(by_interval);
+    // Interval by interval: each one is written, rolled up into the next (from the previous
+    // interval when each divides the next, 1m → 5m → 15m → 1h → 1d, else from the base rows),
+    // and dropped, so at most two intervals' rows are held at once.
+    let mut writer = SegmentWriter::new(view, &meta)?;
+    writer.write_interval(base_ms, &base)?;
+    let mut rows = base.len() as i64;
+    if view.intervals_ms().windows(2).all(|w| w[1] % w[0] == 0) {
+        let mut finer = base;
+        for &interval_ms in &view.intervals_ms()[1..] {
+            let rolled = roll_up(&finer, interval_ms);
+            writer.write_interval(interval_ms, &rolled)?;
+            rows += rolled.len() as i64;
+            finer = rolled;
+        }
+    } else {
+        for &interval_ms in &view.intervals_ms()[1..] {
+            let rolled = roll_up(&base, interval_ms);
+            writer.write_interval(interval_ms, &rolled)?;
+            rows += rolled.len() as i64;
+        }
+    }
+    let bytes = writer.finish()?;
     let path = segment_path(view.name(), &build.chunk, version);
     runtime.block_on(master.location().put_atomic(&path, bytes.into()))?;
     Ok(BuiltSegment {

@@ -144,55 +144,97 @@ impl ColumnBuilder {
 ///
 /// Errors: [`SegmentError::Format`] when a value does not match its column or Parquet fails.
 pub fn encode_segment<V: View>(view: &V, meta: &SegmentMeta, by_interval: &[(i64, Vec<ViewRow<V::Agg>>)]) -> Result<Vec<u8>, SegmentError> {
-    let path = format!("{}:{}", meta.view, meta.chunk_start_ms);
-    let format_err = |reason: String| SegmentError::Format { path: path.clone(), reason };
-    let schema = segment_schema(view);
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(|e| format_err(e.to_string()))?;
-    let mut values = Vec::with_capacity(view.columns().len());
-    // One record batch per row group's worth of rows: the Arrow arrays of a whole year chunk
-    // would hold another copy of its half a million rows.
-    let slices = by_interval.iter().flat_map(|(interval_ms, rows)| rows.chunks(ROW_GROUP_ROWS).map(move |slice| (interval_ms, slice)));
-    for (interval_ms, rows) in slices {
-        let mut interval = Int64Builder::with_capacity(rows.len());
-        let mut keys = StringBuilder::new();
-        let mut starts = TimestampMillisecondBuilder::with_capacity(rows.len());
-        let mut columns: Vec<ColumnBuilder> = view.columns().iter().map(|c| ColumnBuilder::new(c.ty)).collect();
-        for row in rows {
-            interval.append_value(*interval_ms);
-            keys.append_value(&row.key);
-            starts.append_value(row.window_start_ms);
-            values.clear();
-            view.encode(&row.agg, &mut values);
-            if values.len() != columns.len() {
-                return Err(format_err(format!("the codec gave {} values for {} columns", values.len(), columns.len())));
-            }
-            for (b, v) in columns.iter_mut().zip(&values) {
-                b.push(v).map_err(&format_err)?;
-            }
-        }
-        let mut arrays: Vec<ArrayRef> =
-            vec![Arc::new(interval.finish()), Arc::new(keys.finish()), Arc::new(starts.finish().with_timezone("UTC"))];
-        for b in columns {
-            arrays.push(b.finish().map_err(&format_err)?);
-        }
-        let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| format_err(e.to_string()))?;
-        writer.write(&batch).map_err(|e| format_err(e.to_string()))?;
-        writer.flush().map_err(|e| format_err(e.to_string()))?;
+    let mut writer = SegmentWriter::new(view, meta)?;
+    for (interval_ms, rows) in by_interval {
+        writer.write_interval(*interval_ms, rows)?;
     }
-    for (k, v) in [
-        ("prism.view", meta.view.clone()),
-        ("prism.fingerprint", meta.fingerprint.clone()),
-        ("prism.chunk_start", meta.chunk_start_ms.to_string()),
-        ("prism.chunk_end", meta.chunk_end_ms.to_string()),
-        ("prism.covered_until", meta.covered_until_ms.to_string()),
-    ] {
-        writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
+    writer.finish()
+}
+
+/// Writes a segment one interval at a time (ascending intervals, each one's rows sorted by
+/// (key, window start)), so that a builder can drop an interval's rows once written. The same
+/// file as [`encode_segment`].
+pub struct SegmentWriter<'v, V: View> {
+    view: &'v V,
+    meta: SegmentMeta,
+    schema: SchemaRef,
+    writer: ArrowWriter<Vec<u8>>,
+    values: Vec<Value>,
+}
+
+impl<'v, V: View> SegmentWriter<'v, V> {
+    /// A writer for `view`'s segment described by `meta`.
+    ///
+    /// Errors: [`SegmentError::Format`] when Parquet refuses the schema.
+    pub fn new(view: &'v V, meta: &SegmentMeta) -> Result<Self, SegmentError> {
+        let schema = segment_schema(view);
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(|e| format_error(meta, e.to_string()))?;
+        Ok(SegmentWriter { view, meta: meta.clone(), schema, writer, values: Vec::with_capacity(view.columns().len()) })
     }
-    writer.into_inner().map_err(|e| format_err(e.to_string()))
+
+    /// Appends the rows of `interval_ms`, a row group per [`ROW_GROUP_ROWS`] rows.
+    ///
+    /// Errors: [`SegmentError::Format`] when a value does not match its column or Parquet fails.
+    pub fn write_interval(&mut self, interval_ms: i64, rows: &[ViewRow<V::Agg>]) -> Result<(), SegmentError> {
+        let meta = &self.meta;
+        let format_err = |reason: String| format_error(meta, reason);
+        // One record batch per row group's worth of rows: the Arrow arrays of a whole year chunk
+        // would hold another copy of its half a million rows.
+        for rows in rows.chunks(ROW_GROUP_ROWS) {
+            let mut interval = Int64Builder::with_capacity(rows.len());
+            let mut keys = StringBuilder::new();
+            let mut starts = TimestampMillisecondBuilder::with_capacity(rows.len());
+            let mut columns: Vec<ColumnBuilder> = self.view.columns().iter().map(|c| ColumnBuilder::new(c.ty)).collect();
+            for row in rows {
+                interval.append_value(interval_ms);
+                keys.append_value(&row.key);
+                starts.append_value(row.window_start_ms);
+                self.values.clear();
+                self.view.encode(&row.agg, &mut self.values);
+                if self.values.len() != columns.len() {
+                    return Err(format_err(format!("the codec gave {} values for {} columns", self.values.len(), columns.len())));
+                }
+                for (b, v) in columns.iter_mut().zip(&self.values) {
+                    b.push(v).map_err(&format_err)?;
+                }
+            }
+            let mut arrays: Vec<ArrayRef> =
+                vec![Arc::new(interval.finish()), Arc::new(keys.finish()), Arc::new(starts.finish().with_timezone("UTC"))];
+            for b in columns {
+                arrays.push(b.finish().map_err(&format_err)?);
+            }
+            let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| format_err(e.to_string()))?;
+            self.writer.write(&batch).map_err(|e| format_err(e.to_string()))?;
+            self.writer.flush().map_err(|e| format_err(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the footer (with the segment's metadata) and returns the file's bytes.
+    ///
+    /// Errors: [`SegmentError::Format`] when Parquet fails.
+    pub fn finish(mut self) -> Result<Vec<u8>, SegmentError> {
+        let m = &self.meta;
+        for (k, v) in [
+            ("prism.view", m.view.clone()),
+            ("prism.fingerprint", m.fingerprint.clone()),
+            ("prism.chunk_start", m.chunk_start_ms.to_string()),
+            ("prism.chunk_end", m.chunk_end_ms.to_string()),
+            ("prism.covered_until", m.covered_until_ms.to_string()),
+        ] {
+            self.writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
+        }
+        let meta = self.meta;
+        self.writer.into_inner().map_err(|e| format_error(&meta, e.to_string()))
+    }
+}
+
+fn format_error(meta: &SegmentMeta, reason: String) -> SegmentError {
+    SegmentError::Format { path: format!("{}:{}", meta.view, meta.chunk_start_ms), reason }
 }
 
 /// What one row group holds, from its statistics.
