@@ -54,7 +54,19 @@ pub const SEGMENT_CACHE_ROWS: usize = 400_000;
 /// Installs the process-wide Prometheus recorder once and returns its renderer.
 pub fn metrics_renderer() -> prism_serving::ops::MetricsRenderer {
     static HANDLE: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> = OnceLock::new();
-    let handle = HANDLE.get_or_init(|| metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok());
+    let handle = HANDLE.get_or_init(|| {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
+        // HELP texts go to the recorder installed just now: a layer that described its metrics
+        // before this point described them to no recorder.
+        prism_ingest::telemetry::describe();
+        prism_speed::telemetry::describe();
+        prism_batch::telemetry::describe();
+        metrics::describe_counter!(
+            crate::micro::COMPONENT_RESTARTS_TOTAL,
+            "Restarts of a failed component (speed layer, archiver, batch layer) by its service's supervisor."
+        );
+        handle
+    });
     match handle.clone() {
         Some(h) => Arc::new(move || h.render()),
         None => Arc::new(|| "# metrics recorder unavailable\n".to_string()),

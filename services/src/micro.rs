@@ -176,6 +176,9 @@ fn ops(store: &ViewStore, log: &Arc<KafkaLog>, master: Option<&MasterDataset>) -
     prism_serving::ops::router(OpsState { store: store.clone(), extra_check: Some(all_ready(checks)), metrics: metrics_renderer() })
 }
 
+/// Restarts of a failed component by [`supervise`], labelled `component`.
+pub const COMPONENT_RESTARTS_TOTAL: &str = "prism_component_restarts_total";
+
 /// Runs a restartable component until `stop` fires: on failure it logs, counts
 /// `prism_component_restarts_total`, waits (200 ms doubling to 10 s) and starts it again.
 pub async fn supervise<F, Fut, E>(name: &'static str, stop: CancellationToken, mut start: F) -> anyhow::Result<()>
@@ -196,7 +199,7 @@ where
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(200);
                 }
-                metrics::counter!("prism_component_restarts_total", "component" => name).increment(1);
+                metrics::counter!(COMPONENT_RESTARTS_TOTAL, "component" => name).increment(1);
                 tracing::warn!(component = name, error = %e, retry_in_ms = backoff.as_millis() as u64,
                     "component failed; restarting from its committed offsets");
                 tokio::select! {

@@ -132,6 +132,18 @@ async fn ingest_refuses_bad_input_and_serves_good_input() {
     }
     let metrics = up.client.get(format!("{}/metrics", up.base)).send().await.expect("GET").text().await.expect("text");
     assert!(metrics.contains("prism_ingest_http_events_accepted_total"), "{metrics}");
+    // Every metric family Prism emits has HELP text, whichever layer emits it.
+    for family in ["prism_ingest_http_events_accepted_total", "prism_speed_events_total", "prism_speed_commits_total"] {
+        if metrics.contains(&format!("\n{family}")) {
+            assert!(metrics.contains(&format!("# HELP {family} ")), "{family} has no HELP text: {metrics}");
+        }
+    }
+    let families: Vec<&str> =
+        metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(!families.is_empty(), "{metrics}");
+    for family in families {
+        assert!(metrics.contains(&format!("# HELP {family} ")), "{family} has no HELP text: {metrics}");
+    }
     up.stop().await;
 }
 
