@@ -38,8 +38,12 @@ use crate::{telemetry, BatchError};
 
 /// Records read per poll.
 const MAX_POLL: usize = 10_000;
-/// Master-dataset files a flush writes at once.
+/// Master-dataset files a flush writes at once, at most.
 const WRITES_IN_FLIGHT: usize = 8;
+/// Rows being encoded at once across those files: many small files overlap (a historical
+/// catch-up writes hundreds of day files a flush), few large ones go one by one (their
+/// encoding buffers are what would add up).
+const ROWS_IN_FLIGHT: usize = 50_000;
 
 /// Settings of the archiver.
 #[derive(Debug, Clone)]
@@ -228,7 +232,7 @@ async fn flush(
     // next start removes.
     futures_util::stream::iter(groups.into_values())
         .map(|group| config.master.write_file(QUOTES_TOPIC, group))
-        .buffer_unordered(WRITES_IN_FLIGHT)
+        .buffer_unordered((ROWS_IN_FLIGHT / (count / files.max(1)).max(1)).clamp(1, WRITES_IN_FLIGHT))
         .try_collect::<Vec<_>>()
         .await?;
     store.commit_offsets(ARCHIVER_CONSUMER, QUOTES_TOPIC, offsets).await?;

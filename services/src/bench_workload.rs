@@ -61,10 +61,11 @@ impl Workload {
     ///
     /// Errors: the file cannot be opened, or is not valid Parquet after its magic.
     pub fn open(path: &Path) -> anyhow::Result<Workload> {
+        use std::io::{Read, Seek};
         let mut magic = [0u8; 4];
         let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let is_parquet = std::io::Read::read_exact(&mut file, &mut magic).is_ok() && &magic == b"PAR1";
-        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let is_parquet = file.read_exact(&mut magic).is_ok() && &magic == b"PAR1";
+        file.rewind().with_context(|| format!("reading {}", path.display()))?;
         if is_parquet {
             let reader = ParquetRecordBatchReaderBuilder::try_new(file)
                 .and_then(|b| b.with_batch_size(CHUNK_EVENTS).build())
