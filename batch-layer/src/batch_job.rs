@@ -314,7 +314,7 @@ where
         while running.len() < config.parallelism.max(1) {
             let Some(build) = pending.next() else { break };
             let (view, master, runtime) = (view.clone(), config.master.clone(), runtime.clone());
-            running.spawn_blocking(move || build_chunk(&*view, &master, &runtime, version, &build));
+            running.spawn_blocking(move || build_chunk(&view, &master, &runtime, version, &build));
         }
         let Some(next) = running.join_next().await else { break };
         done.push(next.map_err(|e| BatchError::Task(e.to_string()))??);

@@ -3,6 +3,7 @@
 //! monoid, rolled up to every interval the view serves, written as one immutable segment.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use object_store::path::Path as ObjectPath;
@@ -16,8 +17,8 @@ use crate::chunks::Chunk;
 use crate::master::{MasterDataset, MasterFile};
 use crate::BatchError;
 
-/// Master-dataset files fetched and decoded ahead of the one being folded.
-const DECODE_AHEAD: usize = 2;
+/// Master-dataset files of one chunk fetched, decoded and folded at once.
+const FOLDS_IN_FLIGHT: usize = 2;
 
 /// One chunk to build: which files, up to which instant.
 #[derive(Debug, Clone)]
@@ -46,12 +47,82 @@ pub fn segment_path(view: &str, chunk: &Chunk, version: i64) -> ObjectPath {
     ObjectPath::from(format!("segments/{view}/{}/v{version}.parquet", chunk.label()))
 }
 
+/// The base windows of a chunk's keys, as a fold builds them: per key, windows in the order
+/// events arrived, an event of the same window as the one before merged into it. Master-dataset
+/// files hold a key's events in log order (a key lives in one partition), which is close to
+/// event-time order, so the windows need little sorting and no per-window hashing.
+struct KeyedWindows<A> {
+    index: HashMap<String, usize, foldhash::fast::RandomState>,
+    keys: Vec<(String, Vec<(i64, A)>)>,
+    events: i64,
+}
+
+impl<A: Monoid> KeyedWindows<A> {
+    fn new() -> Self {
+        KeyedWindows { index: HashMap::default(), keys: Vec::new(), events: 0 }
+    }
+
+    fn windows_of(&mut self, key: &str) -> &mut Vec<(i64, A)> {
+        let slot = match self.index.get(key) {
+            Some(&slot) => slot,
+            None => {
+                self.index.insert(key.to_string(), self.keys.len());
+                self.keys.push((key.to_string(), Vec::new()));
+                self.keys.len() - 1
+            }
+        };
+        &mut self.keys[slot].1
+    }
+
+    /// Adds one event's contribution to window `start` of `key`.
+    fn add(&mut self, key: &str, start: i64, contribution: A) {
+        let windows = self.windows_of(key);
+        match windows.last_mut() {
+            Some((last, agg)) if *last == start => agg.merge_from(&contribution),
+            _ => windows.push((start, contribution)),
+        }
+        self.events += 1;
+    }
+
+    /// Appends another fold's windows (of later files) after these.
+    fn absorb(&mut self, other: KeyedWindows<A>) {
+        self.events += other.events;
+        for (key, windows) in other.keys {
+            self.windows_of(&key).extend(windows);
+        }
+    }
+
+    /// The base rows, sorted by (key, window start), each window merged once.
+    fn into_rows(self) -> Vec<ViewRow<A>> {
+        let mut keys = self.keys;
+        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut rows: Vec<ViewRow<A>> = Vec::with_capacity(keys.iter().map(|(_, w)| w.len()).sum());
+        for (key, mut windows) in keys {
+            if !windows.is_sorted_by_key(|(start, _)| *start) {
+                // Stable and run-aware: a few late events cost a few merges, not a full sort.
+                windows.sort_by_key(|(start, _)| *start);
+            }
+            let first = rows.len();
+            for (window_start_ms, agg) in windows {
+                let own = rows.len() > first;
+                match rows.last_mut() {
+                    Some(ViewRow { window_start_ms: last, agg: held, .. }) if own && *last == window_start_ms => held.merge_from(&agg),
+                    _ => rows.push(ViewRow { key: key.clone(), window_start_ms, agg }),
+                }
+            }
+        }
+        rows
+    }
+}
+
 /// Builds and writes the segment of `build` for batch version `version`. Runs on a blocking
-/// thread: it waits for the dataset's I/O on `runtime`.
+/// thread: it waits for the dataset's I/O on `runtime`, and files are decoded and folded
+/// [`FOLDS_IN_FLIGHT`] at a time on blocking threads of their own, their folds appended in file
+/// order.
 ///
 /// Errors: [`BatchError`] when a file cannot be read or the segment cannot be written.
 pub fn build_chunk<V>(
-    view: &V,
+    view: &Arc<V>,
     master: &MasterDataset,
     runtime: &tokio::runtime::Handle,
     version: i64,
@@ -61,44 +132,29 @@ where
     V: View<Event = Quote>,
 {
     let base_ms = view.window_ms();
-    let mut windows: HashMap<String, HashMap<i64, V::Agg>> = HashMap::new();
-    let mut events = 0i64;
-    // A two-stage pipeline: the next files are fetched and decoded by tasks of their own while
-    // this thread folds the current one.
-    let mut decoded = futures_util::stream::iter(build.files.iter().cloned())
+    let (chunk_start, covered_until) = (build.chunk.start_ms, build.covered_until_ms);
+    let mut folds = futures_util::stream::iter(build.files.iter().cloned())
         .map(|file| {
-            let master = master.clone();
-            runtime.spawn(async move { master.read_file(&file).await })
+            let (master, view) = (master.clone(), view.clone());
+            runtime.spawn(async move {
+                master
+                    .fold_file(&file, KeyedWindows::new(), move |acc, quote, pos| {
+                        let ts = view.event_time(quote);
+                        if ts < covered_until && ts >= chunk_start {
+                            acc.add(view.key(quote), window_start(ts, base_ms), view.contribution(quote, pos));
+                        }
+                    })
+                    .await
+            })
         })
-        .buffered(DECODE_AHEAD);
-    while let Some(joined) = runtime.block_on(decoded.next()) {
-        let rows = joined.map_err(|e| BatchError::Task(format!("decoding a master-dataset file: {e}")))??;
-        for row in rows {
-            let ts = view.event_time(&row.quote);
-            if ts >= build.covered_until_ms || ts < build.chunk.start_ms {
-                continue;
-            }
-            let contribution = view.contribution(&row.quote, row.pos);
-            let key = view.key(&row.quote);
-            let by_start = match windows.get_mut(key) {
-                Some(w) => w,
-                None => windows.entry(key.to_string()).or_default(),
-            };
-            let start = window_start(ts, base_ms);
-            by_start.entry(start).and_modify(|a| *a = a.merge(&contribution)).or_insert(contribution);
-            events += 1;
-        }
+        .buffered(FOLDS_IN_FLIGHT);
+    let mut windows = KeyedWindows::new();
+    while let Some(joined) = runtime.block_on(folds.next()) {
+        windows.absorb(joined.map_err(|e| BatchError::Task(format!("folding a master-dataset file: {e}")))??);
     }
-    drop(decoded);
-    // Sorted by (key, window start): keys once, then each key's windows by their start.
-    let mut keys: Vec<(String, HashMap<i64, V::Agg>)> = windows.into_iter().collect();
-    keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut base: Vec<ViewRow<V::Agg>> = Vec::with_capacity(keys.iter().map(|(_, w)| w.len()).sum());
-    for (key, by_start) in keys {
-        let mut starts: Vec<(i64, V::Agg)> = by_start.into_iter().collect();
-        starts.sort_unstable_by_key(|(start, _)| *start);
-        base.extend(starts.into_iter().map(|(window_start_ms, agg)| ViewRow { key: key.clone(), window_start_ms, agg }));
-    }
+    drop(folds);
+    let events = windows.events;
+    let base = windows.into_rows();
     let meta = SegmentMeta {
         view: view.name().to_string(),
         fingerprint: view.fingerprint(),
@@ -109,7 +165,7 @@ where
     // Interval by interval: each one is written, rolled up into the next (from the previous
     // interval when each divides the next, 1m → 5m → 15m → 1h → 1d, else from the base rows),
     // and dropped, so at most two intervals' rows are held at once.
-    let mut writer = SegmentWriter::new(view, &meta)?;
+    let mut writer = SegmentWriter::new(view.as_ref(), &meta)?;
     writer.write_interval(base_ms, &base)?;
     let mut rows = base.len() as i64;
     if view.intervals_ms().windows(2).all(|w| w[1] % w[0] == 0) {

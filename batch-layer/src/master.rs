@@ -334,6 +334,26 @@ impl MasterDataset {
             .map_err(|e| MasterError::Format { file: file.location.to_string(), reason: format!("decoder task: {e}") })?
     }
 
+    /// Folds every row of a quotes file, in file order, into `acc` with `f` on a blocking thread,
+    /// without materialising the rows (each row is lent as a [`Quote`] and its log position);
+    /// returns `acc`.
+    ///
+    /// Errors: as [`MasterDataset::read_file`].
+    pub async fn fold_file<T, F>(&self, file: &MasterFile, mut acc: T, mut f: F) -> Result<T, MasterError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut T, &Quote, LogPosition) + Send + 'static,
+    {
+        let bytes = self.objects.get(&file.location).await?;
+        let name = file.location.to_string();
+        tokio::task::spawn_blocking(move || {
+            codec::for_each_row(bytes, &name, |quote, pos| f(&mut acc, quote, pos))?;
+            Ok(acc)
+        })
+        .await
+        .map_err(|e| MasterError::Format { file: file.location.to_string(), reason: format!("decoder task: {e}") })?
+    }
+
     /// Deletes one file (already gone is fine).
     ///
     /// Errors: [`MasterError::Store`].

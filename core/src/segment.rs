@@ -32,10 +32,11 @@ use object_store::path::Path as ObjectPath;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{KeyValue, ParquetMetaData, ParquetMetaDataReader};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::decimal::Decimal6;
 use crate::objects::{ObjectError, ObjectLocation};
@@ -168,10 +169,25 @@ impl<'v, V: View> SegmentWriter<'v, V> {
     /// Errors: [`SegmentError::Format`] when Parquet refuses the schema.
     pub fn new(view: &'v V, meta: &SegmentMeta) -> Result<Self, SegmentError> {
         let schema = segment_schema(view);
-        let props = WriterProperties::builder()
+        // Dictionary encoding pays for the interval and key columns (few distinct values); the
+        // aggregate's columns are mostly distinct, where building a dictionary only costs time.
+        // Row-group (chunk) statistics are what readers prune by; page statistics are not kept.
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
+            .set_dictionary_enabled(false)
+            .set_statistics_enabled(EnabledStatistics::Chunk);
+        for dictionary in ["interval_ms", view.key_column()] {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(dictionary), true);
+        }
+        // 64-bit integers (times, offsets, counts and prices, which Parquet stores as INT64 at
+        // precision 18) are delta-encoded: rows sorted by key and window start make the deltas
+        // small, so there is less for zstd to compress.
+        let int64 = view.columns().iter().filter(|c| matches!(c.ty, ColumnType::Int | ColumnType::Time | ColumnType::Price));
+        for column in int64.map(|c| c.name).chain(["window_start"]) {
+            props = props.set_column_encoding(ColumnPath::from(column), Encoding::DELTA_BINARY_PACKED);
+        }
+        let props = props.build();
         let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(|e| format_error(meta, e.to_string()))?;
         Ok(SegmentWriter { view, meta: meta.clone(), schema, writer, values: Vec::with_capacity(view.columns().len()) })
     }

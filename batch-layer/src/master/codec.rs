@@ -83,15 +83,24 @@ fn money<'a>(batch: &'a RecordBatch, name: &str, file: &str) -> Result<Option<&'
     Ok(col)
 }
 
-/// Decodes a quotes file's rows, in file order. Files of the first schema (without `bid`, `ask`
-/// and `exchange`) decode with those fields `None`.
+/// Rows decoded per Arrow record batch.
+const DECODE_BATCH_ROWS: usize = 8192;
+
+/// Calls `f` with every row of a quotes file, in file order, through one reused [`Quote`] (no
+/// allocation per row) and its log position; returns the number of rows. Files of the first
+/// schema (without `bid`, `ask` and `exchange`) decode with those fields `None`.
 ///
 /// Errors: [`MasterError::Format`] naming `file` when it is not Parquet or lacks a required
 /// column of the right type.
-pub(super) fn decode(bytes: Bytes, file: &str) -> Result<Vec<ArchivedQuote>, MasterError> {
+pub(super) fn for_each_row(bytes: Bytes, file: &str, mut f: impl FnMut(&Quote, LogPosition)) -> Result<u64, MasterError> {
     let err = format_err(file);
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| err(&e))?.build().map_err(|e| err(&e))?;
-    let mut out = Vec::new();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| err(&e))?
+        .with_batch_size(DECODE_BATCH_ROWS)
+        .build()
+        .map_err(|e| err(&e))?;
+    let mut quote = Quote { symbol: String::new(), ts: 0, price: Decimal6::ZERO, size: 0, bid: None, ask: None, exchange: None };
+    let mut rows = 0u64;
     for batch in reader {
         let batch = batch.map_err(|e| err(&e))?;
         let symbol: &StringArray = required(&batch, "symbol", file)?;
@@ -104,21 +113,33 @@ pub(super) fn decode(bytes: Bytes, file: &str) -> Result<Vec<ArchivedQuote>, Mas
         let partition: &Int32Array = required(&batch, "partition", file)?;
         let offset: &Int64Array = required(&batch, "offset", file)?;
         let opt_money = |c: Option<&Decimal128Array>, i: usize| c.filter(|c| c.is_valid(i)).map(|c| Decimal6::from_units(c.value(i)));
-        out.reserve(batch.num_rows());
         for i in 0..batch.num_rows() {
-            out.push(ArchivedQuote {
-                quote: Quote {
-                    symbol: symbol.value(i).to_string(),
-                    ts: ts.value(i),
-                    price: Decimal6::from_units(price.value(i)),
-                    size: size.value(i),
-                    bid: opt_money(bid, i),
-                    ask: opt_money(ask, i),
-                    exchange: exchange.filter(|c| c.is_valid(i)).map(|c| c.value(i).to_string()),
-                },
-                pos: LogPosition { partition: partition.value(i), offset: offset.value(i) },
-            });
+            quote.symbol.clear();
+            quote.symbol.push_str(symbol.value(i));
+            quote.ts = ts.value(i);
+            quote.price = Decimal6::from_units(price.value(i));
+            quote.size = size.value(i);
+            quote.bid = opt_money(bid, i);
+            quote.ask = opt_money(ask, i);
+            match (exchange.filter(|c| c.is_valid(i)).map(|c| c.value(i)), &mut quote.exchange) {
+                (Some(v), Some(held)) => {
+                    held.clear();
+                    held.push_str(v);
+                }
+                (v, held) => *held = v.map(str::to_string),
+            }
+            f(&quote, LogPosition { partition: partition.value(i), offset: offset.value(i) });
         }
+        rows += batch.num_rows() as u64;
     }
+    Ok(rows)
+}
+
+/// Decodes a quotes file's rows, in file order ([`for_each_row`], each row cloned).
+///
+/// Errors: as [`for_each_row`].
+pub(super) fn decode(bytes: Bytes, file: &str) -> Result<Vec<ArchivedQuote>, MasterError> {
+    let mut out = Vec::new();
+    for_each_row(bytes, file, |quote, pos| out.push(ArchivedQuote { quote: quote.clone(), pos }))?;
     Ok(out)
 }

@@ -27,6 +27,11 @@ pub trait Monoid: Clone + PartialEq + Debug + Send + Sync + 'static {
     fn empty() -> Self;
     /// Combines two aggregates.
     fn merge(&self, other: &Self) -> Self;
+    /// Merges `other` into `self` in place: the same result as [`Monoid::merge`], without
+    /// building a new value (aggregates can be large; hot loops use this).
+    fn merge_from(&mut self, other: &Self) {
+        *self = self.merge(other);
+    }
 }
 
 /// A view definition (DESIGN §4). Implementations are plain data (their parameters) plus the
@@ -108,7 +113,7 @@ pub fn roll_up<A: Monoid>(rows: &[ViewRow<A>], interval_ms: i64) -> Vec<ViewRow<
         let mut out: std::collections::BTreeMap<(&str, i64), A> = std::collections::BTreeMap::new();
         for r in rows {
             let start = window_start(r.window_start_ms, interval_ms);
-            out.entry((r.key.as_str(), start)).and_modify(|a| *a = a.merge(&r.agg)).or_insert_with(|| r.agg.clone());
+            out.entry((r.key.as_str(), start)).and_modify(|a| a.merge_from(&r.agg)).or_insert_with(|| r.agg.clone());
         }
         return out.into_iter().map(|((key, window_start_ms), agg)| ViewRow { key: key.to_string(), window_start_ms, agg }).collect();
     }
@@ -118,7 +123,7 @@ pub fn roll_up<A: Monoid>(rows: &[ViewRow<A>], interval_ms: i64) -> Vec<ViewRow<
     for r in rows {
         let start = window_start(r.window_start_ms, interval_ms);
         match out.last_mut() {
-            Some(last) if last.window_start_ms == start && last.key == r.key => last.agg = last.agg.merge(&r.agg),
+            Some(last) if last.window_start_ms == start && last.key == r.key => last.agg.merge_from(&r.agg),
             _ => out.push(ViewRow { key: r.key.clone(), window_start_ms: start, agg: r.agg.clone() }),
         }
     }

@@ -104,10 +104,30 @@ impl Ohlcv {
         }
     }
 
+    /// Merges `other` into `self`: the same result as [`Ohlcv::merge`], in place.
+    pub fn merge_from(&mut self, other: &Ohlcv) {
+        keep(&mut self.open, other.open, |a, b| a.key <= b.key);
+        keep(&mut self.high, other.high, |a, b| a >= b);
+        keep(&mut self.low, other.low, |a, b| a <= b);
+        keep(&mut self.close, other.close, |a, b| a.key >= b.key);
+        self.volume = self.volume.saturating_add(other.volume);
+        self.notional = Decimal6::from_units(self.notional.units().saturating_add(other.notional.units()));
+        self.trades = self.trades.saturating_add(other.trades);
+    }
+
     /// Volume-weighted average price = notional / volume, rounded half away from zero to
     /// scale 6 (derived at read time, never stored or summed). `None` when volume is 0.
     pub fn vwap(&self) -> Option<Decimal6> {
         self.notional.div_round(self.volume as i128)
+    }
+}
+
+/// [`pick`] into `held`.
+fn keep<T: Copy>(held: &mut Option<T>, other: Option<T>, keep_held: impl Fn(&T, &T) -> bool) {
+    match (held.as_ref(), other) {
+        (Some(h), Some(o)) if !keep_held(h, &o) => *held = Some(o),
+        (None, o) => *held = o,
+        _ => {}
     }
 }
 
@@ -289,6 +309,10 @@ impl Monoid for Ohlcv {
     fn merge(&self, other: &Self) -> Self {
         Ohlcv::merge(self, other)
     }
+
+    fn merge_from(&mut self, other: &Self) {
+        Ohlcv::merge_from(self, other)
+    }
 }
 
 #[cfg(test)]
@@ -318,6 +342,13 @@ mod tests {
             prop_assume!(a.open.map(|p| p.key) != b.open.map(|p| p.key) || a.open == b.open);
             prop_assume!(a.close.map(|p| p.key) != b.close.map(|p| p.key) || a.close == b.close);
             prop_assert_eq!(a.merge(&b), b.merge(&a));
+        }
+
+        #[test]
+        fn merge_in_place_equals_merge(a in arb_ohlcv(), b in arb_ohlcv()) {
+            let mut in_place = a;
+            in_place.merge_from(&b);
+            prop_assert_eq!(in_place, a.merge(&b));
         }
 
         #[test]
