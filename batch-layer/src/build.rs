@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use object_store::path::Path as ObjectPath;
 use prism_core::event::Quote;
-use prism_core::segment::{SegmentMeta, SegmentWriter};
+use prism_core::segment::{segment_path, SegmentMeta, SegmentWriter};
 use prism_core::store::SegmentRecord;
 use prism_core::view::{roll_up, Monoid, View, ViewRow};
 use prism_core::window::window_start;
@@ -40,11 +39,6 @@ pub struct BuiltSegment {
     pub record: SegmentRecord,
     /// Master-dataset files read (0 when carried over).
     pub files_read: u64,
-}
-
-/// Where a segment of `view` for `chunk`, built by batch version `version`, is stored.
-pub fn segment_path(view: &str, chunk: &Chunk, version: i64) -> ObjectPath {
-    ObjectPath::from(format!("segments/{view}/{}/v{version}.parquet", chunk.label()))
 }
 
 /// The base windows of a chunk's keys, as a fold builds them: per key, windows in the order

@@ -14,7 +14,8 @@ use clap::Args;
 /// environment fallback).
 #[derive(Debug, Clone, Args)]
 pub struct DeploymentArgs {
-    /// `lambda` (Kappa mode comes with its own issue).
+    /// `lambda` (batch and speed layers merged at the batch horizon) or `kappa` (the speed layer
+    /// only: no archiver and no batch job; reprocessing replays the log).
     #[arg(long, env = "PRISM_ARCHITECTURE", default_value = "lambda")]
     pub architecture: Architecture,
     /// Partitions of the source topics (`prism.quotes`) when they are created.
@@ -27,14 +28,9 @@ pub struct DeploymentArgs {
 }
 
 impl DeploymentArgs {
-    /// Checks the values clap cannot: at least one partition, a non-negative lateness, and an
-    /// architecture this build runs. Errors: a message naming the flag.
+    /// Checks the values clap cannot: at least one partition and a non-negative lateness.
+    /// Errors: a message naming the flag.
     pub fn validate(&self) -> Result<(), String> {
-        if self.architecture == Architecture::Kappa {
-            return Err("--architecture kappa is not available yet: this build runs the Lambda architecture only \
-                 (Kappa replay is a later issue)"
-                .into());
-        }
         if self.partitions < 1 {
             return Err("--partitions must be at least 1".into());
         }
@@ -85,6 +81,62 @@ impl Architecture {
     }
 }
 
+/// A component of a deployment: a layer's job, run in `prism up` or as a microservice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    /// The archiver: the log → the master dataset.
+    Archiver,
+    /// The batch job: the master dataset → batch-view segments.
+    BatchLayer,
+    /// The speed layer: the log → realtime views.
+    SpeedLayer,
+    /// The Kappa hand-off: finalized realtime windows → segments.
+    Handoff,
+}
+
+impl Component {
+    /// The service name (`archiver`, `batch-layer`, `speed-layer`, `handoff`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Archiver => "archiver",
+            Component::BatchLayer => "batch-layer",
+            Component::SpeedLayer => "speed-layer",
+            Component::Handoff => "handoff",
+        }
+    }
+}
+
+impl Architecture {
+    /// Whether a deployment of this architecture runs `component` — the one place that decides
+    /// (DESIGN §5, §6): Lambda runs the archiver, the batch job and the speed layer; Kappa the
+    /// speed layer and its hand-off. Ingest and serving run in both.
+    pub fn runs(self, component: Component) -> bool {
+        match (self, component) {
+            (_, Component::SpeedLayer) => true,
+            (Architecture::Lambda, Component::Archiver | Component::BatchLayer) => true,
+            (Architecture::Lambda, Component::Handoff) => false,
+            (Architecture::Kappa, Component::Archiver | Component::BatchLayer) => false,
+            (Architecture::Kappa, Component::Handoff) => true,
+        }
+    }
+
+    /// Refuses to start `component` under an architecture that does not run it. Errors: a
+    /// message naming the component, the architecture and what to do.
+    pub fn require(self, component: Component) -> Result<(), String> {
+        if self.runs(component) {
+            return Ok(());
+        }
+        Err(format!(
+            "the {} does not run in a {self} deployment (PRISM_ARCHITECTURE={self}): {}",
+            component.name(),
+            match self {
+                Architecture::Kappa => "Kappa mode has no batch layer; views are rebuilt by replaying the log (`prism replay`)",
+                Architecture::Lambda => "the hand-off runs in Kappa mode only; in Lambda mode the batch job writes the segments",
+            }
+        ))
+    }
+}
+
 impl fmt::Display for Architecture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -130,11 +182,22 @@ mod tests {
     }
 
     #[test]
+    fn each_architecture_runs_its_components() {
+        use Component::*;
+        let runs = |a: Architecture| [Archiver, BatchLayer, SpeedLayer, Handoff].map(|c| a.runs(c));
+        assert_eq!(runs(Architecture::Lambda), [true, true, true, false]);
+        assert_eq!(runs(Architecture::Kappa), [false, false, true, true]);
+        let refused = Architecture::Kappa.require(BatchLayer).unwrap_err();
+        assert!(refused.contains("batch-layer") && refused.contains("kappa"), "{refused}");
+        assert!(Architecture::Kappa.require(SpeedLayer).is_ok());
+    }
+
+    #[test]
     fn deployment_flags_are_checked() {
         let ok = DeploymentArgs { architecture: Architecture::Lambda, partitions: 2, allowed_lateness_ms: 0 };
         assert_eq!(ok.validate(), Ok(()));
         let kappa = DeploymentArgs { architecture: Architecture::Kappa, ..ok.clone() };
-        assert!(kappa.validate().unwrap_err().contains("kappa"));
+        assert_eq!(kappa.validate(), Ok(()));
         let none = DeploymentArgs { partitions: 0, ..ok.clone() };
         assert!(none.validate().unwrap_err().contains("--partitions"));
         let early = DeploymentArgs { allowed_lateness_ms: -1, ..ok };

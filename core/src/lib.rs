@@ -14,6 +14,7 @@
 //! - [`batch_run`]: the batch-run request/report passed between serving and the batch layer.
 
 pub mod batch_run;
+pub mod chunk;
 pub mod config;
 pub mod consumer;
 pub mod decimal;

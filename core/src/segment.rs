@@ -78,6 +78,14 @@ pub struct SegmentMeta {
     pub covered_until_ms: i64,
 }
 
+/// Where the segment of `view` for `chunk` written by version `version` is stored, under the
+/// storage root: `segments/<view>/<chunk label>/v<version>.parquet`. Version numbers are unique
+/// per view (batch versions and Kappa hand-off manifests share one sequence), so a path is
+/// written once.
+pub fn segment_path(view: &str, chunk: &crate::chunk::Chunk, version: i64) -> ObjectPath {
+    ObjectPath::from(format!("segments/{view}/{}/v{version}.parquet", chunk.label()))
+}
+
 /// The Arrow schema of `view`'s segments.
 pub fn segment_schema<V: View>(view: &V) -> SchemaRef {
     let mut fields = vec![

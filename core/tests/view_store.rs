@@ -301,3 +301,42 @@ async fn concurrent_writers_wait_for_each_other() {
         assert!(expiries > 0, "{name}: the two writers overlapped");
     }
 }
+
+/// Kappa hand-off manifests: each realtime version keeps its own manifest and horizon; only the
+/// serving version's move the pointer; a Lambda batch version the pointer held is adopted and
+/// retired by the first hand-off; a later batch publish (Kappa → Lambda) retires the hand-off.
+#[tokio::test]
+async fn handoff_manifests_follow_their_realtime_version() {
+    for (name, store, _dir) in backends().await {
+        // Lambda left batch version 1 with H = 150 min.
+        let b1 = store.begin_batch_version("ohlcv", "fp").await.expect("begin");
+        store.publish_batch_version("ohlcv", b1, 150 * M, &[segment(0, 100 * M, "s/a-v1")]).await.expect("publish");
+        let adopted = store.handoff_state("ohlcv", 1).await.expect("state");
+        assert_eq!((adopted.segment_version, adopted.segment_horizon_ms), (Some(b1), Some(150 * M)), "{name}: adopted");
+        assert_eq!(store.handoff_state("ohlcv", 2).await.expect("state"), Default::default(), "{name}: a new version starts empty");
+
+        // The serving version's hand-off moves the pointer and retires the batch version.
+        let h1 = store.begin_batch_version("ohlcv", "fp").await.expect("begin");
+        store.publish_handoff("ohlcv", 1, h1, 1_440 * M, &[segment(0, 1_440 * M, "s/day-v2")], Some(b1)).await.expect("hand off");
+        assert!(store.publish_handoff("ohlcv", 1, h1, 1_440 * M, &[], Some(b1)).await.is_err(), "{name}: published once");
+        let p = store.view_pointer("ohlcv").await.expect("pointer");
+        assert_eq!((p.batch_version, p.batch_horizon_ms, p.realtime_version), (Some(h1), Some(1_440 * M), 1), "{name}");
+        assert!(store.published_batch_version("ohlcv").await.expect("read").is_none(), "{name}: a hand-off is not a batch version");
+        let gone = store.expire_batch_versions("ohlcv", prism_core::time::now_ms() + 1_000).await.expect("expire");
+        assert_eq!(gone, vec!["s/a-v1".to_string()], "{name}: the adopted batch version was retired");
+
+        // Another realtime version (a replay) hands off without touching the pointer.
+        let h2 = store.begin_batch_version("ohlcv", "fp").await.expect("begin");
+        store.publish_handoff("ohlcv", 2, h2, 720 * M, &[segment(0, 720 * M, "s/half-v3")], None).await.expect("hand off v2");
+        let p = store.view_pointer("ohlcv").await.expect("pointer");
+        assert_eq!(p.batch_version, Some(h1), "{name}: serving is unchanged");
+        let s2 = store.handoff_state("ohlcv", 2).await.expect("state");
+        assert_eq!((s2.segment_version, s2.segment_horizon_ms), (Some(h2), Some(720 * M)), "{name}");
+
+        // Kappa → Lambda: the first batch publish retires the serving hand-off manifest.
+        let b2 = store.begin_batch_version("ohlcv", "fp").await.expect("begin");
+        store.publish_batch_version("ohlcv", b2, 2_000 * M, &[segment(0, 1_440 * M, "s/day-v5")]).await.expect("publish");
+        let gone = store.expire_batch_versions("ohlcv", prism_core::time::now_ms() + 1_000).await.expect("expire");
+        assert_eq!(gone, vec!["s/day-v2".to_string()], "{name}: the hand-off manifest was retired by the batch publish");
+    }
+}

@@ -29,6 +29,7 @@ use prism_core::log::embedded::FsyncPolicy;
 use prism_ingest::feed::bars::parse_bars;
 use prism_ingest::feed::{FeedArgs, FeedSpeed};
 use prism_ingest::http::IngestArgs;
+use prism_speed::handoff::HandoffArgs;
 use prism_speed::SpeedArgs;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -220,6 +221,7 @@ async fn bench(dir: &std::path::Path, config: &LabBenchConfig) -> anyhow::Result
         speed: SpeedArgs { commit_interval: Duration::from_millis(100), commit_max_events: 10_000 },
         archiver: ArchiverArgs { compact_interval: Duration::from_secs(60), compact_grace: Duration::from_secs(600) },
         batch: BatchArgs { batch_interval: Duration::from_secs(60), no_batch_on_catch_up: false, batch_parallelism: 2 },
+        handoff: HandoffArgs { handoff_interval: Duration::from_secs(1) },
     };
     let started = Instant::now();
     let (shutdown, handle, base) = start_up(up.clone()).await?;

@@ -168,4 +168,19 @@ mod tests {
         assert!(batch.batch.no_batch_on_catch_up);
         assert!(Cli::try_parse_from(["prism", "up", "--batch-interval", "soon"]).is_err());
     }
+
+    /// Under `--architecture kappa` the archiver and the batch layer refuse to start, with a
+    /// message saying why, before they connect to anything.
+    #[tokio::test]
+    async fn kappa_refuses_the_batch_layer_services() {
+        let deps = ["--kafka-brokers", "127.0.0.1:1", "--database-url", "postgres://u@127.0.0.1:1/db", "--architecture", "kappa"];
+        let parse = |service: &str| Cli::try_parse_from(["prism", service].into_iter().chain(deps)).expect("flags parse").command;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let Command::Archiver(archiver) = parse("archiver") else { panic!("not archiver") };
+        let refused = prism::micro::run_archiver_service(archiver, stop.clone()).await.expect_err("refused");
+        assert!(refused.to_string().contains("archiver does not run in a kappa deployment"), "{refused}");
+        let Command::BatchLayer(batch) = parse("batch-layer") else { panic!("not batch-layer") };
+        let refused = prism::micro::run_batch_layer_service(batch, stop).await.expect_err("refused");
+        assert!(refused.to_string().contains("batch-layer does not run in a kappa deployment"), "{refused}");
+    }
 }

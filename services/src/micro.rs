@@ -20,7 +20,7 @@ use clap::Args;
 use prism_batch::archiver::{run_archiver, ArchiverArgs};
 use prism_batch::batch_job::{run_batch_layer, BatchArgs};
 use prism_batch::master::MasterDataset;
-use prism_core::config::{parse_duration, speed_consumer, DeploymentArgs, MasterDatasetArgs};
+use prism_core::config::{parse_duration, speed_consumer, Architecture, Component, DeploymentArgs, MasterDatasetArgs};
 use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::log::kafka::{KafkaLog, KafkaLogConfig};
 use prism_core::log::kafka_group::{GroupConfig, GroupMembership};
@@ -31,6 +31,7 @@ use prism_ingest::http::IngestArgs;
 use prism_serving::ops::{OpsState, ReadinessCheck};
 use prism_serving::segments::SegmentReader;
 use prism_serving::ServingState;
+use prism_speed::handoff::{run_handoff, HandoffArgs};
 use prism_speed::{run_speed_layer_in_group, SpeedArgs, SpeedConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -82,6 +83,16 @@ pub struct SpeedLayerConfig {
     /// The speed layer.
     #[command(flatten)]
     pub speed: SpeedArgs,
+    /// Kappa mode: where the hand-off writes segments (the `segments/` prefix serving reads).
+    #[command(flatten)]
+    pub master: MasterDatasetArgs,
+    /// Kappa mode: the hand-off of finalized windows to segments.
+    #[command(flatten)]
+    pub handoff: HandoffArgs,
+    /// Kappa mode: do not run the hand-off in this instance. Exactly one speed-layer instance of
+    /// a Kappa deployment runs it (the others pass this flag).
+    #[arg(long, env = "PRISM_NO_HANDOFF")]
+    pub no_handoff: bool,
     /// This instance's name in the partition leases (shown as the owner in `/v1/status`).
     /// Default: `$HOSTNAME-<pid>`.
     #[arg(long, env = "PRISM_INSTANCE_ID")]
@@ -158,6 +169,7 @@ fn kafka_config(deps: &Deps) -> KafkaLogConfig {
     let mut kafka = KafkaLogConfig::new(deps.kafka_brokers.clone());
     kafka.replication_factor = deps.replication_factor;
     kafka.request_timeout = deps.connect_timeout;
+    kafka.unlimited_retention = deps.deployment.architecture == Architecture::Kappa;
     kafka
 }
 
@@ -265,11 +277,24 @@ pub async fn run_speed_layer_service(config: SpeedLayerConfig, shutdown: Cancell
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "speed-layer".into());
         format!("{host}-{}", std::process::id())
     });
-    let speed = SpeedConfig { instance_id: instance_id.clone(), ..config.speed.config(config.deps.deployment.partitions) };
+    let architecture = config.deps.deployment.architecture;
+    let speed = SpeedConfig { instance_id: instance_id.clone(), ..config.speed.config(config.deps.deployment.partitions, architecture) };
     let kafka = kafka_config(&config.deps);
     let mut members = tokio::task::JoinSet::new();
+    let handoff_master = if architecture.runs(Component::Handoff) && !config.no_handoff {
+        Some(open_master(&config.master.master_dataset).await?)
+    } else {
+        None
+    };
     for v in ViewRegistry::standard(config.deps.deployment.allowed_lateness_ms).views() {
         let RegisteredView::Ohlcv(view) = v;
+        if let Some(master) = &handoff_master {
+            let handoff = config.handoff.config(master.location().clone());
+            let (view, s, stop) = (view.clone(), store.clone(), shutdown.clone());
+            members.spawn(async move {
+                supervise("hand-off", stop.clone(), || run_handoff(view.clone(), handoff.clone(), s.clone(), stop.clone())).await
+            });
+        }
         let group = GroupConfig {
             group_id: speed_consumer(view.name(), speed.view_version),
             topic: view.source_topic().to_string(),
@@ -332,6 +357,7 @@ fn all_ready(checks: Vec<ReadinessCheck>) -> ReadinessCheck {
 
 /// `prism archiver`: Kafka → the Parquet master dataset.
 pub async fn run_archiver_service(config: ArchiverServiceConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.deps.deployment.architecture.require(Component::Archiver).map_err(anyhow::Error::msg)?;
     let (log, store) = connect(&config.deps).await?;
     let master = open_master(&config.master.master_dataset).await?;
     let archiver = config.archiver.config(master.clone(), config.deps.deployment.partitions);
@@ -346,6 +372,7 @@ pub async fn run_archiver_service(config: ArchiverServiceConfig, shutdown: Cance
 /// `prism batch-layer`: the master dataset → batch views, on a schedule and on
 /// `POST /v1/admin/batch-runs`.
 pub async fn run_batch_layer_service(config: BatchLayerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.deps.deployment.architecture.require(Component::BatchLayer).map_err(anyhow::Error::msg)?;
     let (log, store) = connect(&config.deps).await?;
     let master = open_master(&config.master.master_dataset).await?;
     let (trigger, requests) = tokio::sync::mpsc::channel(4);

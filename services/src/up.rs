@@ -1,5 +1,8 @@
 //! `prism up`: every layer in one process on embedded defaults (embedded log, SQLite view
-//! store, local master dataset), fed by the stock-quote lab's historical feed.
+//! store, local master dataset), fed by the stock-quote lab's historical feed. Which layers run
+//! is the architecture's ([`prism_core::config::Architecture::runs`]): Lambda runs the speed
+//! layer, the archiver and the batch job; Kappa the speed layer and its hand-off of finalized
+//! windows to segments (under the master dataset's `segments/`, as in Lambda).
 //!
 //! Shutdown (SIGINT/SIGTERM or the caller's token) happens in stages: stop intake (the feed
 //! and the HTTP server), then let the speed layer, archiver and batch layer flush and commit,
@@ -15,7 +18,7 @@ use clap::Args;
 use prism_batch::archiver::{run_archiver, ArchiverArgs};
 use prism_batch::batch_job::{run_batch_layer, BatchArgs};
 use prism_batch::master::MasterDataset;
-use prism_core::config::DeploymentArgs;
+use prism_core::config::{Component, DeploymentArgs};
 use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
 use prism_core::log::EventLog;
@@ -24,6 +27,7 @@ use prism_core::view::{RegisteredView, ViewRegistry};
 use prism_ingest::feed::{run_feed, FeedArgs};
 use prism_ingest::http::IngestArgs;
 use prism_serving::segments::SegmentReader;
+use prism_speed::handoff::{run_handoff, HandoffArgs};
 use prism_speed::{run_speed_layer, SpeedArgs};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -59,9 +63,12 @@ pub struct UpConfig {
     /// The archiver.
     #[command(flatten)]
     pub archiver: ArchiverArgs,
-    /// The batch job.
+    /// The batch job (Lambda mode).
     #[command(flatten)]
     pub batch: BatchArgs,
+    /// The hand-off of finalized windows to segments (Kappa mode).
+    #[command(flatten)]
+    pub handoff: HandoffArgs,
 }
 
 /// Paths under the data dir.
@@ -112,28 +119,39 @@ pub async fn run_up(
     let layers = CancellationToken::new();
     let mut intake_tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
     let mut layer_tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
-    let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel(4);
 
     let views = ViewRegistry::standard(config.deployment.allowed_lateness_ms);
-    let speed = config.speed.config(partitions);
+    let architecture = config.deployment.architecture;
+    let speed = config.speed.config(partitions, architecture);
+    let master = MasterDataset::local(&dirs.master).context("opening the master dataset")?;
     let mut ohlcv_views = Vec::new();
     for v in views.views() {
         let RegisteredView::Ohlcv(view) = v;
         ohlcv_views.push(view.clone());
         layer_tasks.spawn(named("speed layer", run_speed_layer(view.clone(), speed.clone(), log.clone(), store.clone(), layers.clone())));
+        if architecture.runs(Component::Handoff) {
+            let handoff = config.handoff.config(master.location().clone());
+            layer_tasks.spawn(named("hand-off", run_handoff(view.clone(), handoff, store.clone(), layers.clone())));
+        }
     }
-    let master = MasterDataset::local(&dirs.master).context("opening the master dataset")?;
-    let archiver = config.archiver.config(master.clone(), partitions);
-    layer_tasks.spawn(named("archiver", run_archiver(archiver, log.clone(), store.clone(), layers.clone())));
+    if architecture.runs(Component::Archiver) {
+        let archiver = config.archiver.config(master.clone(), partitions);
+        layer_tasks.spawn(named("archiver", run_archiver(archiver, log.clone(), store.clone(), layers.clone())));
+    }
     let segments = SegmentReader::new(master.location().clone(), SEGMENT_CACHE_ROWS);
-    let batch = config.batch.config(master);
-    // The batch layer stops with the intake, not after it: a run in progress is abandoned
-    // (nothing of it is published; a POST waiting for it gets a 503) instead of holding the
-    // HTTP server's graceful shutdown for minutes.
-    let (batch_log, batch_store, batch_stop) = (log.clone(), store.clone(), intake.clone());
-    layer_tasks.spawn(named("batch layer", async move {
-        run_batch_layer(ohlcv_views, batch, batch_log, batch_store, &mut batch_rx, batch_stop).await
-    }));
+    let mut batch_trigger = None;
+    if architecture.runs(Component::BatchLayer) {
+        let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel(4);
+        batch_trigger = Some(batch_tx);
+        let batch = config.batch.config(master);
+        // The batch layer stops with the intake, not after it: a run in progress is abandoned
+        // (nothing of it is published; a POST waiting for it gets a 503) instead of holding the
+        // HTTP server's graceful shutdown for minutes.
+        let (batch_log, batch_store, batch_stop) = (log.clone(), store.clone(), intake.clone());
+        layer_tasks.spawn(named("batch layer", async move {
+            run_batch_layer(ohlcv_views, batch, batch_log, batch_store, &mut batch_rx, batch_stop).await
+        }));
+    }
     if let FsyncPolicy::Interval(every) = config.fsync {
         layer_tasks.spawn(named("log sync", sync_log_every(log.clone(), every, layers.clone())));
     }
@@ -144,10 +162,10 @@ pub async fn run_up(
     let app = build_app(AppParts {
         log: log.clone(),
         store: store.clone(),
-        architecture: config.deployment.architecture,
+        architecture,
         views,
         segments: Some(segments),
-        batch_trigger: Some(batch_tx),
+        batch_trigger,
         max_body_bytes: config.ingest.max_body_bytes,
     });
     let listener =

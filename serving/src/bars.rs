@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use prism_core::config::speed_consumer;
+use prism_core::config::{speed_consumer, Architecture};
 use prism_core::event::{validate_symbol, MAX_TS_MS, MIN_TS_MS};
 use prism_core::log::EventLog;
 use prism_core::store::ViewStore;
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
-use crate::merge::merge_bars;
+use crate::merge::{merge_bars, Layer};
 use crate::ServingState;
 
 /// Bars per answer by default.
@@ -109,7 +109,9 @@ pub struct Bar {
     pub vwap: String,
     /// Number of trades.
     pub trades: i64,
-    /// `batch`, `realtime`, or `both` for a roll-up straddling the batch horizon.
+    /// Where the bar came from: `batch` (Lambda: the batch view's segments), `segment` (Kappa:
+    /// segments the stream job handed off), `realtime`, or `both` for a roll-up straddling the
+    /// segment horizon.
     pub layer: String,
 }
 
@@ -125,8 +127,12 @@ pub struct BarsResponse {
     /// `lambda` or `kappa`.
     pub architecture: String,
     /// Batch horizon H, RFC 3339: bars before it come from the batch view. Null before the first
-    /// batch run (and in Kappa mode).
+    /// batch run, and in Kappa mode (which has no batch layer).
     pub batch_horizon: Option<String>,
+    /// Segment horizon, RFC 3339: bars before it are read from immutable segments — the batch
+    /// views' in Lambda mode (equal to `batch_horizon`), the finalized windows the stream job
+    /// handed off in Kappa mode. Null before the first segments.
+    pub segment_horizon: Option<String>,
     /// Realtime watermark (max event time − allowed lateness), RFC 3339; null before any event.
     pub realtime_watermark: Option<String>,
     /// Bars ascending by start.
@@ -254,7 +260,10 @@ pub async fn get_bars<L: EventLog>(
                 notional: a.notional.to_string(),
                 vwap: a.vwap()?.to_string(),
                 trades: a.trades,
-                layer: b.layer.name().to_string(),
+                layer: match (b.layer, state.architecture) {
+                    (Layer::Batch, Architecture::Kappa) => "segment".to_string(),
+                    (layer, _) => layer.name().to_string(),
+                },
             })
         })
         .collect();
@@ -263,7 +272,11 @@ pub async fn get_bars<L: EventLog>(
         symbol,
         interval: interval.name().to_string(),
         architecture: state.architecture.name().to_string(),
-        batch_horizon: snapshot.pointer.batch_horizon_ms.map(format_rfc3339),
+        batch_horizon: match state.architecture {
+            Architecture::Lambda => snapshot.pointer.batch_horizon_ms.map(format_rfc3339),
+            Architecture::Kappa => None,
+        },
+        segment_horizon: snapshot.pointer.batch_horizon_ms.map(format_rfc3339),
         realtime_watermark: watermark.map(format_rfc3339),
         bars,
         next_from,

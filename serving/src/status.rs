@@ -12,16 +12,20 @@ use utoipa::ToSchema;
 use crate::bars::realtime_watermark;
 use crate::error::ApiError;
 use crate::ServingState;
+use prism_core::config::Architecture;
 
 /// Answer of `/v1/status`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StatusResponse {
     /// `lambda` or `kappa`.
     pub architecture: String,
-    /// Published batch horizon of the `ohlcv` view, RFC 3339.
+    /// Published batch horizon of the `ohlcv` view, RFC 3339 (null in Kappa mode).
     pub batch_horizon: Option<String>,
-    /// Published batch-view version of the `ohlcv` view.
+    /// Published batch-view version of the `ohlcv` view (null in Kappa mode).
     pub batch_version: Option<i64>,
+    /// Segment horizon of the `ohlcv` view, RFC 3339: the batch horizon (Lambda) or the Kappa
+    /// hand-off's.
+    pub segment_horizon: Option<String>,
     /// Realtime version of the `ohlcv` view in service.
     pub realtime_version: i64,
     /// Realtime watermark of the `ohlcv` view, RFC 3339.
@@ -43,12 +47,16 @@ pub struct ViewStatus {
     pub view: String,
     /// The running code's definition fingerprint.
     pub fingerprint: String,
-    /// Published batch-view version.
+    /// Published batch-view version (Lambda mode; null in Kappa mode).
     pub batch_version: Option<i64>,
-    /// Its batch horizon, RFC 3339.
+    /// Its batch horizon, RFC 3339 (Lambda mode; null in Kappa mode).
     pub batch_horizon: Option<String>,
-    /// Segments in the published batch version.
+    /// Segments in the served manifest: the batch version's (Lambda) or the hand-off's (Kappa).
     pub batch_segments: usize,
+    /// The served segment manifest: the batch version (Lambda) or the Kappa hand-off manifest.
+    pub segment_version: Option<i64>,
+    /// Windows before it are served from segments, RFC 3339.
+    pub segment_horizon: Option<String>,
     /// Realtime version in service.
     pub realtime_version: i64,
     /// Realtime watermark, RFC 3339.
@@ -132,20 +140,23 @@ pub async fn get_status<L: EventLog>(State(state): State<ServingState<L>>) -> Re
             Some(version) => state.store.batch_segments(view.name(), version).await?.len(),
             None => 0,
         };
+        let lambda = state.architecture == Architecture::Lambda;
         views.push(ViewStatus {
             view: view.name().to_string(),
             fingerprint: view.fingerprint(),
-            batch_version: pointer.batch_version,
-            batch_horizon: pointer.batch_horizon_ms.map(format_rfc3339),
+            batch_version: pointer.batch_version.filter(|_| lambda),
+            batch_horizon: pointer.batch_horizon_ms.filter(|_| lambda).map(format_rfc3339),
             batch_segments,
+            segment_version: pointer.batch_version,
+            segment_horizon: pointer.batch_horizon_ms.map(format_rfc3339),
             realtime_version: pointer.realtime_version,
             realtime_watermark: watermark.map(format_rfc3339),
         });
     }
     let main = views.iter().find(|v| v.view == "ohlcv").or(views.first());
-    let (batch_horizon, batch_version, realtime_version, realtime_watermark) = match main {
-        Some(v) => (v.batch_horizon.clone(), v.batch_version, v.realtime_version, v.realtime_watermark.clone()),
-        None => (None, None, 1, None),
+    let (batch_horizon, batch_version, segment_horizon, realtime_version, realtime_watermark) = match main {
+        Some(v) => (v.batch_horizon.clone(), v.batch_version, v.segment_horizon.clone(), v.realtime_version, v.realtime_watermark.clone()),
+        None => (None, None, None, 1, None),
     };
     let ends = state.log.end_offsets(QUOTES_TOPIC).await?;
     let consumers = state.store.all_consumer_offsets(QUOTES_TOPIC).await?;
@@ -196,6 +207,7 @@ pub async fn get_status<L: EventLog>(State(state): State<ServingState<L>>) -> Re
         architecture: state.architecture.name().to_string(),
         batch_horizon,
         batch_version,
+        segment_horizon,
         realtime_version,
         realtime_watermark,
         views,

@@ -24,6 +24,7 @@
 //! from their stored offsets and windows. [`run_speed_layer`] owns every partition.
 
 mod group;
+pub mod handoff;
 pub mod telemetry;
 pub mod window_cache;
 
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::{BTreeMap, HashMap};
 
-use prism_core::config::speed_consumer;
+use prism_core::config::{speed_consumer, Architecture};
 use prism_core::consumer::StoreConsumer;
 use prism_core::event::{DeadLetter, LogPosition, DLQ_TOPIC};
 use prism_core::log::kafka_group::GroupMembership;
@@ -55,8 +56,9 @@ pub struct SpeedConfig {
     pub commit_max_events: usize,
     /// Partitions of the view's source topic if the speed layer has to create it.
     pub partitions: i32,
-    /// Whether to drop realtime windows behind the batch horizon (Lambda mode).
-    pub drop_behind_batch_horizon: bool,
+    /// Which segment horizon the speed layer drops realtime windows behind and skips events
+    /// behind.
+    pub horizon: HorizonSource,
     /// This instance's name in partition leases (`/v1/status` shows it as the owner).
     pub instance_id: String,
     /// Commit (which renews the partition leases) at least this often, even when idle.
@@ -70,7 +72,7 @@ impl Default for SpeedConfig {
             commit_interval: Duration::from_millis(100),
             commit_max_events: 10_000,
             partitions: 4,
-            drop_behind_batch_horizon: true,
+            horizon: HorizonSource::BatchHorizon,
             instance_id: format!("speed-layer-{}", std::process::id()),
             lease_renew_interval: Duration::from_secs(2),
         }
@@ -91,16 +93,33 @@ pub struct SpeedArgs {
 }
 
 impl SpeedArgs {
-    /// The speed layer's settings for these flags and `partitions` of the source topic; the
-    /// rest at [`SpeedConfig::default`].
-    pub fn config(&self, partitions: i32) -> SpeedConfig {
+    /// The speed layer's settings for these flags, `partitions` of the source topic and the
+    /// deployment's `architecture`; the rest at [`SpeedConfig::default`].
+    pub fn config(&self, partitions: i32, architecture: Architecture) -> SpeedConfig {
         SpeedConfig {
             commit_interval: self.commit_interval,
             commit_max_events: self.commit_max_events.max(1),
             partitions,
+            horizon: match architecture {
+                Architecture::Lambda => HorizonSource::BatchHorizon,
+                Architecture::Kappa => HorizonSource::Handoff,
+            },
             ..SpeedConfig::default()
         }
     }
+}
+
+/// Where the speed layer reads the segment horizon H: realtime windows whose buckets end at or
+/// before H are dropped (segments serve them) and events whose base window starts before H are
+/// skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HorizonSource {
+    /// Lambda: the published batch horizon (the view pointer).
+    BatchHorizon,
+    /// Kappa: this realtime version's hand-off horizon ([`handoff`]).
+    Handoff,
+    /// Never drop or skip (a speed layer measured alone).
+    None,
 }
 
 /// Errors that stop the speed layer.
@@ -378,7 +397,11 @@ impl<V: View> SpeedState<V> {
     async fn commit(&mut self, store: &ViewStore) -> Result<(), SpeedError> {
         let started = Instant::now();
         let view = self.view.clone();
-        let horizon = if self.config.drop_behind_batch_horizon { store.view_pointer(view.name()).await?.batch_horizon_ms } else { None };
+        let horizon = match self.config.horizon {
+            HorizonSource::BatchHorizon => store.view_pointer(view.name()).await?.batch_horizon_ms,
+            HorizonSource::Handoff => store.handoff_state(view.name(), self.config.view_version).await?.segment_horizon_ms,
+            HorizonSource::None => None,
+        };
         self.skip_before_ms = horizon;
         // Rolled rows the caches cannot give come from the store first.
         let mut stored: HashMap<RowId, V::Agg> = HashMap::new();

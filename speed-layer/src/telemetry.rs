@@ -4,8 +4,9 @@
 pub const EVENTS_TOTAL: &str = "prism_speed_events_total";
 /// Events behind the watermark when they arrived (applied anyway; the batch job corrects).
 pub const LATE_EVENTS_TOTAL: &str = "prism_speed_late_events_total";
-/// Events skipped because their base window starts before the published batch horizon (Lambda
-/// mode: served from the batch view only).
+/// Events skipped because their base window starts before the segment horizon: in Lambda mode the
+/// published batch horizon (served from the batch view only); in Kappa mode the hand-off
+/// horizon (late beyond the allowed lateness: not applied).
 pub const BEHIND_HORIZON_EVENTS_TOTAL: &str = "prism_speed_behind_horizon_events_total";
 /// Malformed records sent to `prism.dlq`.
 pub const DEAD_LETTERS_TOTAL: &str = "prism_speed_dead_letters_total";
@@ -26,6 +27,13 @@ pub const FENCED_COMMITS_TOTAL: &str = "prism_speed_fenced_commits_total";
 /// Times this instance left and rejoined its consumer group because partitions stayed orphaned.
 pub const GROUP_REJOINS_TOTAL: &str = "prism_speed_group_rejoins_total";
 
+/// Kappa hand-off passes that published a manifest.
+pub const HANDOFFS_TOTAL: &str = "prism_speed_handoffs_total";
+/// Kappa hand-off passes that failed (retried at the next interval).
+pub const HANDOFF_FAILURES_TOTAL: &str = "prism_speed_handoff_failures_total";
+/// The Kappa segment horizon: windows before it are served from hand-off segments, UTC ms.
+pub const SEGMENT_HORIZON_MS: &str = "prism_speed_segment_horizon_ms";
+
 /// Registers the HELP text of every speed-layer metric with the installed recorder (a no-op
 /// without one; calling it again is harmless). The speed layer calls it when it starts.
 pub fn describe() {
@@ -34,7 +42,7 @@ pub fn describe() {
     describe_counter!(LATE_EVENTS_TOTAL, "Events behind their partition's watermark when they arrived (applied anyway).");
     describe_counter!(
         BEHIND_HORIZON_EVENTS_TOTAL,
-        "Events skipped because their window starts before the published batch horizon (served from the batch view)."
+        "Events skipped because their window starts before the segment horizon (Lambda: served from the batch view; Kappa: late beyond the allowed lateness, not applied)."
     );
     describe_counter!(DEAD_LETTERS_TOTAL, "Malformed records the speed layer sent to the dead-letter topic.");
     describe_counter!(COMMITS_TOTAL, "Store transactions the speed layer committed (realtime rows and offsets together).");
@@ -44,5 +52,12 @@ pub fn describe() {
     describe_gauge!(ASSIGNED_PARTITIONS, "Partitions of the view's source topic this instance owns.");
     describe_counter!(REBALANCES_TOTAL, "Consumer-group assignments received.");
     describe_counter!(FENCED_COMMITS_TOTAL, "Commits refused because another instance claimed a partition's lease.");
+    describe_counter!(HANDOFFS_TOTAL, "Kappa hand-off passes that published finalized windows as segments.");
+    describe_counter!(HANDOFF_FAILURES_TOTAL, "Kappa hand-off passes that failed (retried at the next interval).");
+    describe_gauge!(
+        SEGMENT_HORIZON_MS,
+        Unit::Milliseconds,
+        "Kappa segment horizon: windows before it are served from hand-off segments, UTC ms."
+    );
     describe_counter!(GROUP_REJOINS_TOTAL, "Times this instance left and rejoined its group because partitions stayed orphaned.");
 }

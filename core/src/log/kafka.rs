@@ -39,6 +39,9 @@ pub struct KafkaLogConfig {
     pub request_timeout: Duration,
     /// Client id prefix, shown in broker logs.
     pub client_id: String,
+    /// Create topics with unlimited retention (`retention.ms=-1`, `retention.bytes=-1`): Kappa
+    /// mode rebuilds views by replaying the log from offset 0, so it must keep everything.
+    pub unlimited_retention: bool,
 }
 
 impl KafkaLogConfig {
@@ -49,6 +52,7 @@ impl KafkaLogConfig {
             replication_factor: 1,
             request_timeout: Duration::from_secs(10),
             client_id: "prism".into(),
+            unlimited_retention: false,
         }
     }
 }
@@ -221,7 +225,10 @@ impl EventLog for KafkaLog {
         if let Some(n) = self.partition_count(topic).await? {
             return Ok(n);
         }
-        let new = NewTopic::new(topic, partitions.max(1), TopicReplication::Fixed(self.config.replication_factor));
+        let mut new = NewTopic::new(topic, partitions.max(1), TopicReplication::Fixed(self.config.replication_factor));
+        if self.config.unlimited_retention {
+            new = new.set("retention.ms", "-1").set("retention.bytes", "-1");
+        }
         let options = AdminOptions::new().operation_timeout(Some(Timeout::After(self.config.request_timeout)));
         let results = self.admin.create_topics(&[new], &options).await.map_err(kafka("creating a topic"))?;
         for r in results {

@@ -14,6 +14,7 @@
 
 mod dialect;
 mod feed;
+mod handoff;
 pub(crate) mod leases;
 mod offsets;
 mod realtime;
@@ -29,6 +30,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use dialect::Dialect;
 pub use feed::{FeedCheckpoint, IngestCounters};
+pub use handoff::HandoffState;
 pub use leases::{LeaseRecord, PartitionLease};
 pub use offsets::ConsumerOffset;
 pub use realtime::{DropBehind, RealtimeRow};

@@ -257,6 +257,58 @@ impl ViewStore {
         })
     }
 
+    /// Realtime rows of `view` `version` at `interval_ms` with window start in `[from_ms, to_ms)`,
+    /// every key, sorted by (key, window start) (the Kappa hand-off reads finalized windows).
+    ///
+    /// Errors: [`StoreError`].
+    pub async fn realtime_rows_between<V: View>(
+        &self,
+        view: &V,
+        version: i64,
+        interval_ms: i64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<ViewRow<V::Agg>>, StoreError> {
+        let d = self.dialect();
+        let sql = d.sql(&format!(
+            "SELECT {} FROM {} WHERE view = ? AND view_version = ? AND interval_ms = ? AND window_start >= {t} AND window_start < {t}
+             ORDER BY {key}, window_start",
+            select_columns(d, view),
+            view.realtime_table(),
+            t = d.time_param(),
+            key = view.key_column()
+        ));
+        let (from_ms, to_ms) = (from_ms.max(crate::event::MIN_TS_MS), to_ms.min(crate::event::MAX_TS_MS));
+        with_pool!(self, pool => {
+            let rows = sqlx::query(&sql)
+                .bind(view.name())
+                .bind(version)
+                .bind(interval_ms)
+                .bind(from_ms)
+                .bind(to_ms)
+                .fetch_all(pool)
+                .await
+                .map_err(db("reading realtime rows"))?;
+            rows.iter().map(|r| decode_row(view, r, 0).map(|r| r.row)).collect()
+        })
+    }
+
+    /// The earliest window start of `view` `version`'s realtime rows at `interval_ms`, UTC ms.
+    ///
+    /// Errors: [`StoreError`].
+    pub async fn earliest_realtime_window<V: View>(&self, view: &V, version: i64, interval_ms: i64) -> Result<Option<i64>, StoreError> {
+        let d = self.dialect();
+        let sql = d.sql(&format!(
+            "SELECT {} FROM {} WHERE view = ? AND view_version = ? AND interval_ms = ? ORDER BY window_start LIMIT 1",
+            d.time_column("window_start"),
+            view.realtime_table()
+        ));
+        with_pool!(self, pool => {
+            let row = sqlx::query(&sql).bind(view.name()).bind(version).bind(interval_ms).fetch_optional(pool).await.map_err(db("reading realtime rows"))?;
+            row.map(|r| col(&r, 0)).transpose()
+        })
+    }
+
     /// Keys with realtime rows in `view` `version` (for `/v1/symbols`).
     ///
     /// Errors: [`StoreError::Db`].

@@ -79,6 +79,33 @@ pub struct ViewSnapshot<A> {
     pub realtime_base: Vec<ViewRow<A>>,
 }
 
+/// Inserts a version's manifest rows (`view_segments`) in transaction `$tx`.
+macro_rules! insert_manifest {
+    ($tx:expr, $d:expr, $view:expr, $version:expr, $segments:expr) => {{
+        let t = $d.time_param();
+        let insert = $d.sql(&format!(
+            "INSERT INTO view_segments (view, view_version, chunk_start, chunk_end, covered_until, path, rows, events, inputs)
+             VALUES (?, ?, {t}, {t}, {t}, ?, ?, ?, ?)"
+        ));
+        for s in $segments {
+            sqlx::query(&insert)
+                .bind($view)
+                .bind($version)
+                .bind(s.chunk_start_ms)
+                .bind(s.chunk_end_ms)
+                .bind(s.covered_until_ms)
+                .bind(s.path.as_str())
+                .bind(s.rows)
+                .bind(s.events)
+                .bind(s.inputs.as_str())
+                .execute(&mut *$tx)
+                .await
+                .map_err(db("recording a segment manifest"))?;
+        }
+    }};
+}
+pub(crate) use insert_manifest;
+
 const VERSION_COLUMNS: &str = "view_version, fingerprint, state, {h}, rows, events, {c}";
 
 impl ViewStore {
@@ -140,11 +167,11 @@ impl ViewStore {
     ) -> Result<(), StoreError> {
         let d = self.dialect();
         let t = d.time_param();
-        let insert = d.sql(&format!(
-            "INSERT INTO view_segments (view, view_version, chunk_start, chunk_end, covered_until, path, rows, events, inputs)
-             VALUES (?, ?, {t}, {t}, {t}, ?, ?, ?, ?)"
+        // The Kappa hand-off manifest the pointer held (after a switch from Kappa) is retired too.
+        let retire = d.sql(&format!(
+            "UPDATE view_versions SET state = 'retired', retired_at = {t} WHERE view = ? AND (state = 'published'
+             OR (state = 'handoff' AND view_version = (SELECT batch_version FROM view_pointers WHERE view = ?)))"
         ));
-        let retire = d.sql(&format!("UPDATE view_versions SET state = 'retired', retired_at = {t} WHERE view = ? AND state = 'published'"));
         let publish = d.sql(&format!(
             "UPDATE view_versions SET state = 'published', batch_horizon = {t}, rows = ?, events = ?
              WHERE view = ? AND view_version = ? AND state = 'building'"
@@ -158,22 +185,8 @@ impl ViewStore {
         let now = crate::time::now_ms();
         with_pool!(self, pool => {
             let mut tx = pool.begin_with(self.dialect().begin_write()).await.map_err(db("beginning a batch publish"))?;
-            for s in segments {
-                sqlx::query(&insert)
-                    .bind(view)
-                    .bind(version)
-                    .bind(s.chunk_start_ms)
-                    .bind(s.chunk_end_ms)
-                    .bind(s.covered_until_ms)
-                    .bind(s.path.as_str())
-                    .bind(s.rows)
-                    .bind(s.events)
-                    .bind(s.inputs.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("recording a batch manifest"))?;
-            }
-            sqlx::query(&retire).bind(now).bind(view).execute(&mut *tx).await.map_err(db("retiring a batch version"))?;
+            insert_manifest!(tx, d, view, version, segments);
+            sqlx::query(&retire).bind(now).bind(view).bind(view).execute(&mut *tx).await.map_err(db("retiring a batch version"))?;
             let done = sqlx::query(&publish)
                 .bind(batch_horizon_ms)
                 .bind(rows)

@@ -18,6 +18,7 @@ use prism_ingest::feed::bars::read_bar_file;
 use prism_ingest::feed::expand::expand_bar;
 use prism_ingest::feed::{FeedArgs, FeedSpeed};
 use prism_ingest::http::IngestArgs;
+use prism_speed::handoff::HandoffArgs;
 use prism_speed::SpeedArgs;
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -44,6 +45,7 @@ pub fn test_config(data_dir: &Path) -> UpConfig {
         speed: SpeedArgs { commit_interval: Duration::from_millis(100), commit_max_events: 10_000 },
         archiver: ArchiverArgs { compact_interval: Duration::from_secs(60), compact_grace: Duration::from_secs(600) },
         batch: BatchArgs { batch_interval: Duration::from_secs(3600), no_batch_on_catch_up: true, batch_parallelism: 2 },
+        handoff: HandoffArgs { handoff_interval: Duration::from_secs(1) },
     }
 }
 

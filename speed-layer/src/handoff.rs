@@ -1,0 +1,290 @@
+//! The Kappa hand-off (DESIGN §6; Druid's realtime hand-off): finalized windows of a realtime
+//! version become immutable segments, written by the stream job instead of a batch job, so a
+//! query over years reads a handful of segments while the realtime store holds only the open
+//! windows.
+//!
+//! A pass ([`handoff_once`]):
+//! 1. takes the **finalized watermark** W = min over partitions that have seen events of
+//!    (partition's max event time − allowed lateness), from the offsets the speed layer committed
+//!    with its rows; the new segment horizon is W rounded down to the view's largest interval (a
+//!    UTC day for `ohlcv`), so every bucket before it, at every interval, is complete;
+//! 2. rebuilds each [`Chunk`] that gains finalized windows, or whose chunk changes (the months
+//!    of a year that closed become one year chunk): its rows = the segments of the current
+//!    manifest it covers + the realtime base rows of the newly finalized range rolled up to every
+//!    interval, merged by the view's monoid (a bucket split across the old horizon merges its two
+//!    parts);
+//! 3. publishes the new manifest and horizon in one store transaction
+//!    ([`ViewStore::publish_handoff`]); the speed layer then drops the realtime rows behind the
+//!    horizon and skips events behind it (late beyond the allowed lateness: counted in
+//!    `prism_speed_behind_horizon_events_total`, not applied — Kappa has no batch layer to
+//!    correct them);
+//! 4. expires manifests retired longer than the grace period and deletes segment files no
+//!    manifest lists.
+//!
+//! After a switch from Lambda the first pass starts from the published batch version (same
+//! view definition), carrying its segments over. One hand-off runs per view.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prism_core::chunk::Chunk;
+use prism_core::config::speed_consumer;
+use prism_core::objects::{ObjectError, ObjectLocation};
+use prism_core::segment::{segment_path, SegmentError, SegmentFile, SegmentMeta, SegmentWriter};
+use prism_core::store::{SegmentRecord, StoreError, ViewStore};
+use prism_core::time::now_ms;
+use prism_core::view::{roll_up, Monoid, View, ViewRow};
+use prism_core::window::window_start;
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry;
+
+/// Settings of the hand-off.
+#[derive(Debug, Clone)]
+pub struct HandoffConfig {
+    /// The realtime version whose windows are handed off.
+    pub realtime_version: i64,
+    /// Time between passes.
+    pub interval: Duration,
+    /// How long a retired manifest's segments stay readable (longer than any query).
+    pub grace: Duration,
+    /// Where segments are written (`segments/<view>/…` under it): a local folder or S3.
+    pub location: ObjectLocation,
+}
+
+/// The hand-off's flags (each with a `PRISM_*` environment fallback), flattened into
+/// `prism up` and `prism speed-layer`; used in Kappa mode only.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HandoffArgs {
+    /// Kappa mode: time between hand-offs of finalized windows to segments.
+    #[arg(long, env = "PRISM_HANDOFF_INTERVAL", default_value = "5s", value_parser = prism_core::config::parse_duration)]
+    pub handoff_interval: Duration,
+}
+
+impl HandoffArgs {
+    /// The hand-off's settings for realtime version 1, writing segments under `location`.
+    pub fn config(&self, location: ObjectLocation) -> HandoffConfig {
+        HandoffConfig { realtime_version: 1, interval: self.handoff_interval, grace: Duration::from_secs(600), location }
+    }
+}
+
+/// Errors of a hand-off pass.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    /// The view store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A segment could not be read or written.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    /// The segment store failed.
+    #[error(transparent)]
+    Objects(#[from] ObjectError),
+    /// A blocking task failed.
+    #[error("hand-off task: {0}")]
+    Task(String),
+}
+
+/// What one pass published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoffReport {
+    /// The manifest published (a version number shared with batch versions).
+    pub segment_version: i64,
+    /// The new segment horizon, UTC ms.
+    pub segment_horizon_ms: i64,
+    /// Segments written.
+    pub segments_built: usize,
+    /// Segments carried over from the previous manifest.
+    pub segments_carried: usize,
+    /// Realtime base rows handed off.
+    pub rows_handed_off: usize,
+}
+
+/// Runs a hand-off pass of `view` every `config.interval` until `cancel` fires. A failed pass is
+/// logged and retried at the next tick (nothing of it is published).
+///
+/// Errors: none so far; the signature leaves room for persistent failures.
+pub async fn run_handoff<V: View>(
+    view: Arc<V>,
+    config: HandoffConfig,
+    store: ViewStore,
+    cancel: CancellationToken,
+) -> Result<(), HandoffError> {
+    telemetry::describe();
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = ticker.tick() => {}
+        }
+        let started = Instant::now();
+        match handoff_once(&view, &config, &store).await {
+            Ok(Some(r)) => {
+                metrics::counter!(telemetry::HANDOFFS_TOTAL, "view" => view.name().to_string()).increment(1);
+                metrics::gauge!(telemetry::SEGMENT_HORIZON_MS, "view" => view.name().to_string()).set(r.segment_horizon_ms as f64);
+                tracing::info!(view = %view.name(), version = r.segment_version, horizon = %prism_core::time::format_rfc3339(r.segment_horizon_ms),
+                    built = r.segments_built, carried = r.segments_carried, rows = r.rows_handed_off,
+                    elapsed_ms = started.elapsed().as_millis() as u64, "finalized windows handed off to segments");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                metrics::counter!(telemetry::HANDOFF_FAILURES_TOTAL, "view" => view.name().to_string()).increment(1);
+                tracing::warn!(view = %view.name(), error = %e, "hand-off failed; retrying at the next interval");
+            }
+        }
+    }
+}
+
+/// The finalized watermark of realtime version `version` of `view`: min over partitions that
+/// have seen events of (max event time − allowed lateness), UTC ms; `None` before any event.
+///
+/// Errors: [`StoreError`].
+pub async fn finalized_watermark<V: View>(view: &V, version: i64, store: &ViewStore) -> Result<Option<i64>, StoreError> {
+    let offsets = store.consumer_offsets(&speed_consumer(view.name(), version), view.source_topic()).await?;
+    Ok(offsets.iter().filter_map(|o| o.max_event_ts_ms).min().map(|m| m.saturating_sub(view.allowed_lateness_ms())))
+}
+
+/// One hand-off pass (see the module docs); `None` when nothing new is final.
+///
+/// Errors: [`HandoffError`]; nothing is published then.
+pub async fn handoff_once<V: View>(
+    view: &Arc<V>,
+    config: &HandoffConfig,
+    store: &ViewStore,
+) -> Result<Option<HandoffReport>, HandoffError> {
+    let rv = config.realtime_version;
+    let Some(watermark) = finalized_watermark(&**view, rv, store).await? else { return Ok(None) };
+    let largest = view.intervals_ms().last().copied().unwrap_or(view.window_ms());
+    let target = window_start(watermark, largest);
+    let state = store.handoff_state(view.name(), rv).await?;
+    if state.segment_horizon_ms.is_some_and(|h| h >= target) {
+        return Ok(None);
+    }
+    let base_ms = view.window_ms();
+    let from = match state.segment_horizon_ms {
+        Some(h) => h,
+        None => match store.earliest_realtime_window(&**view, rv, base_ms).await? {
+            Some(first) if first < target => first,
+            _ => return Ok(None),
+        },
+    };
+    let manifest = match state.segment_version {
+        Some(v) => store.batch_segments(view.name(), v).await?,
+        None => Vec::new(),
+    };
+    // Chunks to build: those gaining windows in [from, target), and those whose chunk changed
+    // under the new horizon (a closed year's months).
+    let mut chunks = BTreeSet::new();
+    let mut t = from;
+    while t < target {
+        let Some(c) = Chunk::of(t, target) else { break };
+        chunks.insert(c);
+        t = c.end_ms;
+    }
+    for s in &manifest {
+        if let Some(c) = Chunk::of(s.chunk_start_ms, target) {
+            if (c.start_ms, c.end_ms) != (s.chunk_start_ms, s.chunk_end_ms) {
+                chunks.insert(c);
+            }
+        }
+    }
+    let version = store.begin_batch_version(view.name(), &view.fingerprint()).await?;
+    let overlaps = |s: &SegmentRecord, c: &Chunk| s.chunk_start_ms < c.end_ms && s.chunk_end_ms > c.start_ms;
+    let mut segments: Vec<SegmentRecord> = manifest.iter().filter(|s| !chunks.iter().any(|c| overlaps(s, c))).cloned().collect();
+    let carried = segments.len();
+    let mut handed_off = 0usize;
+    for chunk in &chunks {
+        let old: Vec<&SegmentRecord> = manifest.iter().filter(|s| overlaps(s, chunk)).collect();
+        let (lo, hi) = (from.max(chunk.start_ms), target.min(chunk.end_ms));
+        let base = if lo < hi { store.realtime_rows_between(&**view, rv, base_ms, lo, hi).await? } else { Vec::new() };
+        handed_off += base.len();
+        let mut by_interval = Vec::with_capacity(view.intervals_ms().len());
+        for &interval in view.intervals_ms() {
+            let mut rows = Vec::new();
+            for s in &old {
+                let file = SegmentFile::open(&config.location, &s.path.as_str().into()).await?;
+                rows.extend(file.read_rows(&config.location, &**view, interval, None, chunk.start_ms, chunk.end_ms).await?);
+            }
+            by_interval.push((interval, rows));
+        }
+        let meta = SegmentMeta {
+            view: view.name().to_string(),
+            fingerprint: view.fingerprint(),
+            chunk_start_ms: chunk.start_ms,
+            chunk_end_ms: chunk.end_ms,
+            covered_until_ms: target.min(chunk.end_ms),
+        };
+        let events = old.iter().map(|s| s.events).sum::<i64>();
+        let task_view = view.clone();
+        let (bytes, rows) = tokio::task::spawn_blocking(move || build_segment(&*task_view, &meta, base, by_interval))
+            .await
+            .map_err(|e| HandoffError::Task(e.to_string()))??;
+        let path = segment_path(view.name(), chunk, version);
+        config.location.put_atomic(&path, bytes.into()).await?;
+        segments.push(SegmentRecord {
+            chunk_start_ms: chunk.start_ms,
+            chunk_end_ms: chunk.end_ms,
+            covered_until_ms: target.min(chunk.end_ms),
+            path: path.to_string(),
+            rows,
+            events,
+            inputs: "handoff".into(),
+        });
+    }
+    segments.sort_by_key(|s| s.chunk_start_ms);
+    store.publish_handoff(view.name(), rv, version, target, &segments, state.segment_version).await?;
+    expire(view.name(), config, store).await?;
+    Ok(Some(HandoffReport {
+        segment_version: version,
+        segment_horizon_ms: target,
+        segments_built: chunks.len(),
+        segments_carried: carried,
+        rows_handed_off: handed_off,
+    }))
+}
+
+/// Writes one chunk's segment: at each interval, the old segments' rows (`old`, by interval)
+/// merged with `base` (the newly finalized base rows, sorted by key and window start) rolled up.
+/// Returns the file and its row count.
+fn build_segment<V: View>(
+    view: &V,
+    meta: &SegmentMeta,
+    base: Vec<ViewRow<V::Agg>>,
+    old: Vec<(i64, Vec<ViewRow<V::Agg>>)>,
+) -> Result<(Vec<u8>, i64), SegmentError> {
+    let mut writer = SegmentWriter::new(view, meta)?;
+    let mut total = 0i64;
+    for (interval, old_rows) in old {
+        let mut rows = if interval == view.window_ms() { base.clone() } else { roll_up(&base, interval) };
+        if !old_rows.is_empty() {
+            rows.extend(old_rows);
+            rows.sort_by(|a, b| (a.key.as_str(), a.window_start_ms).cmp(&(b.key.as_str(), b.window_start_ms)));
+            rows.dedup_by(|next, kept| {
+                let same = next.key == kept.key && next.window_start_ms == kept.window_start_ms;
+                if same {
+                    kept.agg.merge_from(&next.agg);
+                }
+                same
+            });
+        }
+        total += rows.len() as i64;
+        writer.write_interval(interval, &rows)?;
+    }
+    Ok((writer.finish()?, total))
+}
+
+/// Expires manifests retired longer than the grace period and deletes segment files of the view
+/// no manifest lists (leftovers of a pass that never published).
+async fn expire(view: &str, config: &HandoffConfig, store: &ViewStore) -> Result<(), HandoffError> {
+    let cutoff = now_ms() - config.grace.as_millis() as i64;
+    store.expire_batch_versions(view, cutoff).await?;
+    let referenced: HashSet<String> = store.referenced_segment_paths(view).await?.into_iter().collect();
+    for meta in config.location.list(&format!("segments/{view}")).await? {
+        if !referenced.contains(meta.location.as_ref()) {
+            config.location.delete(&meta.location).await?;
+        }
+    }
+    Ok(())
+}
