@@ -88,6 +88,27 @@ async fn segments_roll_and_read_across() {
     assert_eq!(log.end_offsets(TOPIC).await.expect("ends"), vec![50]);
 }
 
+/// Kappa mode refuses a log whose head is gone, naming the topic, the partition and the offset
+/// it starts at.
+#[tokio::test]
+async fn a_log_without_its_first_segment_is_not_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = EmbeddedLog::open(dir.path(), config(1_000)).expect("open");
+    log.ensure_topic(TOPIC, 1).await.expect("topic");
+    for i in 0..50 {
+        log.append(TOPIC, vec![record("k", i)]).await.expect("append");
+    }
+    prism_core::log::check_log_complete(&log, TOPIC).await.expect("whole");
+    drop(log);
+    let first = segments(dir.path(), 0).into_iter().min().expect("a segment");
+    std::fs::remove_file(&first).expect("remove the first segment");
+    let log = EmbeddedLog::open(dir.path(), config(1_000)).expect("reopen");
+    let start = log.start_offsets(TOPIC).await.expect("starts")[0];
+    assert!(start > 0, "the head is gone");
+    let refused = prism_core::log::check_log_complete(&log, TOPIC).await.expect_err("not whole").to_string();
+    assert!(refused.contains(&format!("{TOPIC} partition 0 starts at offset {start}")), "{refused}");
+}
+
 #[tokio::test]
 async fn torn_tail_is_cut_on_open() {
     let dir = tempfile::tempdir().expect("tempdir");

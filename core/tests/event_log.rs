@@ -34,6 +34,8 @@ async fn keyed_append_reads_back_in_order<L: EventLog>(log: &L) {
         next[pos.partition as usize] += 1;
     }
     assert_eq!(log.end_offsets(&topic).await.expect("ends"), next.to_vec());
+    assert_eq!(log.start_offsets(&topic).await.expect("starts"), vec![0; 3], "nothing deleted: every log starts at 0");
+    prism_core::log::check_log_complete(log, &topic).await.expect("a whole log passes Kappa's check");
 
     for p in 0..3 {
         let got = log.read(&topic, p, 0, 1_000, Duration::from_secs(5)).await.expect("read");

@@ -24,7 +24,7 @@ use prism_core::config::{parse_duration, speed_consumer, Architecture, Component
 use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::log::kafka::{KafkaLog, KafkaLogConfig};
 use prism_core::log::kafka_group::{GroupConfig, GroupMembership};
-use prism_core::log::EventLog;
+use prism_core::log::{check_log_complete, EventLog};
 use prism_core::store::ViewStore;
 use prism_core::view::{RegisteredView, View, ViewRegistry};
 use prism_ingest::http::IngestArgs;
@@ -160,6 +160,9 @@ pub async fn connect(deps: &Deps) -> anyhow::Result<(Arc<KafkaLog>, ViewStore)> 
         .with_context(|| format!("cannot reach the Kafka brokers at {} (PRISM_KAFKA_BROKERS)", deps.kafka_brokers))?;
     log.ensure_topic(QUOTES_TOPIC, deps.deployment.partitions).await.context("creating prism.quotes")?;
     log.ensure_topic(DLQ_TOPIC, 1).await.context("creating prism.dlq")?;
+    if deps.deployment.architecture == Architecture::Kappa {
+        check_log_complete(&log, QUOTES_TOPIC).await.context("switching to Kappa mode")?;
+    }
     let store =
         ViewStore::open_url(&deps.database_url, deps.connect_timeout).await.context("cannot open the view store (PRISM_DATABASE_URL)")?;
     Ok((Arc::new(log), store))

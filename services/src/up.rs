@@ -18,10 +18,10 @@ use clap::Args;
 use prism_batch::archiver::{run_archiver, ArchiverArgs};
 use prism_batch::batch_job::{run_batch_layer, BatchArgs};
 use prism_batch::master::MasterDataset;
-use prism_core::config::{Component, DeploymentArgs};
+use prism_core::config::{Architecture, Component, DeploymentArgs};
 use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
-use prism_core::log::EventLog;
+use prism_core::log::{check_log_complete, EventLog};
 use prism_core::store::ViewStore;
 use prism_core::view::{RegisteredView, ViewRegistry};
 use prism_ingest::feed::{run_feed, FeedArgs};
@@ -113,6 +113,9 @@ pub async fn run_up(
     );
     log.ensure_topic(QUOTES_TOPIC, partitions).await?;
     log.ensure_topic(DLQ_TOPIC, 1).await?;
+    if config.deployment.architecture == Architecture::Kappa {
+        check_log_complete(&*log, QUOTES_TOPIC).await.context("switching to Kappa mode")?;
+    }
     let store = ViewStore::open_sqlite(&dirs.store).await.context("opening the view store")?;
 
     let intake = shutdown.child_token();

@@ -148,3 +148,34 @@ async fn kappa_serves_lambdas_bars_from_handed_off_segments() {
     assert_eq!(layers.get("realtime"), Some(&1), "{layers:?}");
     switched.stop().await;
 }
+
+/// Lambda → Kappa is refused on a log whose head is gone (an embedded log without its first
+/// segment file), naming the partition and where it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kappa_refuses_a_log_without_its_head() {
+    use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
+    use prism_core::log::{EventLog, NewRecord};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_dir = dir.path().join("log");
+    let log = EmbeddedLog::open(&log_dir, EmbeddedLogConfig { segment_bytes: 2_000, ..Default::default() }).expect("open");
+    log.ensure_topic("prism.quotes", 1).await.expect("topic");
+    for i in 0..100 {
+        let quote = format!("{{\"symbol\":\"AAPL\",\"ts\":{},\"price\":\"1\",\"size\":1}}", 1_000_000 + i);
+        log.append("prism.quotes", vec![NewRecord::new("AAPL", quote)]).await.expect("append");
+    }
+    log.flush().await.expect("flush");
+    drop(log);
+    let partition_dir =
+        std::fs::read_dir(&log_dir.join("prism.quotes")).expect("topic dir").filter_map(|e| e.ok()).next().expect("a partition");
+    let mut segments: Vec<_> =
+        std::fs::read_dir(partition_dir.path()).expect("segments").filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    segments.sort();
+    assert!(segments.len() > 1, "small segments roll");
+    std::fs::remove_file(&segments[0]).expect("remove the head");
+
+    let mut config = kappa_config(dir.path());
+    config.feed.no_feed = true;
+    let refused = prism::up::run_up(config, tokio_util::sync::CancellationToken::new(), None).await.expect_err("refused");
+    let message = format!("{refused:#}");
+    assert!(message.contains("prism.quotes partition 0 starts at offset"), "{message}");
+}

@@ -382,6 +382,11 @@ impl EventLog for EmbeddedLog {
         partitions.iter().map(|p| Ok(lock(p)?.next_offset)).collect()
     }
 
+    async fn start_offsets(&self, topic: &str) -> Result<Vec<i64>, LogError> {
+        let partitions = self.topic(topic)?;
+        partitions.iter().map(|p| Ok(lock(p)?.segments.first().map_or(0, |s| s.base_offset))).collect()
+    }
+
     async fn flush(&self) -> Result<(), LogError> {
         let topics: Vec<_> = lock(&self.topics)?.values().cloned().collect();
         for parts in topics {

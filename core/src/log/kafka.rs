@@ -80,6 +80,20 @@ fn kafka(context: &str) -> impl FnOnce(KafkaError) -> LogError + '_ {
 }
 
 impl KafkaLog {
+    /// (log start offset, log end offset) of every partition of `topic`.
+    async fn watermarks(&self, topic: &str) -> Result<Vec<(i64, i64)>, LogError> {
+        let n = self.partition_count(topic).await?.ok_or_else(|| LogError::OutOfRange(format!("no topic {topic:?} on the brokers")))?;
+        let md = self.metadata.clone();
+        let topic = topic.to_string();
+        let timeout = self.config.request_timeout;
+        tokio::task::spawn_blocking(move || {
+            (0..n).map(|p| md.fetch_watermarks(&topic, p, timeout)).collect::<Result<Vec<(i64, i64)>, KafkaError>>()
+        })
+        .await
+        .map_err(|e| LogError::Io { context: "Kafka watermark task".into(), source: std::io::Error::other(e.to_string()) })?
+        .map_err(kafka("reading watermarks"))
+    }
+
     /// Connects to the brokers and checks that they answer a metadata request.
     ///
     /// Errors: [`LogError::Io`] when a client cannot be created or no broker answers within the
@@ -330,16 +344,11 @@ impl EventLog for KafkaLog {
     }
 
     async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>, LogError> {
-        let n = self.partition_count(topic).await?.ok_or_else(|| LogError::OutOfRange(format!("no topic {topic:?} on the brokers")))?;
-        let md = self.metadata.clone();
-        let topic = topic.to_string();
-        let timeout = self.config.request_timeout;
-        tokio::task::spawn_blocking(move || {
-            (0..n).map(|p| md.fetch_watermarks(&topic, p, timeout).map(|(_, high)| high)).collect::<Result<Vec<i64>, KafkaError>>()
-        })
-        .await
-        .map_err(|e| LogError::Io { context: "Kafka watermark task".into(), source: std::io::Error::other(e.to_string()) })?
-        .map_err(kafka("reading end offsets"))
+        Ok(self.watermarks(topic).await?.into_iter().map(|(_, high)| high).collect())
+    }
+
+    async fn start_offsets(&self, topic: &str) -> Result<Vec<i64>, LogError> {
+        Ok(self.watermarks(topic).await?.into_iter().map(|(low, _)| low).collect())
     }
 
     async fn flush(&self) -> Result<(), LogError> {

@@ -49,6 +49,25 @@ impl LogError {
     }
 }
 
+/// Kappa mode's precondition (DESIGN §6; Kreps, *Questioning the Lambda Architecture*): every
+/// partition of `topic` still holds every offset from 0, so that a view can be rebuilt by
+/// replaying it.
+///
+/// Errors: [`LogError::OutOfRange`] naming the topic, the partition and its first missing
+/// offset; the log's own errors.
+pub async fn check_log_complete<L: EventLog>(log: &L, topic: &str) -> Result<(), LogError> {
+    for (partition, start) in log.start_offsets(topic).await?.into_iter().enumerate() {
+        if start > 0 {
+            return Err(LogError::OutOfRange(format!(
+                "Kappa mode needs the whole log, but {topic} partition {partition} starts at offset {start}: offsets 0..{start} \
+                 are gone (first missing offset 0; retention, DeleteRecords or a removed segment file), so views cannot be rebuilt \
+                 by replaying it. Run Lambda mode, whose master dataset keeps every event"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A partitioned, append-only log of keyed records (Kafka's model).
 ///
 /// Offsets are dense per partition, starting at 0. `end_offsets()[p]` is the offset the next
@@ -76,6 +95,11 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Log end offset of every partition of `topic`, indexed by partition.
     fn end_offsets(&self, topic: &str) -> impl Future<Output = Result<Vec<i64>, LogError>> + Send;
+
+    /// Log start offset of every partition of `topic` (the first offset still held: 0 unless
+    /// retention or `DeleteRecords` removed the head, or a segment file is gone), indexed by
+    /// partition.
+    fn start_offsets(&self, topic: &str) -> impl Future<Output = Result<Vec<i64>, LogError>> + Send;
 
     /// Forces everything appended so far to stable storage (used on graceful shutdown).
     fn flush(&self) -> impl Future<Output = Result<(), LogError>> + Send;
