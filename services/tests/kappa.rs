@@ -166,7 +166,7 @@ async fn kappa_refuses_a_log_without_its_head() {
     log.flush().await.expect("flush");
     drop(log);
     let partition_dir =
-        std::fs::read_dir(&log_dir.join("prism.quotes")).expect("topic dir").filter_map(|e| e.ok()).next().expect("a partition");
+        std::fs::read_dir(log_dir.join("prism.quotes")).expect("topic dir").filter_map(|e| e.ok()).next().expect("a partition");
     let mut segments: Vec<_> =
         std::fs::read_dir(partition_dir.path()).expect("segments").filter_map(|e| e.ok()).map(|e| e.path()).collect();
     segments.sort();
