@@ -21,6 +21,7 @@ pub mod decimal;
 pub mod event;
 pub mod log;
 pub mod objects;
+pub mod replay;
 pub mod segment;
 pub mod store;
 pub mod time;

@@ -30,6 +30,8 @@ pub struct AppParts<L> {
     pub segments: Option<prism_serving::segments::SegmentReader>,
     /// Batch-run requests; `None` without a batch layer.
     pub batch_trigger: Option<BatchTrigger>,
+    /// Each view's replay runner; `None` without a speed layer in this process.
+    pub replays: Option<prism_core::replay::ReplayControl>,
     /// HTTP ingest body limit, bytes.
     pub max_body_bytes: usize,
 }
@@ -82,6 +84,7 @@ pub fn build_app<L: EventLog>(parts: AppParts<L>) -> Router {
         views: parts.views,
         segments: parts.segments,
         batch_trigger: parts.batch_trigger,
+        replays: parts.replays,
     };
     let ingest = IngestState { log: parts.log, store: parts.store.clone() };
     Router::new()

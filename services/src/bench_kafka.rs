@@ -102,6 +102,7 @@ pub async fn run_kafka_bench(b: KafkaBench<'_>, quotes: &[Quote]) -> anyhow::Res
         views: views.clone(),
         segments: None,
         batch_trigger: None,
+        replays: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

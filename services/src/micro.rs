@@ -387,6 +387,7 @@ pub async fn run_batch_layer_service(config: BatchLayerConfig, shutdown: Cancell
         views: views.clone(),
         segments: None,
         batch_trigger: Some(trigger),
+        replays: None,
     };
     let app = Router::new()
         .route("/v1/admin/batch-runs", axum::routing::post(prism_serving::admin::post_batch_run::<KafkaLog>))
@@ -429,6 +430,7 @@ pub async fn run_serving_service(config: ServingServiceConfig, shutdown: Cancell
         views: ViewRegistry::standard(config.deps.deployment.allowed_lateness_ms),
         segments: Some(SegmentReader::new(master.location().clone(), SEGMENT_CACHE_ROWS)),
         batch_trigger: None,
+        replays: None,
     };
     let app = prism_serving::router(state).merge(ops(&store, &log, Some(&master))).merge(docs_router());
     let done = run_service::<std::future::Ready<anyhow::Result<()>>>("serving", config.http_addr, app, shutdown, None).await;

@@ -22,13 +22,15 @@ use prism_core::config::{Architecture, Component, DeploymentArgs};
 use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
 use prism_core::log::{check_log_complete, EventLog};
+use prism_core::replay::ReplayControl;
 use prism_core::store::ViewStore;
-use prism_core::view::{RegisteredView, ViewRegistry};
+use prism_core::view::{RegisteredView, View, ViewRegistry};
 use prism_ingest::feed::{run_feed, FeedArgs};
 use prism_ingest::http::IngestArgs;
 use prism_serving::segments::SegmentReader;
-use prism_speed::handoff::{run_handoff, HandoffArgs};
-use prism_speed::{run_speed_layer, SpeedArgs};
+use prism_speed::handoff::HandoffArgs;
+use prism_speed::versions::{run_versions, VersionsConfig};
+use prism_speed::SpeedArgs;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -70,6 +72,10 @@ pub struct UpConfig {
     #[command(flatten)]
     pub handoff: HandoffArgs,
 }
+
+/// How long a retired or cancelled realtime version's rows stay after a replay (longer than any
+/// query).
+pub const REALTIME_VERSION_GRACE: Duration = Duration::from_secs(600);
 
 /// Paths under the data dir.
 pub struct DataDir {
@@ -128,14 +134,20 @@ pub async fn run_up(
     let speed = config.speed.config(partitions, architecture);
     let master = MasterDataset::local(&dirs.master).context("opening the master dataset")?;
     let mut ohlcv_views = Vec::new();
+    let mut replays = ReplayControl::new();
     for v in views.views() {
         let RegisteredView::Ohlcv(view) = v;
         ohlcv_views.push(view.clone());
-        layer_tasks.spawn(named("speed layer", run_speed_layer(view.clone(), speed.clone(), log.clone(), store.clone(), layers.clone())));
-        if architecture.runs(Component::Handoff) {
-            let handoff = config.handoff.config(master.location().clone());
-            layer_tasks.spawn(named("hand-off", run_handoff(view.clone(), handoff, store.clone(), layers.clone())));
-        }
+        // Each view's realtime versions: the serving one, and replays (DESIGN §6).
+        let handoff = architecture.runs(Component::Handoff).then(|| config.handoff.config(master.location().clone()));
+        let versions = VersionsConfig { speed: speed.clone(), handoff, grace: REALTIME_VERSION_GRACE };
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        replays.insert(view.name().to_string(), tx);
+        let (view, log, store, stop) = (view.clone(), log.clone(), store.clone(), layers.clone());
+        layer_tasks.spawn(async move {
+            run_versions(view, versions, log, store, rx, stop).await.map_err(anyhow::Error::msg).context("speed layer")?;
+            Ok("speed layer")
+        });
     }
     if architecture.runs(Component::Archiver) {
         let archiver = config.archiver.config(master.clone(), partitions);
@@ -169,6 +181,7 @@ pub async fn run_up(
         views,
         segments: Some(segments),
         batch_trigger,
+        replays: Some(replays),
         max_body_bytes: config.ingest.max_body_bytes,
     });
     let listener =

@@ -33,6 +33,7 @@ async fn fixture() -> Fixture {
         views: prism_core::view::ViewRegistry::standard(5_000),
         segments: None,
         batch_trigger: None,
+        replays: None,
         max_body_bytes: 64 << 10,
     });
     Fixture { app, log, _dir: dir }

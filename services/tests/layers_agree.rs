@@ -148,6 +148,7 @@ async fn run_layers(events: Vec<Quote>, partitions: i32, chunk: usize, horizon: 
         views: ViewRegistry::standard(5_000),
         segments: Some(SegmentReader::new(master.location().clone(), 10_000)),
         batch_trigger: None,
+        replays: None,
         max_body_bytes: 1 << 20,
     });
     let mut served = BTreeMap::new();

@@ -4,6 +4,7 @@
 //! - [`bars`]: `GET /v1/bars/{symbol}`, `GET /v1/symbols`.
 //! - [`status`]: `GET /v1/status`.
 //! - [`admin`]: `POST /v1/admin/batch-runs`.
+//! - [`replays`]: `POST`/`GET /v1/admin/replays`, `GET`/`DELETE /v1/admin/replays/{id}`.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`merge`]: the merge rule at the batch horizon.
 //! - [`segments`]: cached reads of batch-view segments.
@@ -14,6 +15,7 @@ pub mod bars;
 pub mod error;
 pub mod merge;
 pub mod ops;
+pub mod replays;
 pub mod segments;
 pub mod status;
 
@@ -24,6 +26,7 @@ use axum::Router;
 use prism_core::batch_run::BatchTrigger;
 use prism_core::config::Architecture;
 use prism_core::log::EventLog;
+use prism_core::replay::ReplayControl;
 use prism_core::store::ViewStore;
 use prism_core::view::ViewRegistry;
 use utoipa::OpenApi;
@@ -43,6 +46,8 @@ pub struct ServingState<L> {
     pub segments: Option<segments::SegmentReader>,
     /// Requests batch runs; `None` where there is no batch layer (Kappa).
     pub batch_trigger: Option<BatchTrigger>,
+    /// Each view's replay runner; `None` where no speed layer runs in this process.
+    pub replays: Option<ReplayControl>,
 }
 
 impl<L> Clone for ServingState<L> {
@@ -54,6 +59,7 @@ impl<L> Clone for ServingState<L> {
             views: self.views.clone(),
             segments: self.segments.clone(),
             batch_trigger: self.batch_trigger.clone(),
+            replays: self.replays.clone(),
         }
     }
 }
@@ -61,11 +67,14 @@ impl<L> Clone for ServingState<L> {
 /// The serving API's OpenAPI fragment.
 #[derive(OpenApi)]
 #[openapi(
-    paths(bars::get_bars, bars::get_symbols, status::get_status, admin::post_batch_run),
+    paths(
+        bars::get_bars, bars::get_symbols, status::get_status, admin::post_batch_run, replays::post_replay, replays::get_replays,
+        replays::get_replay, replays::delete_replay
+    ),
     components(schemas(
         bars::BarsResponse, bars::Bar, bars::BarInterval, bars::SymbolsResponse, error::ApiError,
         status::StatusResponse, status::ViewStatus, status::PartitionStatus, status::ConsumerLag, status::IngestStatus,
-        status::FeedStatus, admin::BatchRunResponse, admin::ViewBatchRun
+        status::FeedStatus, admin::BatchRunResponse, admin::ViewBatchRun, replays::Replay, replays::ReplaysResponse
     )),
     tags((name = "views", description = "Merged batch + realtime views"), (name = "admin", description = "Operations"))
 )]
@@ -78,5 +87,7 @@ pub fn router<L: EventLog>(state: ServingState<L>) -> Router {
         .route("/v1/symbols", get(bars::get_symbols::<L>))
         .route("/v1/status", get(status::get_status::<L>))
         .route("/v1/admin/batch-runs", post(admin::post_batch_run::<L>))
+        .route("/v1/admin/replays", post(replays::post_replay::<L>).get(replays::get_replays::<L>))
+        .route("/v1/admin/replays/{id}", get(replays::get_replay::<L>).delete(replays::delete_replay::<L>))
         .with_state(state)
 }

@@ -26,6 +26,7 @@
 mod group;
 pub mod handoff;
 pub mod telemetry;
+pub mod versions;
 pub mod window_cache;
 
 use std::sync::Arc;

@@ -34,6 +34,19 @@ pub const HANDOFF_FAILURES_TOTAL: &str = "prism_speed_handoff_failures_total";
 /// The Kappa segment horizon: windows before it are served from hand-off segments, UTC ms.
 pub const SEGMENT_HORIZON_MS: &str = "prism_speed_segment_horizon_ms";
 
+/// Replays started.
+pub const REPLAYS_TOTAL: &str = "prism_replays_total";
+/// Replays that caught up and switched serving to their version.
+pub const REPLAY_SWITCHES_TOTAL: &str = "prism_replay_switches_total";
+/// Events the running replay has consumed (committed).
+pub const REPLAY_EVENTS_DONE: &str = "prism_replay_events_done";
+/// Events in the source topic while the replay runs (log end offsets, summed).
+pub const REPLAY_EVENTS_TOTAL: &str = "prism_replay_events_total";
+/// The running replay's lag, events.
+pub const REPLAY_LAG_EVENTS: &str = "prism_replay_lag_events";
+/// The running replay's recent rate, events/s.
+pub const REPLAY_EVENTS_PER_SECOND: &str = "prism_replay_events_per_second";
+
 /// Registers the HELP text of every speed-layer metric with the installed recorder (a no-op
 /// without one; calling it again is harmless). The speed layer calls it when it starts.
 pub fn describe() {
@@ -59,5 +72,11 @@ pub fn describe() {
         Unit::Milliseconds,
         "Kappa segment horizon: windows before it are served from hand-off segments, UTC ms."
     );
+    describe_counter!(REPLAYS_TOTAL, "Replays started (a new realtime version built from offset 0 of the log).");
+    describe_counter!(REPLAY_SWITCHES_TOTAL, "Replays that caught up and switched serving to their version.");
+    describe_gauge!(REPLAY_EVENTS_DONE, "Events the running replay has consumed and committed.");
+    describe_gauge!(REPLAY_EVENTS_TOTAL, "Events in the source topic while the replay runs (log end offsets, summed).");
+    describe_gauge!(REPLAY_LAG_EVENTS, "Events the running replay still has to consume.");
+    describe_gauge!(REPLAY_EVENTS_PER_SECOND, "The running replay's recent rate, events per second.");
     describe_counter!(GROUP_REJOINS_TOTAL, "Times this instance left and rejoined its group because partitions stayed orphaned.");
 }

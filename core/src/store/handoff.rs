@@ -75,7 +75,7 @@ impl ViewStore {
         ));
         let state = d.sql(&format!(
             "INSERT INTO realtime_versions (view, realtime_version, state, segment_version, segment_horizon, created_at)
-             VALUES (?, ?, 'active', ?, {t}, {t})
+             VALUES (?, ?, 'serving', ?, {t}, {t})
              ON CONFLICT (view, realtime_version) DO UPDATE SET segment_version = excluded.segment_version,
              segment_horizon = excluded.segment_horizon"
         ));

@@ -18,6 +18,7 @@ mod handoff;
 pub(crate) mod leases;
 mod offsets;
 mod realtime;
+mod replays;
 mod versions;
 
 use std::path::Path;
@@ -34,6 +35,7 @@ pub use handoff::HandoffState;
 pub use leases::{LeaseRecord, PartitionLease};
 pub use offsets::ConsumerOffset;
 pub use realtime::{DropBehind, RealtimeRow};
+pub use replays::RealtimeVersion;
 pub use versions::{BatchVersion, SegmentRecord, ViewPointer, ViewSnapshot};
 
 /// Errors of the view store.
@@ -65,6 +67,10 @@ pub enum StoreError {
     /// A stored value is not of the documented shape.
     #[error("view store holds a bad value: {0}")]
     BadValue(String),
+    /// The request conflicts with the stored state (a replay already running, a version that is
+    /// not replaying).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 pub(crate) fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {

@@ -1,0 +1,295 @@
+//! A view's realtime versions, run by the speed layer (DESIGN §6): the serving version's speed
+//! layer (and, in Kappa mode, its hand-off), and replays — version v+1 built from offset 0 of
+//! the log by its own consumer (`speed-layer.<view>.v<N+1>`), writing into v+1 only (offsets,
+//! rows, hand-off segments) while v keeps serving and following the log.
+//!
+//! Every [`PROGRESS_INTERVAL`] the runner measures a replay from the offsets its speed layer
+//! committed (events done, log end offsets, lag, rate, ETA; also in `/metrics`). Once the lag is
+//! below the replay's switch threshold it switches the pointer to v+1 in one store transaction
+//! ([`ViewStore::switch_realtime_version`]) and stops v's speed layer; v's rows, offsets and
+//! leases are deleted after the grace period. Because the switch is decided from committed
+//! offsets, a replay never switches early, and one killed mid-way resumes from them at the next
+//! start (its `replaying` row says so). A cancelled replay leaves v serving.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prism_core::config::speed_consumer;
+use prism_core::log::EventLog;
+use prism_core::replay::{ReplayCommand, ReplayError, ReplayStatus};
+use prism_core::store::{StoreError, ViewStore};
+use prism_core::time::now_ms;
+use prism_core::view::View;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::handoff::{run_handoff, HandoffConfig};
+use crate::{run_speed_layer, telemetry, SpeedConfig, SpeedError};
+
+/// How often a replay's progress is measured (and the switch decided).
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+/// Finished replays kept for `GET /v1/admin/replays/{id}`.
+const FINISHED_KEPT: usize = 16;
+/// How often retired versions are looked for and expired.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Settings of a view's version runner.
+#[derive(Debug, Clone)]
+pub struct VersionsConfig {
+    /// The speed layer's settings (`view_version` is set per version).
+    pub speed: SpeedConfig,
+    /// Kappa mode: the hand-off's settings (`realtime_version` is set per version); `None` in
+    /// Lambda mode.
+    pub handoff: Option<HandoffConfig>,
+    /// How long a retired or cancelled version's rows stay (longer than any query).
+    pub grace: Duration,
+}
+
+/// One running realtime version: its speed layer and hand-off, stopped by `stop`.
+struct Running {
+    version: i64,
+    stop: CancellationToken,
+    tasks: JoinSet<Result<(), String>>,
+}
+
+/// A replay being built.
+struct Replay {
+    running: Running,
+    switch_lag: i64,
+    status: ReplayStatus,
+    /// (when, events done) samples of the last few seconds, for the rate.
+    samples: VecDeque<(Instant, i64)>,
+}
+
+fn start_version<V: View, L: EventLog>(view: &Arc<V>, config: &VersionsConfig, version: i64, log: &Arc<L>, store: &ViewStore) -> Running {
+    let stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let speed = SpeedConfig { view_version: version, ..config.speed.clone() };
+    let (v, l, s, t) = (view.clone(), log.clone(), store.clone(), stop.clone());
+    tasks.spawn(async move { run_speed_layer(v, speed, l, s, t).await.map_err(|e: SpeedError| format!("speed layer v{version}: {e}")) });
+    if let Some(handoff) = &config.handoff {
+        let handoff = HandoffConfig { realtime_version: version, ..handoff.clone() };
+        let (v, s, t) = (view.clone(), store.clone(), stop.clone());
+        tasks.spawn(async move { run_handoff(v, handoff, s, t).await.map_err(|e| format!("hand-off v{version}: {e}")) });
+    }
+    tracing::info!(view = %view.name(), version, "realtime version running");
+    Running { version, stop, tasks }
+}
+
+async fn stop_version(mut running: Running) -> Result<(), String> {
+    running.stop.cancel();
+    let mut result = Ok(());
+    while let Some(done) = running.tasks.join_next().await {
+        let done = done.map_err(|e| e.to_string()).and_then(|r| r);
+        if result.is_ok() {
+            result = done;
+        }
+    }
+    result
+}
+
+/// Runs `view`'s realtime versions until `cancel` fires: the serving version (the pointer's),
+/// any replay left `replaying` by an earlier run (resumed), and replays asked for on
+/// `commands`. Stops every version's speed layer (each commits what it holds) before returning.
+///
+/// Errors: the first failure of a speed layer or hand-off, or of the store or the log.
+pub async fn run_versions<V: View, L: EventLog>(
+    view: Arc<V>,
+    config: VersionsConfig,
+    log: Arc<L>,
+    store: ViewStore,
+    mut commands: mpsc::Receiver<ReplayCommand>,
+    cancel: CancellationToken,
+) -> Result<(), String> {
+    let name = view.name().to_string();
+    let err = |e: StoreError| e.to_string();
+    let serving_version = store.view_pointer(&name).await.map_err(err)?.realtime_version;
+    let mut serving = start_version(&view, &config, serving_version, &log, &store);
+    let mut replay: Option<Replay> = None;
+    let mut finished: VecDeque<ReplayStatus> = VecDeque::new();
+    for v in store.realtime_versions(&name).await.map_err(err)? {
+        if v.state == "replaying" && replay.is_none() {
+            tracing::info!(view = %name, version = v.realtime_version, "resuming a replay from its committed offsets");
+            let running = start_version(&view, &config, v.realtime_version, &log, &store);
+            replay = Some(new_replay(&name, running, v.switch_lag.unwrap_or(1_000), v.created_at_ms));
+        }
+    }
+    let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
+    let mut last_expiry = Instant::now();
+    let result: Result<(), String> = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break Ok(()),
+            Some(done) = serving.tasks.join_next() => {
+                break Err(done.map_err(|e| e.to_string()).and_then(|r| r).err().unwrap_or_else(|| format!("{name} v{} stopped", serving.version)));
+            }
+            Some(done) = async { match replay.as_mut() { Some(r) => r.running.tasks.join_next().await, None => std::future::pending().await } } => {
+                let error = done.map_err(|e| e.to_string()).and_then(|r| r).err().unwrap_or_else(|| "stopped".into());
+                tracing::error!(view = %name, error = %error, "a replay failed; it resumes from its committed offsets at the next start");
+                if let Some(mut r) = replay.take() {
+                    let _ = stop_version(r.running).await;
+                    r.status.state = "failed".into();
+                    r.status.error = Some(error);
+                    r.status.ended_at_ms = Some(now_ms());
+                    keep(&mut finished, r.status);
+                }
+            }
+            Some(command) = commands.recv() => {
+                match command {
+                    ReplayCommand::Start { switch_lag, reply } => {
+                        let answer = match &replay {
+                            Some(r) => Err(ReplayError::Conflict(format!("a replay of {name} is already running ({}); one at a time", r.status.id))),
+                            None => match store.begin_replay(&name, &view.fingerprint(), switch_lag.max(0)).await {
+                                Ok(version) => {
+                                    metrics::counter!(telemetry::REPLAYS_TOTAL, "view" => name.clone()).increment(1);
+                                    let running = start_version(&view, &config, version, &log, &store);
+                                    let r = new_replay(&name, running, switch_lag.max(0), now_ms());
+                                    let status = r.status.clone();
+                                    replay = Some(r);
+                                    Ok(status)
+                                }
+                                Err(StoreError::Conflict(m)) => Err(ReplayError::Conflict(m)),
+                                Err(e) => Err(ReplayError::Failed(e.to_string())),
+                            },
+                        };
+                        let _ = reply.send(answer);
+                    }
+                    ReplayCommand::List { reply } => {
+                        let mut all: Vec<ReplayStatus> = finished.iter().cloned().collect();
+                        all.extend(replay.as_ref().map(|r| r.status.clone()));
+                        let _ = reply.send(all);
+                    }
+                    ReplayCommand::Cancel { version, reply } => {
+                        let answer = match replay.take() {
+                            Some(r) if r.running.version == version => {
+                                let mut status = r.status.clone();
+                                let stopped = stop_version(r.running).await;
+                                match store.cancel_replay(&name, version).await {
+                                    Ok(()) => {
+                                        status.state = "cancelled".into();
+                                        status.ended_at_ms = Some(now_ms());
+                                        if let Err(e) = stopped {
+                                            status.error = Some(e);
+                                        }
+                                        keep(&mut finished, status.clone());
+                                        tracing::info!(view = %name, version, "replay cancelled; the serving version is unchanged");
+                                        Ok(status)
+                                    }
+                                    Err(e) => Err(ReplayError::Failed(e.to_string())),
+                                }
+                            }
+                            other => {
+                                replay = other;
+                                Err(ReplayError::NotFound(format!("no replay of {name} is building version {version}")))
+                            }
+                        };
+                        let _ = reply.send(answer);
+                    }
+                }
+            }
+            _ = ticker.tick() => {
+                if let Some(r) = replay.as_mut() {
+                    if let Err(e) = measure(&*view, r, &*log, &store).await {
+                        tracing::warn!(view = %name, error = %e, "could not measure a replay's progress");
+                        continue;
+                    }
+                    if r.status.lag < r.switch_lag.max(1) {
+                        let version = r.running.version;
+                        match store.switch_realtime_version(&name, version, config.handoff.is_some()).await {
+                            Ok(retired) => {
+                                let Some(mut done) = replay.take() else { continue };
+                                let old = std::mem::replace(&mut serving, done.running);
+                                if let Err(e) = stop_version(old).await {
+                                    tracing::warn!(view = %name, version = retired, error = %e, "the retired version stopped with an error");
+                                }
+                                done.status.state = "switched".into();
+                                done.status.ended_at_ms = Some(now_ms());
+                                metrics::counter!(telemetry::REPLAY_SWITCHES_TOTAL, "view" => name.clone()).increment(1);
+                                tracing::info!(view = %name, version, retired, lag = done.status.lag, "replay caught up: serving switched to it");
+                                keep(&mut finished, done.status);
+                            }
+                            Err(e) => tracing::warn!(view = %name, version, error = %e, "switching to a replay failed; retrying"),
+                        }
+                    }
+                }
+                if last_expiry.elapsed() >= EXPIRY_INTERVAL {
+                    last_expiry = Instant::now();
+                    match store.expire_realtime_versions(&*view, now_ms() - config.grace.as_millis() as i64).await {
+                        Ok(expired) if !expired.is_empty() => tracing::info!(view = %name, ?expired, "deleted retired realtime versions' rows"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(view = %name, error = %e, "expiring retired realtime versions failed"),
+                    }
+                }
+            }
+        }
+    };
+    let mut stopped = stop_version(serving).await;
+    if let Some(r) = replay {
+        let replay_stopped = stop_version(r.running).await;
+        stopped = stopped.and(replay_stopped);
+    }
+    result.and(stopped)
+}
+
+fn new_replay(view: &str, running: Running, switch_lag: i64, started_at_ms: i64) -> Replay {
+    let status = ReplayStatus {
+        id: ReplayStatus::id_of(view, running.version),
+        view: view.to_string(),
+        version: running.version,
+        state: "replaying".into(),
+        events_done: 0,
+        events_total: 0,
+        lag: 0,
+        switch_lag,
+        events_per_second: 0.0,
+        eta_seconds: None,
+        started_at_ms,
+        ended_at_ms: None,
+        error: None,
+    };
+    // The first measurement decides; until then the lag is unknown, never below the threshold.
+    let status = ReplayStatus { lag: i64::MAX, ..status };
+    Replay { running, switch_lag, status, samples: VecDeque::new() }
+}
+
+fn keep(finished: &mut VecDeque<ReplayStatus>, status: ReplayStatus) {
+    finished.push_back(status);
+    while finished.len() > FINISHED_KEPT {
+        finished.pop_front();
+    }
+}
+
+/// Updates a replay's progress from the offsets its speed layer committed and the log's end.
+async fn measure<V: View, L: EventLog>(view: &V, r: &mut Replay, log: &L, store: &ViewStore) -> Result<(), String> {
+    let topic = view.source_topic();
+    let ends = log.end_offsets(topic).await.map_err(|e| e.to_string())?;
+    let offsets = store.consumer_offsets(&speed_consumer(view.name(), r.running.version), topic).await.map_err(|e| e.to_string())?;
+    let done: i64 = ends
+        .iter()
+        .enumerate()
+        .map(|(p, end)| offsets.iter().find(|o| o.partition == p as i32).map_or(0, |o| o.next_offset.min(*end)))
+        .sum();
+    let total: i64 = ends.iter().sum();
+    let now = Instant::now();
+    r.samples.push_back((now, done));
+    while r.samples.len() > 2 && r.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(5)) {
+        r.samples.pop_front();
+    }
+    let rate = match (r.samples.front(), r.samples.back()) {
+        (Some((t0, d0)), Some((t1, d1))) if t1 > t0 => (d1 - d0) as f64 / t1.duration_since(*t0).as_secs_f64(),
+        _ => 0.0,
+    };
+    let s = &mut r.status;
+    s.events_done = done;
+    s.events_total = total;
+    s.lag = total - done;
+    s.events_per_second = rate;
+    s.eta_seconds = (rate > 0.0).then(|| s.lag as f64 / rate);
+    let name = view.name().to_string();
+    metrics::gauge!(telemetry::REPLAY_EVENTS_DONE, "view" => name.clone()).set(done as f64);
+    metrics::gauge!(telemetry::REPLAY_EVENTS_TOTAL, "view" => name.clone()).set(total as f64);
+    metrics::gauge!(telemetry::REPLAY_LAG_EVENTS, "view" => name.clone()).set(s.lag as f64);
+    metrics::gauge!(telemetry::REPLAY_EVENTS_PER_SECOND, "view" => name).set(rate);
+    Ok(())
+}
