@@ -15,6 +15,7 @@ pub mod bench_lab;
 pub mod bench_workload;
 pub mod lab;
 pub mod micro;
+pub mod replay_cli;
 pub mod up;
 
 /// An HTTP client for Prism's own tools (the bench, the tests). The workspace builds `reqwest`

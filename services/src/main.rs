@@ -36,6 +36,9 @@ enum Command {
     /// Measure the stock-quote lab end to end (catch-up, batch runs, query latency, RSS) and
     /// print a JSON report.
     BenchLab(prism::bench_lab::LabBenchConfig),
+    /// Rebuild views from the log into a new version and switch over (asks a running Prism;
+    /// shows progress until the switch).
+    Replay(prism::replay_cli::ReplayArgs),
     /// Print the OpenAPI document (the committed docs/openapi.json is this output).
     Openapi,
 }
@@ -75,6 +78,7 @@ fn run() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }
+            Command::Replay(args) => prism::replay_cli::run_replay(args, signal_token()).await,
             Command::Openapi => {
                 println!("{}", prism::app::api_doc().to_pretty_json()?);
                 Ok(())

@@ -219,6 +219,14 @@ async fn lambda_replay_rebuilds_the_realtime_side() {
     assert_eq!(aapl_daily(&up).await, reference);
     let (code, refused) = post_replay(&up, "view=nope").await;
     assert_eq!(code, 404, "{refused}");
+    // `prism replay` follows its replay until the switch, and says why when refused.
+    let args = |view: &str| prism::replay_cli::ReplayArgs { view: view.into(), switch_lag: 0, url: up.base.clone(), no_wait: false };
+    let stop = tokio_util::sync::CancellationToken::new();
+    prism::replay_cli::run_replay(args("ohlcv"), stop.clone()).await.expect("prism replay");
+    let (_, after_cli) = up.get("/v1/status").await;
+    assert_eq!(after_cli["realtime_version"], 3, "{after_cli}");
+    let refused = prism::replay_cli::run_replay(args("nope"), stop).await.expect_err("unknown view");
+    assert!(refused.to_string().contains("no view named"), "{refused}");
     let (code, refused) = post_replay(&up, "switch_lag=-1").await;
     assert_eq!(code, 400, "{refused}");
     up.stop().await;
