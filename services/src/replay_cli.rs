@@ -91,7 +91,7 @@ pub async fn run_replay(args: ReplayArgs, stop: CancellationToken) -> anyhow::Re
                 Some("replaying") => still.push((id, bar)),
                 Some("switched") => bar.finish_with_message("caught up: serving switched to it"),
                 other => {
-                    bar.abandon_with_message(format!("{}", other.unwrap_or("unknown")));
+                    bar.abandon_with_message(other.unwrap_or("unknown").to_string());
                     failures.push(format!("{id}: {} {}", other.unwrap_or("unknown"), replay["error"].as_str().unwrap_or("")));
                 }
             }
