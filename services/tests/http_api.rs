@@ -147,15 +147,6 @@ async fn ingest_refuses_bad_input_and_serves_good_input() {
     up.stop().await;
 }
 
-#[tokio::test]
-async fn kappa_is_refused_with_a_clear_message() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(dir.path());
-    config.deployment.architecture = prism_core::config::Architecture::Kappa;
-    let err = prism::up::run_up(config, tokio_util::sync::CancellationToken::new(), None).await.expect_err("kappa refused");
-    assert!(err.to_string().contains("kappa"), "{err}");
-}
-
 #[test]
 fn committed_openapi_document_matches_the_code() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
