@@ -111,8 +111,28 @@ pub struct LabReport {
     pub max_master_files_per_partition_day: usize,
     /// Visible master-dataset files.
     pub master_files: usize,
-    /// Peak RSS of the whole process (every layer and the client), bytes.
+    /// The same lab in Kappa mode, then a full replay of `ohlcv`.
+    pub kappa: KappaLabReport,
+    /// Peak RSS of the whole process (every layer and the client, Lambda and Kappa runs), bytes.
     pub peak_rss_bytes: Option<u64>,
+}
+
+/// The lab in Kappa mode (a fresh data dir): catch-up through the hand-off, then a full replay.
+#[derive(Debug, Serialize)]
+pub struct KappaLabReport {
+    /// Seconds from start until every daily bar was served exact from hand-off segments (the
+    /// newest day from realtime rows).
+    pub seconds_to_all_bars_from_segments: f64,
+    /// The 13-year daily query once caught up.
+    pub daily_query_caught_up: Latency,
+    /// A full replay of `ohlcv` (from offset 0 to the switch-over), seconds.
+    pub replay_seconds: f64,
+    /// Events the replay consumed.
+    pub replay_events: i64,
+    /// `replay_events / replay_seconds`.
+    pub replay_events_per_second: f64,
+    /// The 13-year daily query during the replay (every answer checked exact).
+    pub daily_query_during_replay: Latency,
 }
 
 /// Runs the lab benchmark. Errors: a failed step, with context.
@@ -156,9 +176,12 @@ fn expected_bars() -> anyhow::Result<Expected> {
 
 /// One poll of every symbol's 13-year daily bars: the latency of each request, and whether all
 /// bars were exact and from batch segments.
-async fn poll_daily(client: &reqwest::Client, base: &str, expected: &Expected) -> anyhow::Result<(Vec<f64>, bool)> {
+/// `segment_layer`: the layer every bar but the newest must come from (`batch`, `segment`), or
+/// `None` to check values only.
+async fn poll_daily(client: &reqwest::Client, base: &str, expected: &Expected, segment_layer: Option<&str>) -> anyhow::Result<(Vec<f64>, bool)> {
     let mut latencies = Vec::new();
     let mut all_good = true;
+    let newest_layer = if segment_layer == Some("segment") { "realtime" } else { "both" };
     for (symbol, bars) in expected {
         let started = Instant::now();
         let r = client.get(format!("{base}/v1/bars/{symbol}?interval=1d&limit=100000")).send().await?;
@@ -171,13 +194,14 @@ async fn poll_daily(client: &reqwest::Client, base: &str, expected: &Expected) -
         }
         let served = body["bars"].as_array().cloned().unwrap_or_default();
         let dec = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<Decimal6>().ok());
-        // Batch segments hold every event before the horizon H, which trails the newest event
-        // time by the allowed lateness (DESIGN §5): the newest day's bar straddles H and is
-        // merged from both layers ("both"); every other bar must come from segments alone.
+        // Segments hold every event before the horizon H, which trails the newest event time by
+        // the allowed lateness (DESIGN §5): the newest day's bar straddles H and is merged from
+        // both layers ("both"; Kappa's day-aligned hand-off leaves it "realtime"); every other
+        // bar must come from segments alone.
         let last = served.len().saturating_sub(1);
         let good = served.len() == bars.len()
             && served.iter().zip(bars).enumerate().all(|(i, (s, (date, o, h, l, c, v)))| {
-                (s["layer"] == "batch" || (i == last && s["layer"] == "both"))
+                (segment_layer.is_none_or(|l| s["layer"] == l) || (i == last && s["layer"] == newest_layer))
                     && s["start"].as_str().is_some_and(|t| t.starts_with(date.as_str()))
                     && dec(&s["open"]) == Some(*o)
                     && dec(&s["high"]) == Some(*h)
@@ -232,7 +256,7 @@ async fn bench(dir: &std::path::Path, config: &LabBenchConfig) -> anyhow::Result
     let deadline = started + Duration::from_secs(config.timeout_secs);
     let to_segments = loop {
         let tick = Instant::now();
-        let (latencies, done) = poll_daily(&client, &base, &expected).await?;
+        let (latencies, done) = poll_daily(&client, &base, &expected, Some("batch")).await?;
         if done {
             break started.elapsed().as_secs_f64();
         }
@@ -245,7 +269,7 @@ async fn bench(dir: &std::path::Path, config: &LabBenchConfig) -> anyhow::Result
     tracing::info!(seconds = to_segments, "every daily bar is served exact from batch segments");
     let mut after = Vec::new();
     for _ in 0..config.samples {
-        let (latencies, done) = poll_daily(&client, &base, &expected).await?;
+        let (latencies, done) = poll_daily(&client, &base, &expected, Some("batch")).await?;
         if !done {
             bail!("a daily bar changed after the catch-up");
         }
@@ -257,6 +281,7 @@ async fn bench(dir: &std::path::Path, config: &LabBenchConfig) -> anyhow::Result
     // which takes the new day in is the one requested here (not a catch-up run racing it).
     shutdown.cancel();
     handle.await.context("prism up task")??;
+    let up_kappa = up.clone();
     let up = UpConfig { batch: BatchArgs { no_batch_on_catch_up: true, ..up.batch }, ..up };
     let (shutdown, handle, base) = start_up(up).await?;
     // One new trading day after the lab's last (2013-03-01 was a Friday): Monday 2013-03-04.
@@ -304,6 +329,7 @@ async fn bench(dir: &std::path::Path, config: &LabBenchConfig) -> anyhow::Result
     }
     shutdown.cancel();
     handle.await.context("prism up task")??;
+    let kappa = kappa_bench(&dir.join("kappa"), up_kappa, config, &expected).await?;
     let num = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
     Ok(LabReport {
         prism_version: env!("CARGO_PKG_VERSION").into(),
@@ -320,6 +346,77 @@ async fn bench(dir: &std::path::Path, config: &LabBenchConfig) -> anyhow::Result
         incremental_segments_carried: num(&incremental, "segments_carried"),
         max_master_files_per_partition_day: per_day.values().copied().max().unwrap_or(0),
         master_files: files.len(),
+        kappa,
         peak_rss_bytes: crate::bench::peak_rss_bytes(),
+    })
+}
+
+/// The Kappa part: `prism up --architecture kappa` on a fresh `dir`, caught up, then a full
+/// replay of `ohlcv` while a client polls every symbol's daily bars.
+async fn kappa_bench(dir: &std::path::Path, up: UpConfig, config: &LabBenchConfig, expected: &Expected) -> anyhow::Result<KappaLabReport> {
+    let mut up = UpConfig { data_dir: dir.to_path_buf(), ..up };
+    up.deployment.architecture = prism_core::config::Architecture::Kappa;
+    let started = Instant::now();
+    let (shutdown, handle, base) = start_up(up).await?;
+    let client = crate::http_client();
+    let deadline = started + Duration::from_secs(config.timeout_secs);
+    let to_segments = loop {
+        let (_, done) = poll_daily(&client, &base, expected, Some("segment")).await?;
+        if done {
+            break started.elapsed().as_secs_f64();
+        }
+        if Instant::now() > deadline {
+            bail!("Kappa: the lab was not served from segments within {} s", config.timeout_secs);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut after = Vec::new();
+    for _ in 0..config.samples {
+        let (latencies, done) = poll_daily(&client, &base, expected, Some("segment")).await?;
+        if !done {
+            bail!("Kappa: a daily bar changed after the catch-up");
+        }
+        after.extend(latencies);
+    }
+    let replay_started = Instant::now();
+    let r = client.post(format!("{base}/v1/admin/replays?view=ohlcv&switch_lag=1000")).send().await?;
+    if r.status().as_u16() != 202 {
+        bail!("replay answered {}: {}", r.status(), r.text().await.unwrap_or_default());
+    }
+    let body: serde_json::Value = r.json().await?;
+    let id = body["replays"][0]["id"].as_str().context("a replay id")?.to_string();
+    let mut during = Vec::new();
+    let replay = loop {
+        // A client polls every symbol's daily bars once a second, as during the catch-up. Served
+        // bars move between segments and realtime rows as the new version takes over; their
+        // values must not change.
+        let tick = Instant::now();
+        let (latencies, exact) = poll_daily(&client, &base, expected, None).await?;
+        if !exact {
+            bail!("Kappa: a daily bar was wrong during the replay");
+        }
+        during.extend(latencies);
+        let replay: serde_json::Value = client.get(format!("{base}/v1/admin/replays/{id}")).send().await?.json().await?;
+        match replay["state"].as_str() {
+            Some("switched") => break replay,
+            Some("replaying") => {}
+            other => bail!("the replay ended {other:?}: {replay}"),
+        }
+        if replay_started.elapsed() > Duration::from_secs(config.timeout_secs) {
+            bail!("the replay did not switch within {} s", config.timeout_secs);
+        }
+        tokio::time::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed())).await;
+    };
+    let replay_seconds = replay_started.elapsed().as_secs_f64();
+    let replay_events = replay["events_done"].as_i64().unwrap_or(0);
+    shutdown.cancel();
+    handle.await.context("prism up task")??;
+    Ok(KappaLabReport {
+        seconds_to_all_bars_from_segments: to_segments,
+        daily_query_caught_up: Latency::of(after),
+        replay_seconds,
+        replay_events,
+        replay_events_per_second: replay_events as f64 / replay_seconds.max(1e-9),
+        daily_query_during_replay: Latency::of(during),
     })
 }

@@ -259,6 +259,8 @@ impl ViewStore {
 
     /// Realtime rows of `view` `version` at `interval_ms` with window start in `[from_ms, to_ms)`,
     /// every key, sorted by (key, window start) (the Kappa hand-off reads finalized windows).
+    /// Rows are decoded as they stream from the database (read in window order through the
+    /// window index, sorted here), so memory holds the decoded rows only.
     ///
     /// Errors: [`StoreError`].
     pub async fn realtime_rows_between<V: View>(
@@ -269,28 +271,33 @@ impl ViewStore {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<ViewRow<V::Agg>>, StoreError> {
+        use futures_util::TryStreamExt;
         let d = self.dialect();
         let sql = d.sql(&format!(
             "SELECT {} FROM {} WHERE view = ? AND view_version = ? AND interval_ms = ? AND window_start >= {t} AND window_start < {t}
-             ORDER BY {key}, window_start",
+             ORDER BY window_start",
             select_columns(d, view),
             view.realtime_table(),
             t = d.time_param(),
-            key = view.key_column()
         ));
         let (from_ms, to_ms) = (from_ms.max(crate::event::MIN_TS_MS), to_ms.min(crate::event::MAX_TS_MS));
-        with_pool!(self, pool => {
-            let rows = sqlx::query(&sql)
+        let mut out: Vec<ViewRow<V::Agg>> = with_pool!(self, pool => {
+            let mut rows = sqlx::query(&sql)
                 .bind(view.name())
                 .bind(version)
                 .bind(interval_ms)
                 .bind(from_ms)
                 .bind(to_ms)
-                .fetch_all(pool)
-                .await
-                .map_err(db("reading realtime rows"))?;
-            rows.iter().map(|r| decode_row(view, r, 0).map(|r| r.row)).collect()
-        })
+                .fetch(pool);
+            let mut out = Vec::new();
+            while let Some(r) = rows.try_next().await.map_err(db("reading realtime rows"))? {
+                out.push(decode_row(view, &r, 0)?.row);
+            }
+            out
+        });
+        // Stable: each key's rows stay in window order.
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
     }
 
     /// The earliest window start of `view` `version`'s realtime rows at `interval_ms`, UTC ms.
