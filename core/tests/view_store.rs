@@ -313,6 +313,14 @@ async fn handoff_manifests_follow_their_realtime_version() {
         store.publish_batch_version("ohlcv", b1, 150 * M, &[segment(0, 100 * M, "s/a-v1")]).await.expect("publish");
         let adopted = store.handoff_state("ohlcv", 1).await.expect("state");
         assert_eq!((adopted.segment_version, adopted.segment_horizon_ms), (Some(b1), Some(150 * M)), "{name}: adopted");
+        store.record_realtime_fingerprint("ohlcv", 1, "fp").await.expect("fingerprint");
+        assert_eq!(
+            store.handoff_state("ohlcv", 1).await.expect("state"),
+            adopted,
+            "{name}: a recorded fingerprint does not hide the batch version"
+        );
+        let built = store.record_realtime_fingerprint("ohlcv", 1, "fp-new").await.expect("fingerprint");
+        assert_eq!(built, "fp", "{name}: the fingerprint a version was built with is kept");
         assert_eq!(store.handoff_state("ohlcv", 2).await.expect("state"), Default::default(), "{name}: a new version starts empty");
 
         // The serving version's hand-off moves the pointer and retires the batch version.

@@ -178,7 +178,12 @@ fn expected_bars() -> anyhow::Result<Expected> {
 /// bars were exact and from batch segments.
 /// `segment_layer`: the layer every bar but the newest must come from (`batch`, `segment`), or
 /// `None` to check values only.
-async fn poll_daily(client: &reqwest::Client, base: &str, expected: &Expected, segment_layer: Option<&str>) -> anyhow::Result<(Vec<f64>, bool)> {
+async fn poll_daily(
+    client: &reqwest::Client,
+    base: &str,
+    expected: &Expected,
+    segment_layer: Option<&str>,
+) -> anyhow::Result<(Vec<f64>, bool)> {
     let mut latencies = Vec::new();
     let mut all_good = true;
     let newest_layer = if segment_layer == Some("segment") { "realtime" } else { "both" };

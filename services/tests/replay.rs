@@ -231,3 +231,51 @@ async fn lambda_replay_rebuilds_the_realtime_side() {
     assert_eq!(code, 400, "{refused}");
     up.stop().await;
 }
+
+/// A version built under another view definition (here: another allowed lateness) is not
+/// served; the error says what to run, and a replay under the running definition serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_definition_is_not_served_until_replayed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = kappa_config(dir.path());
+    config.feed.no_feed = true;
+    let up = start(config.clone()).await;
+    let mut body = String::new();
+    for (i, day) in ["2024-05-06", "2024-05-07", "2024-05-08"].iter().enumerate() {
+        for minute in 0..5 {
+            body.push_str(&format!(
+                "{{\"symbol\":\"AAPL\",\"ts\":\"{day}T14:3{minute}:00Z\",\"price\":\"{}.25\",\"size\":{}}}\n",
+                180 + i,
+                10 + minute
+            ));
+        }
+    }
+    let resp = up
+        .client
+        .post(format!("{}/v1/events/quotes", up.base))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    assert!(resp.status().is_success());
+    wait_status(&up, "the speed layer consumed the events", |s| {
+        s["partitions"][0]["consumers"].as_array().is_some_and(|cs| cs.iter().any(|c| c["lag"] == 0 && c["next_offset"] == 15))
+    })
+    .await;
+    let reference = aapl_daily(&up).await;
+    assert_eq!(reference.len(), 3);
+    up.stop().await;
+
+    config.deployment.allowed_lateness_ms = 10_000;
+    let up = start(config).await;
+    let (code, refused) = up.get("/v1/bars/AAPL?interval=1d").await;
+    assert_eq!(code, 409, "{refused}");
+    let reason = refused["error"].as_str().expect("reason");
+    assert!(reason.contains("another definition") && reason.contains("prism replay --view ohlcv"), "{reason}");
+    let (code, started) = post_replay(&up, "view=ohlcv&switch_lag=0").await;
+    assert_eq!(code, 202, "{started}");
+    wait_replay(&up, "ohlcv.v2", "switched").await;
+    assert_eq!(aapl_daily(&up).await, reference, "the replayed version serves the same trades");
+    up.stop().await;
+}

@@ -179,6 +179,7 @@ fn view_named<L>(state: &ServingState<L>, name: Option<&str>) -> Result<std::syn
         (status = 200, description = "Bars", body = BarsResponse),
         (status = 400, description = "Bad parameter", body = ApiError),
         (status = 404, description = "Unknown symbol or view", body = ApiError),
+        (status = 409, description = "The served version was built under another view definition: the body says what to run", body = ApiError),
         (status = 500, description = "Internal failure (logged; the body names an error id)", body = ApiError),
         (status = 503, description = "A dependency is unavailable", body = ApiError)
     )
@@ -217,6 +218,29 @@ pub async fn get_bars<L: EventLog>(
     let max_rows = limit + 1 + (size / view.window_ms()) as usize;
 
     let snapshot = state.store.view_snapshot(&*view, &symbol, size, row_from, row_to, max_rows as i64).await?;
+    // A version built under another definition is not served (DESIGN §6).
+    let current = view.fingerprint();
+    if let Some(built) = snapshot.realtime_fingerprint.as_deref().filter(|f| *f != current) {
+        return Err(ApiError::conflict(format!(
+            "view {name}: its realtime version {version} was built under another definition ({built}); this deployment runs \
+             {current}. Rebuild it from the log: `prism replay --view {name}` (POST /v1/admin/replays?view={name})",
+            name = view.name(),
+            version = snapshot.pointer.realtime_version
+        )));
+    }
+    if let Some(built) = snapshot.segments_fingerprint.as_deref().filter(|f| *f != current) {
+        let rebuild = match state.architecture {
+            Architecture::Lambda => {
+                "the batch layer rebuilds it in full on its next run (or POST /v1/admin/batch-runs?full=true)".to_string()
+            }
+            Architecture::Kappa => format!("replay the view: `prism replay --view {}`", view.name()),
+        };
+        return Err(ApiError::conflict(format!(
+            "view {name}: its segments (version {version}) were built under another definition ({built}); this deployment runs {current}: {rebuild}",
+            name = view.name(),
+            version = snapshot.pointer.batch_version.unwrap_or_default()
+        )));
+    }
     let mut batch = Vec::new();
     if let Some(h) = snapshot.pointer.batch_horizon_ms {
         if !snapshot.segments.is_empty() {

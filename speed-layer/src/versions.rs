@@ -106,7 +106,16 @@ pub async fn run_versions<V: View, L: EventLog>(
     let name = view.name().to_string();
     let err = |e: StoreError| e.to_string();
     let serving_version = store.view_pointer(&name).await.map_err(err)?.realtime_version;
-    let mut serving = start_version(&view, &config, serving_version, &log, &store);
+    // A serving version built under another definition is not continued with this code: it
+    // stays as it is (and is not served) until a replay builds one under this definition.
+    let built = store.record_realtime_fingerprint(&name, serving_version, &view.fingerprint()).await.map_err(err)?;
+    let mut serving = if built == view.fingerprint() {
+        Some(start_version(&view, &config, serving_version, &log, &store))
+    } else {
+        tracing::error!(view = %name, version = serving_version, built = %built, running = %view.fingerprint(),
+            "the serving realtime version was built under another view definition: it is not served until a replay rebuilds it (prism replay)");
+        None
+    };
     let mut replay: Option<Replay> = None;
     let mut finished: VecDeque<ReplayStatus> = VecDeque::new();
     for v in store.realtime_versions(&name).await.map_err(err)? {
@@ -121,8 +130,9 @@ pub async fn run_versions<V: View, L: EventLog>(
     let result: Result<(), String> = loop {
         tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
-            Some(done) = serving.tasks.join_next() => {
-                break Err(done.map_err(|e| e.to_string()).and_then(|r| r).err().unwrap_or_else(|| format!("{name} v{} stopped", serving.version)));
+            Some(done) = async { match serving.as_mut() { Some(s) => s.tasks.join_next().await, None => std::future::pending().await } } => {
+                let version = serving.as_ref().map_or(0, |s| s.version);
+                break Err(done.map_err(|e| e.to_string()).and_then(|r| r).err().unwrap_or_else(|| format!("{name} v{version} stopped")));
             }
             Some(done) = async { match replay.as_mut() { Some(r) => r.running.tasks.join_next().await, None => std::future::pending().await } } => {
                 let error = done.map_err(|e| e.to_string()).and_then(|r| r).err().unwrap_or_else(|| "stopped".into());
@@ -199,9 +209,10 @@ pub async fn run_versions<V: View, L: EventLog>(
                         match store.switch_realtime_version(&name, version, config.handoff.is_some()).await {
                             Ok(retired) => {
                                 let Some(mut done) = replay.take() else { continue };
-                                let old = std::mem::replace(&mut serving, done.running);
-                                if let Err(e) = stop_version(old).await {
-                                    tracing::warn!(view = %name, version = retired, error = %e, "the retired version stopped with an error");
+                                if let Some(old) = serving.replace(done.running) {
+                                    if let Err(e) = stop_version(old).await {
+                                        tracing::warn!(view = %name, version = retired, error = %e, "the retired version stopped with an error");
+                                    }
                                 }
                                 done.status.state = "switched".into();
                                 done.status.ended_at_ms = Some(now_ms());
@@ -224,7 +235,10 @@ pub async fn run_versions<V: View, L: EventLog>(
             }
         }
     };
-    let mut stopped = stop_version(serving).await;
+    let mut stopped = match serving {
+        Some(s) => stop_version(s).await,
+        None => Ok(()),
+    };
     if let Some(r) = replay {
         let replay_stopped = stop_version(r.running).await;
         stopped = stopped.and(replay_stopped);

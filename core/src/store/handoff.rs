@@ -36,7 +36,8 @@ impl ViewStore {
             let row = sqlx::query(&sql).bind(view).bind(realtime_version).fetch_optional(pool).await.map_err(db("reading a realtime version"))?;
             row.map(|r| Ok::<_, StoreError>(HandoffState { segment_version: col(&r, 0)?, segment_horizon_ms: col(&r, 1)? })).transpose()?
         });
-        if let Some(state) = row {
+        // A row without a manifest (its fingerprint recorded, no hand-off yet) adopts like no row.
+        if let Some(state) = row.filter(|s| s.segment_version.is_some()) {
             return Ok(state);
         }
         let pointer = self.view_pointer(view).await?;

@@ -75,6 +75,37 @@ impl ViewStore {
         })
     }
 
+    /// Records that realtime version `version` of `view` is built with `fingerprint`, unless it
+    /// already has one (a version first recorded here is the serving one). Returns the
+    /// fingerprint it was built with: `fingerprint`, or the one recorded before.
+    ///
+    /// Errors: [`StoreError::Db`].
+    pub async fn record_realtime_fingerprint(&self, view: &str, version: i64, fingerprint: &str) -> Result<String, StoreError> {
+        let d = self.dialect();
+        let t = d.time_param();
+        let upsert = d.sql(&format!(
+            "INSERT INTO realtime_versions (view, realtime_version, state, fingerprint, created_at) VALUES (?, ?, 'serving', ?, {t})
+             ON CONFLICT (view, realtime_version) DO UPDATE SET fingerprint = excluded.fingerprint
+             WHERE realtime_versions.fingerprint IS NULL"
+        ));
+        let read = d.sql("SELECT fingerprint FROM realtime_versions WHERE view = ? AND realtime_version = ?");
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_with(self.dialect().begin_write()).await.map_err(db("beginning a fingerprint record"))?;
+            sqlx::query(&upsert)
+                .bind(view)
+                .bind(version)
+                .bind(fingerprint)
+                .bind(crate::time::now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("recording a fingerprint"))?;
+            let r = sqlx::query(&read).bind(view).bind(version).fetch_one(&mut *tx).await.map_err(db("reading a fingerprint"))?;
+            let recorded: Option<String> = col(&r, 0)?;
+            tx.commit().await.map_err(db("committing a fingerprint record"))?;
+            Ok(recorded.unwrap_or_else(|| fingerprint.to_string()))
+        })
+    }
+
     /// Every recorded realtime version of `view`, oldest first.
     ///
     /// Errors: [`StoreError::Db`].

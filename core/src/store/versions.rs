@@ -77,6 +77,11 @@ pub struct ViewSnapshot<A> {
     /// Realtime rows at the base interval from H to the end of the bucket that holds H (that
     /// bucket's batch part comes from the segment), ascending.
     pub realtime_base: Vec<ViewRow<A>>,
+    /// The definition fingerprint the pointer's segment manifest was built with.
+    pub segments_fingerprint: Option<String>,
+    /// The definition fingerprint the pointer's realtime version was built with (`None` when
+    /// not recorded).
+    pub realtime_fingerprint: Option<String>,
 }
 
 /// Inserts a version's manifest rows (`view_segments`) in transaction `$tx`.
@@ -326,6 +331,10 @@ impl ViewStore {
             view.key_column()
         ));
         let base_ms = view.window_ms();
+        let fingerprints_sql = d.sql(
+            "SELECT (SELECT fingerprint FROM view_versions WHERE view = ? AND view_version = ?),
+             (SELECT fingerprint FROM realtime_versions WHERE view = ? AND realtime_version = ?)",
+        );
         with_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(db("beginning a read"))?;
             if d == super::Dialect::Postgres && self.snapshot_reads {
@@ -374,10 +383,19 @@ impl ViewStore {
                     .map_err(db("reading realtime rows"))?;
                 reads.push(rows.iter().map(|r| decode_row(view, r, 0).map(|r| r.row)).collect::<Result<Vec<_>, _>>()?);
             }
+            let f = sqlx::query(&fingerprints_sql)
+                .bind(view.name())
+                .bind(pointer.batch_version.unwrap_or(-1))
+                .bind(view.name())
+                .bind(pointer.realtime_version)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("reading fingerprints"))?;
+            let (segments_fingerprint, realtime_fingerprint) = (col(&f, 0)?, col(&f, 1)?);
             tx.commit().await.map_err(db("ending a read"))?;
             let realtime = reads.pop().unwrap_or_default();
             let realtime_base = reads.pop().unwrap_or_default();
-            Ok(ViewSnapshot { pointer, segments, realtime, realtime_base })
+            Ok(ViewSnapshot { pointer, segments, realtime, realtime_base, segments_fingerprint, realtime_fingerprint })
         })
     }
 }
