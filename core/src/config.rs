@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::view::ViewRegistry;
+
 /// Flags every deployment shares, whichever processes run the layers (each with a `PRISM_*`
 /// environment fallback).
 #[derive(Debug, Clone, Args)]
@@ -25,6 +27,10 @@ pub struct DeploymentArgs {
     /// still count (part of every view's definition fingerprint).
     #[arg(long, env = "PRISM_ALLOWED_LATENESS_MS", default_value_t = 5_000)]
     pub allowed_lateness_ms: i64,
+    /// The views the deployment runs, comma-separated: `ohlcv` (1-minute bars), `ohlcv_30s`
+    /// (30-second bars). Every layer runs each one.
+    #[arg(long, env = "PRISM_VIEWS", default_value = "ohlcv", value_delimiter = ',')]
+    pub views: Vec<String>,
 }
 
 impl DeploymentArgs {
@@ -37,7 +43,12 @@ impl DeploymentArgs {
         if self.allowed_lateness_ms < 0 {
             return Err("--allowed-lateness-ms must not be negative".into());
         }
-        Ok(())
+        self.registry().map(|_| ())
+    }
+
+    /// The views to run ([`ViewRegistry::from_names`]). Errors: `--views` names an unknown view.
+    pub fn registry(&self) -> Result<ViewRegistry, String> {
+        ViewRegistry::from_names(&self.views, self.allowed_lateness_ms).map_err(|e| format!("--views: {e}"))
     }
 }
 
@@ -194,13 +205,22 @@ mod tests {
 
     #[test]
     fn deployment_flags_are_checked() {
-        let ok = DeploymentArgs { architecture: Architecture::Lambda, partitions: 2, allowed_lateness_ms: 0 };
+        let ok = DeploymentArgs { architecture: Architecture::Lambda, partitions: 2, allowed_lateness_ms: 0, views: vec!["ohlcv".into()] };
         assert_eq!(ok.validate(), Ok(()));
         let kappa = DeploymentArgs { architecture: Architecture::Kappa, ..ok.clone() };
         assert_eq!(kappa.validate(), Ok(()));
         let none = DeploymentArgs { partitions: 0, ..ok.clone() };
         assert!(none.validate().unwrap_err().contains("--partitions"));
-        let early = DeploymentArgs { allowed_lateness_ms: -1, ..ok };
+        let early = DeploymentArgs { allowed_lateness_ms: -1, ..ok.clone() };
         assert!(early.validate().unwrap_err().contains("--allowed-lateness-ms"));
+        let two = DeploymentArgs { views: vec!["ohlcv".into(), "ohlcv_30s".into()], ..ok.clone() };
+        assert_eq!(
+            two.registry().map(|r| r.views().iter().map(|v| v.name().to_string()).collect::<Vec<_>>()),
+            Ok(vec!["ohlcv".into(), "ohlcv_30s".into()])
+        );
+        let unknown = DeploymentArgs { views: vec!["candles".into()], ..ok.clone() };
+        assert!(unknown.validate().unwrap_err().contains("--views"));
+        let twice = DeploymentArgs { views: vec!["ohlcv".into(), "ohlcv".into()], ..ok };
+        assert!(twice.validate().is_err());
     }
 }

@@ -244,7 +244,12 @@ async fn bench(dir: &std::path::Path, config: &LabBenchConfig) -> anyhow::Result
         data_dir: dir.to_path_buf(),
         http_addr: "127.0.0.1:0".parse()?,
         fsync: FsyncPolicy::Interval(Duration::from_millis(200)),
-        deployment: DeploymentArgs { architecture: prism_core::config::Architecture::Lambda, partitions: 4, allowed_lateness_ms: 5_000 },
+        deployment: DeploymentArgs {
+            architecture: prism_core::config::Architecture::Lambda,
+            partitions: 4,
+            allowed_lateness_ms: 5_000,
+            views: vec!["ohlcv".into()],
+        },
         feed: FeedArgs { feed: Vec::new(), no_feed: false, feed_symbol: None, feed_speed: FeedSpeed::Max, feed_trades_per_day: 390 },
         ingest: IngestArgs { max_body_bytes: 8 << 20 },
         speed: SpeedArgs { commit_interval: Duration::from_millis(100), commit_max_events: 10_000 },

@@ -26,7 +26,7 @@ use prism_core::log::kafka::{KafkaLog, KafkaLogConfig};
 use prism_core::log::kafka_group::{GroupConfig, GroupMembership};
 use prism_core::log::{check_log_complete, EventLog};
 use prism_core::store::ViewStore;
-use prism_core::view::{RegisteredView, View, ViewRegistry};
+use prism_core::view::{RegisteredView, View};
 use prism_ingest::http::IngestArgs;
 use prism_serving::ops::{OpsState, ReadinessCheck};
 use prism_serving::segments::SegmentReader;
@@ -289,7 +289,7 @@ pub async fn run_speed_layer_service(config: SpeedLayerConfig, shutdown: Cancell
     } else {
         None
     };
-    for v in ViewRegistry::standard(config.deps.deployment.allowed_lateness_ms).views() {
+    for v in config.deps.deployment.registry().map_err(anyhow::Error::msg)?.views() {
         let RegisteredView::Ohlcv(view) = v;
         if let Some(master) = &handoff_master {
             let handoff = config.handoff.config(master.location().clone());
@@ -379,7 +379,7 @@ pub async fn run_batch_layer_service(config: BatchLayerConfig, shutdown: Cancell
     let (log, store) = connect(&config.deps).await?;
     let master = open_master(&config.master.master_dataset).await?;
     let (trigger, requests) = tokio::sync::mpsc::channel(4);
-    let views = ViewRegistry::standard(config.deps.deployment.allowed_lateness_ms);
+    let views = config.deps.deployment.registry().map_err(anyhow::Error::msg)?;
     let admin_state = ServingState {
         store: store.clone(),
         log: log.clone(),
@@ -427,7 +427,7 @@ pub async fn run_serving_service(config: ServingServiceConfig, shutdown: Cancell
         store: store.clone(),
         log: log.clone(),
         architecture: config.deps.deployment.architecture,
-        views: ViewRegistry::standard(config.deps.deployment.allowed_lateness_ms),
+        views: config.deps.deployment.registry().map_err(anyhow::Error::msg)?,
         segments: Some(SegmentReader::new(master.location().clone(), SEGMENT_CACHE_ROWS)),
         batch_trigger: None,
         replays: None,

@@ -24,7 +24,7 @@ use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
 use prism_core::log::{check_log_complete, EventLog};
 use prism_core::replay::ReplayControl;
 use prism_core::store::ViewStore;
-use prism_core::view::{RegisteredView, View, ViewRegistry};
+use prism_core::view::{RegisteredView, View};
 use prism_ingest::feed::{run_feed, FeedArgs};
 use prism_ingest::http::IngestArgs;
 use prism_serving::segments::SegmentReader;
@@ -129,7 +129,7 @@ pub async fn run_up(
     let mut intake_tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
     let mut layer_tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
 
-    let views = ViewRegistry::standard(config.deployment.allowed_lateness_ms);
+    let views = config.deployment.registry().map_err(anyhow::Error::msg)?;
     let architecture = config.deployment.architecture;
     let speed = config.speed.config(partitions, architecture);
     let master = MasterDataset::local(&dirs.master).context("opening the master dataset")?;

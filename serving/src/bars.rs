@@ -28,6 +28,9 @@ pub const MAX_LIMIT: usize = 100_000;
 /// A bar interval of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 pub enum BarInterval {
+    /// 30 seconds (views with 30-second windows, e.g. `ohlcv_30s`).
+    #[serde(rename = "30s")]
+    S30,
     /// 1 minute.
     #[serde(rename = "1m")]
     M1,
@@ -49,6 +52,7 @@ impl BarInterval {
     /// Length, ms.
     pub fn size_ms(self) -> i64 {
         match self {
+            BarInterval::S30 => 30_000,
             BarInterval::M1 => MINUTE_MS,
             BarInterval::M5 => 5 * MINUTE_MS,
             BarInterval::M15 => 15 * MINUTE_MS,
@@ -60,6 +64,7 @@ impl BarInterval {
     /// The API name.
     pub fn name(self) -> &'static str {
         match self {
+            BarInterval::S30 => "30s",
             BarInterval::M1 => "1m",
             BarInterval::M5 => "5m",
             BarInterval::M15 => "15m",
@@ -73,7 +78,8 @@ impl BarInterval {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BarsQuery {
-    /// Bar length: `1m`, `5m`, `15m`, `1h` or `1d` (UTC days); default `1m`.
+    /// Bar length: `30s` (views with 30-second windows), `1m`, `5m`, `15m`, `1h` or `1d` (UTC
+    /// days); default `1m`. A view answers the intervals it serves (400 otherwise).
     pub interval: Option<BarInterval>,
     /// First bar start to include: RFC 3339 (`2013-03-01T14:30:00Z`), a date (`2013-03-01`,
     /// 00:00 UTC) or UTC ms. Default: the beginning.

@@ -276,13 +276,15 @@ fn build_segment<V: View>(
 }
 
 /// Expires manifests retired longer than the grace period and deletes segment files of the view
-/// no manifest lists (leftovers of a pass that never published).
+/// no manifest lists that are older than the grace period (leftovers of a pass that never
+/// published). The age matters: during a replay two hand-offs of one view run, and a file the
+/// other one has written but not yet published is young and unlisted.
 async fn expire(view: &str, config: &HandoffConfig, store: &ViewStore) -> Result<(), HandoffError> {
     let cutoff = now_ms() - config.grace.as_millis() as i64;
     store.expire_batch_versions(view, cutoff).await?;
     let referenced: HashSet<String> = store.referenced_segment_paths(view).await?.into_iter().collect();
     for meta in config.location.list(&format!("segments/{view}")).await? {
-        if !referenced.contains(meta.location.as_ref()) {
+        if !referenced.contains(meta.location.as_ref()) && meta.last_modified.timestamp_millis() < cutoff {
             config.location.delete(&meta.location).await?;
         }
     }

@@ -249,16 +249,17 @@ impl ViewStore {
     }
 
     /// Ends versions of `view` that no reader can still use: retired versions whose grace period
-    /// ended before `retired_before_ms`, and versions left `building` by a run that never
-    /// published (call only when no batch run of `view` is in progress). Returns the segment
-    /// paths no remaining version references (the caller deletes the files).
+    /// ended before `retired_before_ms`, and versions left `building` since before it (a run or
+    /// hand-off that never published; a younger one may still be in progress — during a Kappa
+    /// replay two hand-offs of one view run). Returns the segment paths no remaining version
+    /// references (the caller deletes the files).
     ///
     /// Errors: [`StoreError::Db`].
     pub async fn expire_batch_versions(&self, view: &str, retired_before_ms: i64) -> Result<Vec<String>, StoreError> {
         let d = self.dialect();
         let doomed = format!(
-            "SELECT view_version FROM view_versions WHERE view = ? AND (state = 'building' OR (state = 'retired' AND retired_at < {}))",
-            d.time_param()
+            "SELECT view_version FROM view_versions WHERE view = ? AND ((state = 'building' AND created_at < {t}) OR (state = 'retired' AND retired_at < {t}))",
+            t = d.time_param()
         );
         let orphans = d.sql(&format!(
             "SELECT DISTINCT path FROM view_segments WHERE view = ? AND view_version IN ({doomed})
@@ -267,20 +268,21 @@ impl ViewStore {
         let delete_segments = d.sql(&format!("DELETE FROM view_segments WHERE view = ? AND view_version IN ({doomed})"));
         // The version rows stay (state `expired`), so that numbers are never reused.
         let delete_versions = d.sql(&format!(
-            "UPDATE view_versions SET state = 'expired' WHERE view = ? AND (state = 'building' OR (state = 'retired' AND retired_at < {}))",
-            d.time_param()
+            "UPDATE view_versions SET state = 'expired' WHERE view = ? AND ((state = 'building' AND created_at < {t}) OR (state = 'retired' AND retired_at < {t}))",
+            t = d.time_param()
         ));
         with_pool!(self, pool => {
             let mut tx = pool.begin_with(self.dialect().begin_write()).await.map_err(db("beginning a version expiry"))?;
+            let cutoff = retired_before_ms;
             let rows = sqlx::query(&orphans)
-                .bind(view).bind(view).bind(retired_before_ms)
-                .bind(view).bind(view).bind(retired_before_ms)
+                .bind(view).bind(view).bind(cutoff).bind(cutoff)
+                .bind(view).bind(view).bind(cutoff).bind(cutoff)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db("finding expired segments"))?;
             let paths = rows.iter().map(|r| col(r, 0)).collect::<Result<Vec<String>, _>>()?;
-            sqlx::query(&delete_segments).bind(view).bind(view).bind(retired_before_ms).execute(&mut *tx).await.map_err(db("expiring manifests"))?;
-            sqlx::query(&delete_versions).bind(view).bind(retired_before_ms).execute(&mut *tx).await.map_err(db("expiring versions"))?;
+            sqlx::query(&delete_segments).bind(view).bind(view).bind(cutoff).bind(cutoff).execute(&mut *tx).await.map_err(db("expiring manifests"))?;
+            sqlx::query(&delete_versions).bind(view).bind(cutoff).bind(cutoff).execute(&mut *tx).await.map_err(db("expiring versions"))?;
             tx.commit().await.map_err(db("committing a version expiry"))?;
             Ok(paths)
         })

@@ -159,6 +159,30 @@ impl ViewRegistry {
         ViewRegistry { views: vec![RegisteredView::Ohlcv(Arc::new(ohlcv::OhlcvView::standard(allowed_lateness_ms)))] }
     }
 
+    /// The registry of the views named in `names`, each with `allowed_lateness_ms`: `ohlcv`
+    /// (1-minute bars) and `ohlcv_30s` (30-second bars, also served at 1m…1d; a second view of
+    /// the same source, to show that the bar length is part of a view's definition).
+    ///
+    /// Errors: a message naming an unknown view, a repeated one, or an empty list.
+    pub fn from_names(names: &[String], allowed_lateness_ms: i64) -> Result<ViewRegistry, String> {
+        let mut views: Vec<RegisteredView> = Vec::new();
+        for name in names {
+            let view = match name.as_str() {
+                "ohlcv" => ohlcv::OhlcvView::standard(allowed_lateness_ms),
+                "ohlcv_30s" => ohlcv::OhlcvView::with_window("ohlcv_30s", 30_000, allowed_lateness_ms),
+                other => return Err(format!("view {other:?} is not known: use ohlcv, ohlcv_30s")),
+            };
+            if views.iter().any(|v| v.name() == name) {
+                return Err(format!("view {name:?} is listed twice"));
+            }
+            views.push(RegisteredView::Ohlcv(Arc::new(view)));
+        }
+        if views.is_empty() {
+            return Err("no view to run: list at least one (ohlcv)".into());
+        }
+        Ok(ViewRegistry { views })
+    }
+
     /// Every registered view.
     pub fn views(&self) -> &[RegisteredView] {
         &self.views

@@ -39,7 +39,12 @@ pub fn test_config(data_dir: &Path) -> UpConfig {
         data_dir: data_dir.to_path_buf(),
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         fsync: FsyncPolicy::Never,
-        deployment: DeploymentArgs { architecture: Architecture::Lambda, partitions: 1, allowed_lateness_ms: 5_000 },
+        deployment: DeploymentArgs {
+            architecture: Architecture::Lambda,
+            partitions: 1,
+            allowed_lateness_ms: 5_000,
+            views: vec!["ohlcv".into()],
+        },
         feed: FeedArgs { feed: Vec::new(), no_feed: false, feed_symbol: None, feed_speed: FeedSpeed::Max, feed_trades_per_day: 4 },
         ingest: IngestArgs { max_body_bytes: 1 << 20 },
         speed: SpeedArgs { commit_interval: Duration::from_millis(100), commit_max_events: 10_000 },
