@@ -92,7 +92,8 @@ pub struct BenchReport {
     pub profile: String,
     /// Logical CPUs.
     pub cpus: usize,
-    /// Where the workload came from.
+    /// Where the workload came from: the file's last three path components, or how it was
+    /// generated.
     pub workload: String,
     /// Events in the workload.
     pub events: usize,
@@ -128,7 +129,12 @@ pub(crate) fn stage(name: &str, events: u64, elapsed: Duration) -> StageResult {
 /// Runs the benchmark. Errors: workload or I/O problems, with context.
 pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
     let (mut workload, source) = match (&config.workload, config.generate) {
-        (Some(path), _) => (Workload::open(path)?, path.display().to_string()),
+        // The file's name and its folder's, not the whole path: reports are committed, and a
+        // machine's own paths do not belong in them.
+        (Some(path), _) => {
+            let tail: Vec<String> = path.iter().rev().take(3).map(|c| c.to_string_lossy().into_owned()).collect();
+            (Workload::open(path)?, tail.into_iter().rev().collect::<Vec<_>>().join("/"))
+        }
         (None, n) => {
             let n = n.unwrap_or(1_000_000);
             (Workload::generated(n, config.seed), format!("generated: {n} events, 500 symbols, seed {}", config.seed))
