@@ -279,3 +279,35 @@ async fn a_changed_definition_is_not_served_until_replayed() {
     assert_eq!(aapl_daily(&up).await, reference, "the replayed version serves the same trades");
     up.stop().await;
 }
+
+/// A replay started while the feed still appends catches up with a moving end, switches, and
+/// the switched version follows the feed to its end: every daily bar equals the lab CSV.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_catches_up_with_a_feed_that_still_appends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = kappa_config(dir.path());
+    // About 8 s for the lab's 3,270 trading days.
+    config.feed.feed_speed = prism_ingest::feed::FeedSpeed::DaysPerSecond(400.0);
+    let up = start(config).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, before) = up.get("/v1/status").await;
+    assert!(before["feeds"][0]["done"] != true, "the feed is still appending when the replay starts: {before}");
+    let (code, started) = post_replay(&up, "view=ohlcv&switch_lag=1000").await;
+    assert_eq!(code, 202, "{started}");
+    let switched = wait_replay(&up, "ohlcv.v2", "switched").await;
+    assert!(switched["lag"].as_i64().is_some_and(|l| l < 1_000), "{switched}");
+    wait_status(&up, "version 2 follows the feed to its end", |s| s["realtime_version"] == 2 && feed_done_and_at_end(s)).await;
+    let csv = read_lab_csv();
+    let bars = all_bars(&up.client, &up.base, "AAPL", "1d").await;
+    let expected: Vec<&CsvBar> = csv.iter().filter(|b| b.symbol == "AAPL").collect();
+    assert_eq!(bars.len(), expected.len(), "one daily bar per CSV row");
+    for (bar, row) in bars.iter().zip(&expected) {
+        assert_eq!(&bar["start"].as_str().expect("start")[..10], row.date);
+        for (field, want) in [("open", &row.open), ("high", &row.high), ("low", &row.low), ("close", &row.close)] {
+            let got = bar[field].as_str().expect("price");
+            assert!(same_decimal(got, want), "AAPL {}: {field} {got} != {want}", row.date);
+        }
+        assert_eq!(bar["volume"].as_i64(), Some(row.volume), "AAPL {}", row.date);
+    }
+    up.stop().await;
+}
