@@ -25,7 +25,8 @@ use prism_core::view::ohlcv::{Ohlcv, OhlcvRow, OhlcvView};
 use prism_core::view::{roll_up, View, ViewRegistry, ViewRow};
 use prism_core::window::window_start;
 use prism_serving::segments::SegmentReader;
-use prism_speed::{run_speed_layer, SpeedConfig};
+use prism_speed::handoff::{handoff_once, HandoffConfig};
+use prism_speed::{run_speed_layer, HorizonSource, SpeedConfig};
 use proptest::prelude::*;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -35,7 +36,11 @@ const SPAN_MS: i64 = 3 * 3_600_000; // three hours
 const SYMBOLS: [&str; 3] = ["AAA", "BBB", "CCC"];
 
 fn arb_events() -> impl Strategy<Value = Vec<Quote>> {
-    proptest::collection::vec((0usize..3, 0..SPAN_MS, 1i128..5_000, 1i64..500), 1..300).prop_map(|v| {
+    arb_events_over(SPAN_MS)
+}
+
+fn arb_events_over(span_ms: i64) -> impl Strategy<Value = Vec<Quote>> {
+    proptest::collection::vec((0usize..3, 0..span_ms, 1i128..5_000, 1i64..500), 1..300).prop_map(|v| {
         v.into_iter()
             .map(|(s, dt, cents, size)| Quote {
                 symbol: SYMBOLS[s].to_string(),
@@ -99,12 +104,7 @@ async fn run_layers(events: Vec<Quote>, partitions: i32, chunk: usize, horizon: 
     let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
     let view = Arc::new(OhlcvView::standard(5_000));
 
-    let mut positioned = Vec::new();
-    for batch in events.chunks(chunk) {
-        let records = batch.iter().map(|q| NewRecord::new(q.symbol.clone(), q.to_json())).collect();
-        let positions = log.append(QUOTES_TOPIC, records).await.expect("append");
-        positioned.extend(batch.iter().cloned().zip(positions));
-    }
+    let positioned = append(&*log, &events, chunk).await;
     let ends = log.end_offsets(QUOTES_TOPIC).await.expect("ends");
 
     let stop = CancellationToken::new();
@@ -141,12 +141,38 @@ async fn run_layers(events: Vec<Quote>, partitions: i32, chunk: usize, horizon: 
         }
     }
 
+    let served = served_bars(&log, &store, Architecture::Lambda, master.location()).await;
+    let direct_all = rows_of(&positioned, &view);
+    let before: Vec<_> = positioned.iter().filter(|(q, _)| q.ts < horizon).cloned().collect();
+    let direct_before = rows_of(&before, &view);
+    store.close().await;
+    Outcome { realtime, batch, direct_all, direct_before, served }
+}
+
+/// Appends `events` to the log in batches of `chunk`; returns each with its log position.
+async fn append(log: &EmbeddedLog, events: &[Quote], chunk: usize) -> Vec<(Quote, prism_core::event::LogPosition)> {
+    let mut positioned = Vec::new();
+    for batch in events.chunks(chunk) {
+        let records = batch.iter().map(|q| NewRecord::new(q.symbol.clone(), q.to_json())).collect();
+        let positions = log.append(QUOTES_TOPIC, records).await.expect("append");
+        positioned.extend(batch.iter().cloned().zip(positions));
+    }
+    positioned
+}
+
+/// Every symbol's `/v1/bars` answer at every interval, through the real HTTP app.
+async fn served_bars(
+    log: &Arc<EmbeddedLog>,
+    store: &ViewStore,
+    architecture: Architecture,
+    segments: &prism_core::objects::ObjectLocation,
+) -> BTreeMap<(String, String), Vec<ServedBar>> {
     let app = build_app(AppParts {
         log: log.clone(),
         store: store.clone(),
-        architecture: Architecture::Lambda,
+        architecture,
         views: ViewRegistry::standard(5_000),
-        segments: Some(SegmentReader::new(master.location().clone(), 10_000)),
+        segments: Some(SegmentReader::new(segments.clone(), 10_000)),
         batch_trigger: None,
         replays: None,
         max_body_bytes: 1 << 20,
@@ -178,11 +204,45 @@ async fn run_layers(events: Vec<Quote>, partitions: i32, chunk: usize, horizon: 
             served.insert((symbol.to_string(), interval.to_string()), bars);
         }
     }
-    let direct_all = rows_of(&positioned, &view);
-    let before: Vec<_> = positioned.iter().filter(|(q, _)| q.ts < horizon).cloned().collect();
-    let direct_before = rows_of(&before, &view);
+    served
+}
+
+/// Kappa: the speed layer over every event, then a hand-off pass while it runs (it drops the
+/// rows behind the new horizon); returns the events with positions, the hand-off horizon and
+/// the served bars.
+async fn run_kappa(
+    events: Vec<Quote>,
+    partitions: i32,
+    chunk: usize,
+) -> (Vec<(Quote, prism_core::event::LogPosition)>, Option<i64>, BTreeMap<(String, String), Vec<ServedBar>>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Arc::new(
+        EmbeddedLog::open(dir.path().join("log"), EmbeddedLogConfig { fsync: FsyncPolicy::Never, ..Default::default() }).expect("log"),
+    );
+    log.ensure_topic(QUOTES_TOPIC, partitions).await.expect("topic");
+    let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
+    let view = Arc::new(OhlcvView::standard(5_000));
+    let positioned = append(&*log, &events, chunk).await;
+    let ends = log.end_offsets(QUOTES_TOPIC).await.expect("ends");
+    let stop = CancellationToken::new();
+    let speed = SpeedConfig { partitions, commit_max_events: 37, horizon: HorizonSource::Handoff, ..SpeedConfig::default() };
+    let speed_task = tokio::spawn(run_speed_layer(view.clone(), speed, log.clone(), store.clone(), stop.clone()));
+    wait_for(&store, &speed_consumer("ohlcv", 1), &ends).await;
+    let location = MasterDataset::local(&dir.path().join("segments")).expect("segment store").location().clone();
+    let handoff = HandoffConfig {
+        realtime_version: 1,
+        interval: Duration::from_secs(1),
+        grace: Duration::from_secs(600),
+        location: location.clone(),
+    };
+    let report = handoff_once(&view, &handoff, &store).await.expect("hand-off");
+    // Let the speed layer commit once more: it drops the rows behind the new horizon.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    speed_task.await.expect("join").expect("speed layer");
+    let served = served_bars(&log, &store, Architecture::Kappa, &location).await;
     store.close().await;
-    Outcome { realtime, batch, direct_all, direct_before, served }
+    (positioned, report.map(|r| r.segment_horizon_ms), served)
 }
 
 fn rolled(base: &[OhlcvRow], interval: i64) -> Vec<OhlcvRow> {
@@ -202,6 +262,37 @@ fn as_bar(r: &OhlcvRow) -> (i64, String, i64, i64) {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Kappa: events over three days in any order; after a hand-off of the finalized days,
+    /// segments + realtime rows answer every interval exactly as a direct computation, and the
+    /// hand-off horizon is the finalized watermark rounded down to a UTC day.
+    #[test]
+    fn kappa_hand_off_serves_exact_bars(
+        events in arb_events_over(3 * 86_400_000).prop_shuffle(),
+        partitions in 1i32..4,
+        chunk in 1usize..64,
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        let (positioned, horizon, served) = runtime.block_on(run_kappa(events, partitions, chunk));
+        let view = OhlcvView::standard(5_000);
+        let direct = rows_of(&positioned, &view);
+        for ((symbol, interval), bars) in &served {
+            let ms = match interval.as_str() { "1m" => 60_000, "5m" => 300_000, "15m" => 900_000, "1h" => 3_600_000, _ => 86_400_000 };
+            let want: Vec<_> = rolled(&direct, ms).iter().filter(|r| &r.key == symbol).map(as_bar).collect();
+            prop_assert_eq!(bars, &want, "{} {}", symbol, interval);
+        }
+        // The horizon: min over partitions of (max event time − lateness), to a UTC day; no
+        // hand-off when that is not after the first window.
+        let mut max_by_partition: BTreeMap<i32, i64> = BTreeMap::new();
+        for (q, pos) in &positioned {
+            let m = max_by_partition.entry(pos.partition).or_insert(q.ts);
+            *m = (*m).max(q.ts);
+        }
+        let watermark = max_by_partition.values().min().copied().unwrap_or(0) - 5_000;
+        let target = window_start(watermark, 86_400_000);
+        let first = positioned.iter().map(|(q, _)| window_start(q.ts, 60_000)).min().unwrap_or(0);
+        prop_assert_eq!(horizon, (target > first).then_some(target));
+    }
 
     #[test]
     fn batch_and_speed_layers_agree(
