@@ -104,7 +104,7 @@ async fn run_layers(events: Vec<Quote>, partitions: i32, chunk: usize, horizon: 
     let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
     let view = Arc::new(OhlcvView::standard(5_000));
 
-    let positioned = append(&*log, &events, chunk).await;
+    let positioned = append(&log, &events, chunk).await;
     let ends = log.end_offsets(QUOTES_TOPIC).await.expect("ends");
 
     let stop = CancellationToken::new();
@@ -222,7 +222,7 @@ async fn run_kappa(
     log.ensure_topic(QUOTES_TOPIC, partitions).await.expect("topic");
     let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
     let view = Arc::new(OhlcvView::standard(5_000));
-    let positioned = append(&*log, &events, chunk).await;
+    let positioned = append(&log, &events, chunk).await;
     let ends = log.end_offsets(QUOTES_TOPIC).await.expect("ends");
     let stop = CancellationToken::new();
     let speed = SpeedConfig { partitions, commit_max_events: 37, horizon: HorizonSource::Handoff, ..SpeedConfig::default() };
