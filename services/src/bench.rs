@@ -26,11 +26,13 @@ use prism_core::decimal::Decimal6;
 use prism_core::event::{Quote, QUOTES_TOPIC};
 use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
 use prism_core::log::{EventLog, NewRecord};
+use prism_core::replay::ReplayCommand;
 use prism_core::store::ViewStore;
 use prism_core::time::MINUTE_MS;
 use prism_core::view::ohlcv::OhlcvView;
 use prism_core::view::View;
 use prism_core::window::window_start;
+use prism_speed::versions::{run_versions, VersionsConfig};
 use prism_speed::{run_speed_layer, SpeedConfig};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -111,7 +113,8 @@ pub struct BenchReport {
 /// One measured stage.
 #[derive(Debug, Serialize)]
 pub struct StageResult {
-    /// `log_append`, `speed_layer`, `archiver`, `batch_job`.
+    /// `log_append`, `speed_layer`, `replay` (the replay runner rebuilding the view into version
+    /// 2 from offset 0, until the switch), `archiver`, `batch_job`.
     pub stage: String,
     /// Events processed.
     pub events: u64,
@@ -252,6 +255,33 @@ async fn bench_in(dir: &Path, config: &BenchConfig, workload: &mut Workload) -> 
     stages.push(stage("speed_layer", n, started.elapsed()));
     stop.cancel();
     speed.await??;
+
+    // A replay (DESIGN §6) through the replay runner: version 2 of the view built from offset 0
+    // while version 1 serves, until the switch (without a Kappa hand-off).
+    let stop = CancellationToken::new();
+    let (commands, requests) = tokio::sync::mpsc::channel(4);
+    let versions = VersionsConfig {
+        speed: SpeedConfig { partitions: config.partitions, ..SpeedConfig::default() },
+        handoff: None,
+        grace: Duration::from_secs(600),
+    };
+    let runner = tokio::spawn(run_versions(view.clone(), versions, log.clone(), store.clone(), requests, stop.clone()));
+    let started = Instant::now();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    commands.send(ReplayCommand::Start { switch_lag: 0, reply }).await.map_err(|_| anyhow::anyhow!("the replay runner stopped"))?;
+    let id = answer.await?.map_err(|e| anyhow::anyhow!("replay refused: {e}"))?.id;
+    loop {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        commands.send(ReplayCommand::List { reply }).await.map_err(|_| anyhow::anyhow!("the replay runner stopped"))?;
+        match answer.await?.into_iter().find(|r| r.id == id).map(|r| r.state) {
+            Some(state) if state == "switched" => break,
+            Some(state) if state == "replaying" => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => bail!("the replay ended {other:?}"),
+        }
+    }
+    stages.push(stage("replay", n, started.elapsed()));
+    stop.cancel();
+    runner.await?.map_err(anyhow::Error::msg)?;
 
     let started = Instant::now();
     let stop = CancellationToken::new();

@@ -37,7 +37,7 @@ async fn generated_workload_runs_every_stage() {
     assert_eq!(report.symbols, distinct.len());
     assert!(distinct.len() > 450 && distinct.iter().all(|s| s.len() == 4 && s.starts_with('S')), "500 symbols S000..S499");
     let names: Vec<&str> = report.stages.iter().map(|s| s.stage.as_str()).collect();
-    assert_eq!(names, ["log_append", "speed_layer", "archiver", "batch_job"]);
+    assert_eq!(names, ["log_append", "speed_layer", "replay", "archiver", "batch_job"]);
     for s in &report.stages {
         assert_eq!(s.events, 3_000, "{s:?}");
         assert!(s.events_per_second > 0.0 && s.seconds > 0.0, "{s:?}");
