@@ -220,16 +220,10 @@ async fn sigkill_during_a_replay_resumes_it_and_answers_stay_whole() {
         }
     };
     settled(base.clone(), 1).await;
-    let values = |mut bars: Vec<Value>| {
-        for b in &mut bars {
-            b.as_object_mut().expect("bar").remove("layer");
-        }
-        bars
-    };
     let mut reference = Vec::new();
     for symbol in ["AAPL", "FB", "MSFT"] {
         for interval in ["1m", "1d"] {
-            reference.push(values(all_bars(&client, &base, symbol, interval).await));
+            reference.push(bar_values(&all_bars(&client, &base, symbol, interval).await));
         }
     }
     let resp = client.post(format!("{base}/v1/admin/replays?switch_lag=0")).send().await.expect("POST replay");
@@ -251,7 +245,7 @@ async fn sigkill_during_a_replay_resumes_it_and_answers_stay_whole() {
     let mut after = Vec::new();
     for symbol in ["AAPL", "FB", "MSFT"] {
         for interval in ["1m", "1d"] {
-            after.push(values(all_bars(&client, &base, symbol, interval).await));
+            after.push(bar_values(&all_bars(&client, &base, symbol, interval).await));
         }
     }
     assert!(after == reference, "the replayed version answers exactly as before the kill");

@@ -49,11 +49,11 @@ async fn bars_without_layers(up: &Running, interval: &str) -> (Vec<Value>, std::
     let mut rows = Vec::new();
     let mut layers = std::collections::BTreeMap::new();
     for symbol in SYMBOLS {
-        for mut bar in all_bars(&up.client, &up.base, symbol, interval).await {
+        let bars = all_bars(&up.client, &up.base, symbol, interval).await;
+        for bar in &bars {
             *layers.entry(bar["layer"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
-            bar.as_object_mut().expect("bar object").remove("layer");
-            rows.push(serde_json::json!([symbol, bar]));
         }
+        rows.extend(bar_values(&bars).into_iter().map(|bar| serde_json::json!([symbol, bar])));
     }
     (rows, layers)
 }

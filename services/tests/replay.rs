@@ -48,16 +48,7 @@ fn feed_done_and_at_end(status: &Value) -> bool {
 async fn aapl_daily(up: &Running) -> Vec<Value> {
     let (code, body) = up.get("/v1/bars/AAPL?interval=1d&limit=100000").await;
     assert_eq!(code, 200, "{body}");
-    body["bars"]
-        .as_array()
-        .expect("bars")
-        .iter()
-        .map(|b| {
-            let mut b = b.clone();
-            b.as_object_mut().expect("bar").remove("layer");
-            b
-        })
-        .collect()
+    bar_values(body["bars"].as_array().expect("bars"))
 }
 
 async fn post_replay(up: &Running, query: &str) -> (u16, Value) {
@@ -99,16 +90,7 @@ async fn kappa_replay_switches_atomically_and_cancel_leaves_the_serving_version(
             while !stop.is_cancelled() {
                 let (code, body) = get_json(&client, &base, "/v1/bars/AAPL?interval=1d&limit=100000").await;
                 assert_eq!(code, 200, "{body}");
-                let bars: Vec<Value> = body["bars"]
-                    .as_array()
-                    .expect("bars")
-                    .iter()
-                    .map(|b| {
-                        let mut b = b.clone();
-                        b.as_object_mut().expect("bar").remove("layer");
-                        b
-                    })
-                    .collect();
+                let bars = bar_values(body["bars"].as_array().expect("bars"));
                 assert!(
                     bars == reference,
                     "a reader saw a partial answer: {} bars, realtime version {}",

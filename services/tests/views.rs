@@ -51,18 +51,7 @@ async fn a_thirty_second_view_agrees_with_the_minute_view() {
         assert!(minute["bars"].as_array().is_some_and(|b| !b.is_empty()), "{minute}");
         // Values agree; the layer of the bars near the horizon may not (each view's batch
         // horizon is a boundary of its own window).
-        let values = |v: &Value| -> Vec<Value> {
-            v["bars"]
-                .as_array()
-                .expect("bars")
-                .iter()
-                .map(|b| {
-                    let mut b = b.clone();
-                    b.as_object_mut().expect("bar").remove("layer");
-                    b
-                })
-                .collect()
-        };
+        let values = |v: &Value| bar_values(v["bars"].as_array().expect("bars"));
         assert_eq!(values(&minute), values(&thirty), "{interval}: both views give the same bars");
     }
     let (code, bars_30s) = up.get("/v1/bars/AAPL?interval=30s&view=ohlcv_30s&limit=100000").await;

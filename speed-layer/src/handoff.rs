@@ -200,11 +200,15 @@ pub async fn handoff_once<V: View>(
         let (lo, hi) = (from.max(chunk.start_ms), target.min(chunk.end_ms));
         let base = if lo < hi { store.realtime_rows_between(&**view, rv, base_ms, lo, hi).await? } else { Vec::new() };
         handed_off += base.len();
+        // Each old segment's footer is read once; its rows interval by interval.
+        let mut old_files = Vec::with_capacity(old.len());
+        for s in &old {
+            old_files.push(SegmentFile::open(&config.location, &s.path.as_str().into()).await?);
+        }
         let mut by_interval = Vec::with_capacity(view.intervals_ms().len());
         for &interval in view.intervals_ms() {
             let mut rows = Vec::new();
-            for s in &old {
-                let file = SegmentFile::open(&config.location, &s.path.as_str().into()).await?;
+            for file in &old_files {
                 rows.extend(file.read_rows(&config.location, &**view, interval, None, chunk.start_ms, chunk.end_ms).await?);
             }
             by_interval.push((interval, rows));

@@ -57,7 +57,7 @@ struct Running {
 /// A replay being built.
 struct Replay {
     running: Running,
-    switch_lag: i64,
+    /// Its progress; `status.switch_lag` is the switch threshold.
     status: ReplayStatus,
     /// (when, events done) samples of the last few seconds, for the rate.
     samples: VecDeque<(Instant, i64)>,
@@ -204,7 +204,7 @@ pub async fn run_versions<V: View, L: EventLog>(
                         tracing::warn!(view = %name, error = %e, "could not measure a replay's progress");
                         continue;
                     }
-                    if r.status.lag < r.switch_lag.max(1) {
+                    if r.status.lag < r.status.switch_lag.max(1) {
                         let version = r.running.version;
                         match store.switch_realtime_version(&name, version, config.handoff.is_some()).await {
                             Ok(retired) => {
@@ -254,7 +254,9 @@ fn new_replay(view: &str, running: Running, switch_lag: i64, started_at_ms: i64)
         state: "replaying".into(),
         events_done: 0,
         events_total: 0,
-        lag: 0,
+        // Unknown until the first measurement, which decides the switch: never below the
+        // threshold before it.
+        lag: i64::MAX,
         switch_lag,
         events_per_second: 0.0,
         eta_seconds: None,
@@ -262,9 +264,7 @@ fn new_replay(view: &str, running: Running, switch_lag: i64, started_at_ms: i64)
         ended_at_ms: None,
         error: None,
     };
-    // The first measurement decides; until then the lag is unknown, never below the threshold.
-    let status = ReplayStatus { lag: i64::MAX, ..status };
-    Replay { running, switch_lag, status, samples: VecDeque::new() }
+    Replay { running, status, samples: VecDeque::new() }
 }
 
 fn keep(finished: &mut VecDeque<ReplayStatus>, status: ReplayStatus) {

@@ -118,6 +118,20 @@ fn caught_up(status: &Value, expect_feed: bool) -> bool {
     feeds_done && consumers_done
 }
 
+/// Bars without their `layer` labels: a replay's switch, a hand-off or another view's horizon
+/// may move a bar between segments and realtime rows, never change its values.
+pub fn bar_values(bars: &[Value]) -> Vec<Value> {
+    bars.iter()
+        .map(|b| {
+            let mut b = b.clone();
+            if let Some(fields) = b.as_object_mut() {
+                fields.remove("layer");
+            }
+            b
+        })
+        .collect()
+}
+
 /// Every bar of `symbol` at `interval`, following `next_from` pages.
 pub async fn all_bars(client: &reqwest::Client, base: &str, symbol: &str, interval: &str) -> Vec<Value> {
     let mut out = Vec::new();
