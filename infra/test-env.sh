@@ -14,6 +14,9 @@
 #   infra/test-env.sh stop "$PRISM_TEST_ENV_DIR"
 #   infra/test-env.sh restart-broker "$PRISM_TEST_ENV_DIR" [down-seconds]   # fault tests
 #   infra/test-env.sh restart-postgres "$PRISM_TEST_ENV_DIR"                # fault tests
+#   PRISM_TEST_TANSU_MAINTENANCE=1s infra/test-env.sh start OWNER_PID
+#       # Tansu applies topics' retention (cleanup.policy=delete, retention.ms) every second
+#       # instead of every 10 minutes (tests of a log whose first offsets are gone)
 #
 # Progress goes to stderr; stdout carries only the export lines.
 set -euo pipefail
@@ -85,7 +88,7 @@ start_broker() { # dir: (re)starts Tansu on its port with its state
   (cd "$dir/tansu" && exec "$tansu" broker \
       --listener-url "tcp://127.0.0.1:$kafka_port" \
       --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-      --storage-engine "sqlite://tansu.db" >>"$dir/tansu/broker.log" 2>&1) &
+      --storage-engine "sqlite://tansu.db?maintenance_interval=$(cat "$dir/tansu_maintenance")" >>"$dir/tansu/broker.log" 2>&1) &
   echo $! > "$dir/tansu.pid"
   wait_port 127.0.0.1 "$kafka_port" 60 || { log "Tansu did not listen; see $dir/tansu/broker.log"; tail -20 "$dir/tansu/broker.log" >&2; exit 1; }
 }
@@ -131,6 +134,7 @@ start() {
   mkdir -p "$dir/tansu"
   echo "$tansu" > "$dir/tansu_bin"
   echo "$kafka_port" > "$dir/kafka_port"
+  echo "${PRISM_TEST_TANSU_MAINTENANCE:-10m}" > "$dir/tansu_maintenance"
   start_broker "$dir"
   start_s3 "$dir"
 

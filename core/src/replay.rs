@@ -7,6 +7,10 @@ use std::collections::HashMap;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+/// Default switch threshold (`--switch-lag`): a replay switches serving to its version once
+/// fewer than this many events remain behind the log end (issue 8, DESIGN §6).
+pub const DEFAULT_SWITCH_LAG: i64 = 1_000;
+
 /// Where a replay stands.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReplayStatus {

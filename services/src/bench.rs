@@ -256,32 +256,7 @@ async fn bench_in(dir: &Path, config: &BenchConfig, workload: &mut Workload) -> 
     stop.cancel();
     speed.await??;
 
-    // A replay (DESIGN §6) through the replay runner: version 2 of the view built from offset 0
-    // while version 1 serves, until the switch (without a Kappa hand-off).
-    let stop = CancellationToken::new();
-    let (commands, requests) = tokio::sync::mpsc::channel(4);
-    let versions = VersionsConfig {
-        speed: SpeedConfig { partitions: config.partitions, ..SpeedConfig::default() },
-        handoff: None,
-        grace: Duration::from_secs(600),
-    };
-    let runner = tokio::spawn(run_versions(view.clone(), versions, log.clone(), store.clone(), requests, stop.clone()));
-    let started = Instant::now();
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    commands.send(ReplayCommand::Start { switch_lag: 0, reply }).await.map_err(|_| anyhow::anyhow!("the replay runner stopped"))?;
-    let id = answer.await?.map_err(|e| anyhow::anyhow!("replay refused: {e}"))?.id;
-    loop {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        commands.send(ReplayCommand::List { reply }).await.map_err(|_| anyhow::anyhow!("the replay runner stopped"))?;
-        match answer.await?.into_iter().find(|r| r.id == id).map(|r| r.state) {
-            Some(state) if state == "switched" => break,
-            Some(state) if state == "replaying" => tokio::time::sleep(Duration::from_millis(20)).await,
-            other => bail!("the replay ended {other:?}"),
-        }
-    }
-    stages.push(stage("replay", n, started.elapsed()));
-    stop.cancel();
-    runner.await?.map_err(anyhow::Error::msg)?;
+    stages.push(replay_stage(view.clone(), log.clone(), store.clone(), config.partitions, n).await?);
 
     let started = Instant::now();
     let stop = CancellationToken::new();
@@ -357,4 +332,40 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// A replay (DESIGN §6) through the replay runner: version 2 of `view` built from offset 0 of
+/// `log` while version 1 serves, timed until the switch (without a Kappa hand-off); `events` is
+/// the log's size for the rate. Stops the runner before returning.
+///
+/// Errors: the runner refusing or ending the replay other than by a switch, or failing.
+pub(crate) async fn replay_stage<L: EventLog>(
+    view: Arc<OhlcvView>,
+    log: Arc<L>,
+    store: ViewStore,
+    partitions: i32,
+    events: u64,
+) -> anyhow::Result<StageResult> {
+    let stop = CancellationToken::new();
+    let (commands, requests) = tokio::sync::mpsc::channel(4);
+    let versions =
+        VersionsConfig { speed: SpeedConfig { partitions, ..SpeedConfig::default() }, handoff: None, grace: Duration::from_secs(600) };
+    let runner = tokio::spawn(run_versions(view, versions, log, store, requests, stop.clone()));
+    let started = Instant::now();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    commands.send(ReplayCommand::Start { switch_lag: 0, reply }).await.map_err(|_| anyhow::anyhow!("the replay runner stopped"))?;
+    let id = answer.await?.map_err(|e| anyhow::anyhow!("replay refused: {e}"))?.id;
+    loop {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        commands.send(ReplayCommand::List { reply }).await.map_err(|_| anyhow::anyhow!("the replay runner stopped"))?;
+        match answer.await?.into_iter().find(|r| r.id == id).map(|r| r.state) {
+            Some(state) if state == "switched" => break,
+            Some(state) if state == "replaying" => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => bail!("the replay ended {other:?}"),
+        }
+    }
+    let report = stage("replay", events, started.elapsed());
+    stop.cancel();
+    runner.await?.map_err(anyhow::Error::msg)?;
+    Ok(report)
 }

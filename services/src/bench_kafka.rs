@@ -31,7 +31,8 @@ pub struct KafkaReport {
     pub broker: String,
     /// librdkafka's version.
     pub librdkafka: String,
-    /// `ingest_api_produce` and `speed_layer_from_kafka`.
+    /// `ingest_api_produce`, `speed_layer_from_kafka` and `replay` (version 2 of the view rebuilt
+    /// from offset 0 of the Kafka topic, until the switch).
     pub stages: Vec<StageResult>,
     /// Accepted POST → visible in `GET /v1/bars`, milliseconds.
     pub end_to_end_latency_ms: LatencyReport,
@@ -182,6 +183,10 @@ pub async fn run_kafka_bench(b: KafkaBench<'_>, quotes: &[Quote]) -> anyhow::Res
     }
     speed_stop.cancel();
     speed.await??;
+    // The replay of version 2 from offset 0 of the Kafka topic (every event above, with the
+    // latency probes).
+    let events: i64 = log.end_offsets(QUOTES_TOPIC).await?.iter().sum();
+    stages.push(crate::bench::replay_stage(view.clone(), log.clone(), store.clone(), b.partitions, events as u64).await?);
     stop.cancel();
     server.await??;
     store.close().await;

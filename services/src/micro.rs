@@ -293,9 +293,9 @@ pub async fn run_speed_layer_service(config: SpeedLayerConfig, shutdown: Cancell
         let RegisteredView::Ohlcv(view) = v;
         if let Some(master) = &handoff_master {
             let handoff = config.handoff.config(master.location().clone());
-            let (view, s, stop) = (view.clone(), store.clone(), shutdown.clone());
+            let (view, s, l, stop) = (view.clone(), store.clone(), log.clone(), shutdown.clone());
             members.spawn(async move {
-                supervise("hand-off", stop.clone(), || run_handoff(view.clone(), handoff.clone(), s.clone(), stop.clone())).await
+                supervise("hand-off", stop.clone(), || run_handoff(view.clone(), handoff.clone(), s.clone(), l.clone(), stop.clone())).await
             });
         }
         let group = GroupConfig {

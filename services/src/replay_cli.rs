@@ -18,7 +18,7 @@ pub struct ReplayArgs {
     #[arg(long, default_value = "all")]
     pub view: String,
     /// Switch serving to the new version once fewer than this many events remain.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = prism_core::replay::DEFAULT_SWITCH_LAG)]
     pub switch_lag: i64,
     /// Base URL of the Prism API that runs the speed layer.
     #[arg(long, env = "PRISM_URL", default_value = "http://127.0.0.1:8080")]

@@ -110,7 +110,7 @@ fn reads_jsonl_and_parquet_workloads() {
 
 /// The Kafka path, against private servers (it resets `prism.quotes`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_path_reports_produce_speed_layer_and_latency() {
+async fn kafka_path_reports_produce_speed_layer_replay_and_latency() {
     let env = common::TestEnv::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(dir.path());
@@ -123,10 +123,13 @@ async fn kafka_path_reports_produce_speed_layer_and_latency() {
     assert_eq!(kafka.broker, format!("tansu 0.6.0 at {}", env.var("PRISM_KAFKA_BROKERS")));
     assert!(!kafka.librdkafka.is_empty());
     let names: Vec<&str> = kafka.stages.iter().map(|s| s.stage.as_str()).collect();
-    assert_eq!(names, ["ingest_api_produce", "speed_layer_from_kafka"]);
-    assert!(kafka.stages.iter().all(|s| s.events == 3_000 && s.events_per_second > 0.0));
+    assert_eq!(names, ["ingest_api_produce", "speed_layer_from_kafka", "replay"]);
+    assert!(kafka.stages[..2].iter().all(|s| s.events == 3_000 && s.events_per_second > 0.0));
     let l = &kafka.end_to_end_latency_ms;
     assert_eq!(l.samples, 20);
+    // The replay reads the whole topic: the workload and the latency probes.
+    assert_eq!(kafka.stages[2].events, 3_000 + 20);
+    assert!(kafka.stages[2].events_per_second > 0.0);
     assert!(l.p50 > 0.0 && l.p50 <= l.p99 && l.p99 <= l.max, "{l:?}");
 
     // Without the reset flag, a used topic is refused rather than measured wrongly.

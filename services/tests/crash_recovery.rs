@@ -225,6 +225,12 @@ async fn sigkill_during_a_replay_resumes_it_and_answers_stay_whole() {
         for interval in ["1m", "1d"] {
             reference.push(bar_values(&all_bars(&client, &base, symbol, interval).await));
         }
+        // Before the replay every day is served (from segments and realtime rows): one daily
+        // bar per day of the symbol in the feed file, 30 trades per day.
+        let days = std::fs::read_to_string(&feed).expect("feed").lines().filter(|l| l.starts_with(&format!("{symbol},"))).count();
+        let daily = reference.last().expect("daily bars");
+        assert_eq!(daily.len(), days, "{symbol}: one daily bar per feed day");
+        assert_eq!(reference[reference.len() - 2].len(), days * 30, "{symbol}: one minute bar per trade");
     }
     let resp = client.post(format!("{base}/v1/admin/replays?switch_lag=0")).send().await.expect("POST replay");
     assert_eq!(resp.status().as_u16(), 202);
@@ -248,6 +254,17 @@ async fn sigkill_during_a_replay_resumes_it_and_answers_stay_whole() {
             after.push(bar_values(&all_bars(&client, &base, symbol, interval).await));
         }
     }
-    assert!(after == reference, "the replayed version answers exactly as before the kill");
+    for (i, (a, r)) in after.iter().zip(&reference).enumerate() {
+        let first = a.iter().zip(r).position(|(x, y)| x != y);
+        assert!(
+            a == r,
+            "the replayed version answers exactly as before the kill: answer {i}: {} bars against {}, first difference at {first:?}: {:?} against {:?}",
+            a.len(),
+            r.len(),
+            first.and_then(|f| a.get(f)),
+            first.and_then(|f| r.get(f))
+        );
+    }
+    assert_eq!(after.len(), reference.len());
     stop(child);
 }

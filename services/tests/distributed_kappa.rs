@@ -100,3 +100,64 @@ async fn kappa_microservices_equal_the_embedded_kappa_run() {
         assert!(status.success(), "{name} exits 0 on SIGTERM: {status}");
     }
 }
+
+/// Lambda → Kappa on a Kafka topic whose first offsets retention deleted: the check names the
+/// topic, the partition and where it starts, and `prism speed-layer --architecture kappa` exits
+/// non-zero with that reason. (Tansu 0.6's SQLite engine has no DeleteRecords, so the gap is
+/// made the other way Kafka loses a log's head: `retention.ms` under `cleanup.policy=delete`,
+/// applied by the broker's maintenance every second here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kappa_refuses_a_kafka_log_whose_first_offsets_are_gone() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    use rdkafka::ClientConfig;
+
+    let env = TestEnv::start_with(&[("PRISM_TEST_TANSU_MAINTENANCE", "1s")]);
+    let brokers = env.var("PRISM_KAFKA_BROKERS");
+    let mut client_config = ClientConfig::new();
+    client_config.set("bootstrap.servers", &brokers);
+    let admin: AdminClient<DefaultClientContext> = client_config.create().expect("admin client");
+    let topic = NewTopic::new("prism.quotes", 2, TopicReplication::Fixed(1)).set("cleanup.policy", "delete").set("retention.ms", "600000");
+    for result in admin.create_topics([&topic], &AdminOptions::new()).await.expect("create topics") {
+        result.expect("prism.quotes created");
+    }
+    let producer: FutureProducer = client_config.clone().set("linger.ms", "0").create().expect("producer");
+    let now = prism_core::time::now_ms();
+    // Three events an hour old (past the 10-minute retention), then two new ones.
+    for (i, ts) in [now - 3_600_000, now - 3_600_000, now - 3_600_000, now, now].into_iter().enumerate() {
+        let value = format!(r#"{{"symbol":"AAPL","ts":{ts},"price":"1.5","size":{}}}"#, i + 1);
+        producer
+            .send(FutureRecord::to("prism.quotes").partition(0).key("AAPL").payload(&value).timestamp(ts), Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+        producer.flush(Duration::from_secs(10)).expect("flush");
+    }
+    let log = prism_core::log::kafka::KafkaLog::connect(prism_core::log::kafka::KafkaLogConfig::new(&brokers)).await.expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let starts = prism_core::log::EventLog::start_offsets(&log, "prism.quotes").await.expect("start offsets");
+        // Maintenance may run while the old events are produced: wait for all three to go.
+        if starts == [3, 0] {
+            break;
+        }
+        assert!(starts[0] <= 3, "retention deleted a new event: start offsets {starts:?}");
+        assert!(Instant::now() < deadline, "the broker never applied retention to the three old events: start offsets {starts:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let refused = prism_core::log::check_log_complete(&log, "prism.quotes").await.expect_err("a log without its head").to_string();
+    assert!(refused.contains("prism.quotes partition 0 starts at offset 3"), "{refused}");
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
+        .arg("speed-layer")
+        .env("PRISM_KAFKA_BROKERS", &brokers)
+        .env("PRISM_DATABASE_URL", env.var("PRISM_DATABASE_URL"))
+        .env("PRISM_ARCHITECTURE", "kappa")
+        .env("PRISM_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .expect("run prism speed-layer");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "Kappa mode refuses a log without its head: {stderr}");
+    assert!(stderr.contains("switching to Kappa mode") && stderr.contains("prism.quotes partition 0 starts at offset 3"), "{stderr}");
+}

@@ -3,6 +3,10 @@
 //! rows at every interval, and the serving merge at any batch horizon answers every interval
 //! exactly as a direct computation from the events. Runs the real components over a real
 //! embedded log, SQLite view store and local segment store, and queries the real HTTP API.
+//! Kappa's hand-off is checked the same way, on the embedded log with SQLite and on Kafka with
+//! PostgreSQL (private test servers).
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use prism_core::config::{speed_consumer, Architecture, ARCHIVER_CONSUMER};
 use prism_core::decimal::Decimal6;
 use prism_core::event::{Quote, QUOTES_TOPIC};
 use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
+use prism_core::log::kafka::{KafkaLog, KafkaLogConfig};
 use prism_core::log::{EventLog, NewRecord};
 use prism_core::segment::SegmentFile;
 use prism_core::store::ViewStore;
@@ -104,7 +109,7 @@ async fn run_layers(events: Vec<Quote>, partitions: i32, chunk: usize, horizon: 
     let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
     let view = Arc::new(OhlcvView::standard(5_000));
 
-    let positioned = append(&log, &events, chunk).await;
+    let positioned = append(&*log, &events, chunk).await;
     let ends = log.end_offsets(QUOTES_TOPIC).await.expect("ends");
 
     let stop = CancellationToken::new();
@@ -150,7 +155,7 @@ async fn run_layers(events: Vec<Quote>, partitions: i32, chunk: usize, horizon: 
 }
 
 /// Appends `events` to the log in batches of `chunk`; returns each with its log position.
-async fn append(log: &EmbeddedLog, events: &[Quote], chunk: usize) -> Vec<(Quote, prism_core::event::LogPosition)> {
+async fn append<L: EventLog>(log: &L, events: &[Quote], chunk: usize) -> Vec<(Quote, prism_core::event::LogPosition)> {
     let mut positioned = Vec::new();
     for batch in events.chunks(chunk) {
         let records = batch.iter().map(|q| NewRecord::new(q.symbol.clone(), q.to_json())).collect();
@@ -161,8 +166,8 @@ async fn append(log: &EmbeddedLog, events: &[Quote], chunk: usize) -> Vec<(Quote
 }
 
 /// Every symbol's `/v1/bars` answer at every interval, through the real HTTP app.
-async fn served_bars(
-    log: &Arc<EmbeddedLog>,
+async fn served_bars<L: EventLog>(
+    log: &Arc<L>,
     store: &ViewStore,
     architecture: Architecture,
     segments: &prism_core::objects::ObjectLocation,
@@ -209,40 +214,90 @@ async fn served_bars(
 
 /// Kappa: the speed layer over every event, then a hand-off pass while it runs (it drops the
 /// rows behind the new horizon); returns the events with positions, the hand-off horizon and
-/// the served bars.
-async fn run_kappa(
-    events: Vec<Quote>,
-    partitions: i32,
-    chunk: usize,
-) -> (Vec<(Quote, prism_core::event::LogPosition)>, Option<i64>, BTreeMap<(String, String), Vec<ServedBar>>) {
+/// the served bars. On an embedded log and a SQLite view store.
+async fn run_kappa(events: Vec<Quote>, partitions: i32, chunk: usize) -> KappaOutcome {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Arc::new(
         EmbeddedLog::open(dir.path().join("log"), EmbeddedLogConfig { fsync: FsyncPolicy::Never, ..Default::default() }).expect("log"),
     );
     log.ensure_topic(QUOTES_TOPIC, partitions).await.expect("topic");
     let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
+    run_kappa_on(log, store, dir.path(), events, partitions, chunk).await
+}
+
+/// The events with their log positions, the hand-off horizon, the served bars, the events the
+/// published segments say they hold.
+type KappaOutcome = (Vec<(Quote, prism_core::event::LogPosition)>, Option<i64>, BTreeMap<(String, String), Vec<ServedBar>>, i64);
+
+/// [`run_kappa`] on any event log (with an empty `prism.quotes` of `partitions`) and view
+/// store (fresh); segments under `dir`.
+async fn run_kappa_on<L: EventLog>(
+    log: Arc<L>,
+    store: ViewStore,
+    dir: &std::path::Path,
+    events: Vec<Quote>,
+    partitions: i32,
+    chunk: usize,
+) -> KappaOutcome {
     let view = Arc::new(OhlcvView::standard(5_000));
-    let positioned = append(&log, &events, chunk).await;
+    let positioned = append(&*log, &events, chunk).await;
     let ends = log.end_offsets(QUOTES_TOPIC).await.expect("ends");
     let stop = CancellationToken::new();
     let speed = SpeedConfig { partitions, commit_max_events: 37, horizon: HorizonSource::Handoff, ..SpeedConfig::default() };
     let speed_task = tokio::spawn(run_speed_layer(view.clone(), speed, log.clone(), store.clone(), stop.clone()));
     wait_for(&store, &speed_consumer("ohlcv", 1), &ends).await;
-    let location = MasterDataset::local(&dir.path().join("segments")).expect("segment store").location().clone();
+    let location = MasterDataset::local(&dir.join("segments")).expect("segment store").location().clone();
     let handoff = HandoffConfig {
         realtime_version: 1,
         interval: Duration::from_secs(1),
         grace: Duration::from_secs(600),
         location: location.clone(),
     };
-    let report = handoff_once(&view, &handoff, &store).await.expect("hand-off");
+    let report = handoff_once(&view, &handoff, &store, &*log).await.expect("hand-off");
     // Let the speed layer commit once more: it drops the rows behind the new horizon.
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.cancel();
     speed_task.await.expect("join").expect("speed layer");
     let served = served_bars(&log, &store, Architecture::Kappa, &location).await;
+    let mut segment_events = 0;
+    if let Some(r) = &report {
+        segment_events = store.batch_segments("ohlcv", r.segment_version).await.expect("segments").iter().map(|s| s.events).sum();
+    }
     store.close().await;
-    (positioned, report.map(|r| r.segment_horizon_ms), served)
+    (positioned, report.map(|r| r.segment_horizon_ms), served, segment_events)
+}
+
+/// Checks a Kappa outcome against a direct computation over the positioned events: every
+/// interval's bars, and the hand-off horizon (min over partitions of (max event time −
+/// lateness), to a UTC day; no hand-off when that is not after the first window).
+fn check_kappa(outcome: KappaOutcome) -> Result<(), TestCaseError> {
+    let (positioned, horizon, served, segment_events) = outcome;
+    let view = OhlcvView::standard(5_000);
+    let direct = rows_of(&positioned, &view);
+    for ((symbol, interval), bars) in &served {
+        let ms = match interval.as_str() {
+            "1m" => 60_000,
+            "5m" => 300_000,
+            "15m" => 900_000,
+            "1h" => 3_600_000,
+            _ => 86_400_000,
+        };
+        let want: Vec<_> = rolled(&direct, ms).iter().filter(|r| &r.key == symbol).map(as_bar).collect();
+        prop_assert_eq!(bars, &want, "{} {}", symbol, interval);
+    }
+    let mut max_by_partition: BTreeMap<i32, i64> = BTreeMap::new();
+    for (q, pos) in &positioned {
+        let m = max_by_partition.entry(pos.partition).or_insert(q.ts);
+        *m = (*m).max(q.ts);
+    }
+    let watermark = max_by_partition.values().min().copied().unwrap_or(0) - 5_000;
+    let target = window_start(watermark, 86_400_000);
+    let first = positioned.iter().map(|(q, _)| window_start(q.ts, 60_000)).min().unwrap_or(0);
+    prop_assert_eq!(horizon, (target > first).then_some(target));
+    // The segments count every event before the horizon.
+    let before = positioned.iter().filter(|(q, _)| horizon.is_some_and(|h| window_start(q.ts, 60_000) < h)).count();
+    prop_assert_eq!(segment_events, before as i64);
+    Ok(())
 }
 
 fn rolled(base: &[OhlcvRow], interval: i64) -> Vec<OhlcvRow> {
@@ -273,25 +328,7 @@ proptest! {
         chunk in 1usize..64,
     ) {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        let (positioned, horizon, served) = runtime.block_on(run_kappa(events, partitions, chunk));
-        let view = OhlcvView::standard(5_000);
-        let direct = rows_of(&positioned, &view);
-        for ((symbol, interval), bars) in &served {
-            let ms = match interval.as_str() { "1m" => 60_000, "5m" => 300_000, "15m" => 900_000, "1h" => 3_600_000, _ => 86_400_000 };
-            let want: Vec<_> = rolled(&direct, ms).iter().filter(|r| &r.key == symbol).map(as_bar).collect();
-            prop_assert_eq!(bars, &want, "{} {}", symbol, interval);
-        }
-        // The horizon: min over partitions of (max event time − lateness), to a UTC day; no
-        // hand-off when that is not after the first window.
-        let mut max_by_partition: BTreeMap<i32, i64> = BTreeMap::new();
-        for (q, pos) in &positioned {
-            let m = max_by_partition.entry(pos.partition).or_insert(q.ts);
-            *m = (*m).max(q.ts);
-        }
-        let watermark = max_by_partition.values().min().copied().unwrap_or(0) - 5_000;
-        let target = window_start(watermark, 86_400_000);
-        let first = positioned.iter().map(|(q, _)| window_start(q.ts, 60_000)).min().unwrap_or(0);
-        prop_assert_eq!(horizon, (target > first).then_some(target));
+        check_kappa(runtime.block_on(run_kappa(events, partitions, chunk)))?;
     }
 
     #[test]
@@ -317,5 +354,29 @@ proptest! {
             let want: Vec<_> = rolled(&out.direct_all, ms).iter().filter(|r| &r.key == symbol).map(as_bar).collect();
             prop_assert_eq!(bars, &want, "{} {}", symbol, interval);
         }
+    }
+
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, max_shrink_iters: 16, ..ProptestConfig::default() })]
+
+    /// The same Kappa property over Kafka and PostgreSQL: a private broker and database for
+    /// each case (Tansu 0.6 cannot recreate a deleted topic, so each case gets a new broker).
+    #[test]
+    fn kappa_hand_off_serves_exact_bars_on_kafka_and_postgres(
+        events in arb_events_over(3 * 86_400_000).prop_shuffle(),
+        partitions in 1i32..4,
+        chunk in 1usize..64,
+    ) {
+        let env = common::TestEnv::start();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        check_kappa(runtime.block_on(async {
+            let log = KafkaLog::connect(KafkaLogConfig::new(env.var("PRISM_KAFKA_BROKERS"))).await.expect("connect");
+            log.ensure_topic(QUOTES_TOPIC, partitions).await.expect("topic");
+            let store = ViewStore::open_url(&env.var("PRISM_DATABASE_URL"), Duration::from_secs(10)).await.expect("store");
+            let dir = tempfile::tempdir().expect("tempdir");
+            run_kappa_on(Arc::new(log), store, dir.path(), events, partitions, chunk).await
+        }))?;
     }
 }

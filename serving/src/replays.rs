@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use prism_core::log::EventLog;
-use prism_core::replay::{ReplayCommand, ReplayError, ReplayStatus};
+use prism_core::replay::{ReplayCommand, ReplayError, ReplayStatus, DEFAULT_SWITCH_LAG};
 use prism_core::time::format_rfc3339;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -15,9 +15,6 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 use crate::ServingState;
-
-/// Default switch threshold: a replay switches once fewer than this many events remain.
-pub const DEFAULT_SWITCH_LAG: i64 = 1_000;
 
 /// Query parameters of `POST /v1/admin/replays`.
 #[derive(Debug, Deserialize, IntoParams)]

@@ -4,10 +4,12 @@
 //! windows.
 //!
 //! A pass ([`handoff_once`]):
-//! 1. takes the **finalized watermark** W = min over partitions that have seen events of
+//! 1. takes the **finalized watermark** W = min over the partitions that hold events of
 //!    (partition's max event time − allowed lateness), from the offsets the speed layer committed
-//!    with its rows; the new segment horizon is W rounded down to the view's largest interval (a
-//!    UTC day for `ohlcv`), so every bucket before it, at every interval, is complete;
+//!    with its rows; a partition that holds events none of which were read yet holds W back
+//!    entirely (no pass), and an empty partition is idle and ignored (Flink's idle sources); the
+//!    new segment horizon is W rounded down to the view's largest interval (a UTC day for
+//!    `ohlcv`), so every bucket before it, at every interval, is complete;
 //! 2. rebuilds each [`Chunk`] that gains finalized windows, or whose chunk changes (the months
 //!    of a year that closed become one year chunk): its rows = the segments of the current
 //!    manifest it covers + the realtime base rows of the newly finalized range rolled up to every
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use prism_core::chunk::Chunk;
 use prism_core::config::speed_consumer;
+use prism_core::log::{EventLog, LogError};
 use prism_core::objects::{ObjectError, ObjectLocation};
 use prism_core::segment::{segment_path, SegmentError, SegmentFile, SegmentMeta, SegmentWriter};
 use prism_core::store::{SegmentRecord, StoreError, ViewStore};
@@ -81,6 +84,9 @@ pub enum HandoffError {
     /// The segment store failed.
     #[error(transparent)]
     Objects(#[from] ObjectError),
+    /// The event log could not be read.
+    #[error(transparent)]
+    Log(#[from] LogError),
     /// A blocking task failed.
     #[error("hand-off task: {0}")]
     Task(String),
@@ -105,10 +111,11 @@ pub struct HandoffReport {
 /// logged and retried at the next tick (nothing of it is published).
 ///
 /// Errors: none so far; the signature leaves room for persistent failures.
-pub async fn run_handoff<V: View>(
+pub async fn run_handoff<V: View, L: EventLog>(
     view: Arc<V>,
     config: HandoffConfig,
     store: ViewStore,
+    log: Arc<L>,
     cancel: CancellationToken,
 ) -> Result<(), HandoffError> {
     telemetry::describe();
@@ -120,7 +127,7 @@ pub async fn run_handoff<V: View>(
             _ = ticker.tick() => {}
         }
         let started = Instant::now();
-        match handoff_once(&view, &config, &store).await {
+        match handoff_once(&view, &config, &store, &*log).await {
             Ok(Some(r)) => {
                 metrics::counter!(telemetry::HANDOFFS_TOTAL, "view" => view.name().to_string()).increment(1);
                 metrics::gauge!(telemetry::SEGMENT_HORIZON_MS, "view" => view.name().to_string()).set(r.segment_horizon_ms as f64);
@@ -137,25 +144,45 @@ pub async fn run_handoff<V: View>(
     }
 }
 
-/// The finalized watermark of realtime version `version` of `view`: min over partitions that
-/// have seen events of (max event time − allowed lateness), UTC ms; `None` before any event.
+/// The finalized watermark of realtime version `version` of `view`: min over the partitions of
+/// its source topic that hold events of (max event time read − allowed lateness), UTC ms. `None`
+/// before any event was read, and while a partition holds events of which none was read yet
+/// (its event time is unknown: it could be far behind the others). Empty partitions are idle
+/// and ignored.
 ///
-/// Errors: [`StoreError`].
-pub async fn finalized_watermark<V: View>(view: &V, version: i64, store: &ViewStore) -> Result<Option<i64>, StoreError> {
+/// Errors: [`HandoffError`] when the store or the log cannot be read.
+pub async fn finalized_watermark<V: View, L: EventLog>(
+    view: &V,
+    version: i64,
+    store: &ViewStore,
+    log: &L,
+) -> Result<Option<i64>, HandoffError> {
+    // The log ends first: a partition empty then and written later is idle for this pass.
+    let ends = log.end_offsets(view.source_topic()).await?;
     let offsets = store.consumer_offsets(&speed_consumer(view.name(), version), view.source_topic()).await?;
-    Ok(offsets.iter().filter_map(|o| o.max_event_ts_ms).min().map(|m| m.saturating_sub(view.allowed_lateness_ms())))
+    let mut min: Option<i64> = None;
+    for (partition, end) in ends.iter().enumerate() {
+        let read = offsets.iter().find(|o| o.partition == partition as i32);
+        match read.and_then(|o| o.max_event_ts_ms) {
+            Some(max) => min = Some(min.map_or(max, |m| m.min(max))),
+            None if *end > read.map_or(0, |o| o.next_offset) => return Ok(None),
+            None => {}
+        }
+    }
+    Ok(min.map(|m| m.saturating_sub(view.allowed_lateness_ms())))
 }
 
 /// One hand-off pass (see the module docs); `None` when nothing new is final.
 ///
 /// Errors: [`HandoffError`]; nothing is published then.
-pub async fn handoff_once<V: View>(
+pub async fn handoff_once<V: View, L: EventLog>(
     view: &Arc<V>,
     config: &HandoffConfig,
     store: &ViewStore,
+    log: &L,
 ) -> Result<Option<HandoffReport>, HandoffError> {
     let rv = config.realtime_version;
-    let Some(watermark) = finalized_watermark(&**view, rv, store).await? else { return Ok(None) };
+    let Some(watermark) = finalized_watermark(&**view, rv, store, log).await? else { return Ok(None) };
     let largest = view.intervals_ms().last().copied().unwrap_or(view.window_ms());
     let target = window_start(watermark, largest);
     let state = store.handoff_state(view.name(), rv).await?;
@@ -220,7 +247,7 @@ pub async fn handoff_once<V: View>(
             chunk_end_ms: chunk.end_ms,
             covered_until_ms: target.min(chunk.end_ms),
         };
-        let events = old.iter().map(|s| s.events).sum::<i64>();
+        let events = old.iter().map(|s| s.events).sum::<i64>() + base.iter().map(|r| view.events_in(&r.agg)).sum::<i64>();
         let task_view = view.clone();
         let (bytes, rows) = tokio::task::spawn_blocking(move || build_segment(&*task_view, &meta, base, by_interval))
             .await
@@ -293,4 +320,64 @@ async fn expire(view: &str, config: &HandoffConfig, store: &ViewStore) -> Result
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prism_core::consumer::StoreConsumer;
+    use prism_core::event::QUOTES_TOPIC;
+    use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig};
+    use prism_core::log::NewRecord;
+    use prism_core::store::ConsumerOffset;
+    use prism_core::view::ohlcv::OhlcvView;
+
+    /// A partition holding events none of which was read blocks the hand-off (it could be far
+    /// behind); an empty one is idle; otherwise the min over partitions − lateness.
+    #[tokio::test]
+    async fn unread_partitions_hold_the_finalized_watermark_back_and_empty_ones_are_idle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EmbeddedLog::open(dir.path().join("log"), EmbeddedLogConfig::default()).expect("log");
+        log.ensure_topic(QUOTES_TOPIC, 3).await.expect("topic");
+        let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
+        let view = OhlcvView::standard(5_000);
+        let consumer = speed_consumer("ohlcv", 1);
+        assert_eq!(finalized_watermark(&view, 1, &store, &log).await.expect("watermark"), None, "nothing read");
+
+        // Keys of two partitions (of three) get events; nothing of them is read yet.
+        let mut keys = Vec::new();
+        for i in 0.. {
+            let key = format!("K{i}");
+            let p = prism_core::log::partitioner::partition_for_key(key.as_bytes(), 3);
+            if !keys.iter().any(|(q, _)| *q == p) {
+                keys.push((p, key));
+            }
+            if keys.len() == 2 {
+                break;
+            }
+        }
+        let (read_p, read_key) = keys[0].clone();
+        let (unread_p, unread_key) = keys[1].clone();
+        log.append(QUOTES_TOPIC, vec![NewRecord::new(read_key.as_str(), "{}"), NewRecord::new(unread_key.as_str(), "{}")])
+            .await
+            .expect("append");
+        let claimed = StoreConsumer::claim(&store, &consumer, QUOTES_TOPIC, &[0, 1, 2], "test").await.expect("claim");
+        let commit = |offsets: Vec<ConsumerOffset>| {
+            let (store, view, consumer, leases) = (store.clone(), view.clone(), consumer.clone(), claimed.leases.clone());
+            async move { store.commit_realtime(&view, &consumer, 1, &[], &offsets, &leases, None).await.expect("commit") }
+        };
+        let day = 86_400_000;
+        commit(vec![ConsumerOffset { partition: read_p, next_offset: 1, max_event_ts_ms: Some(10 * day) }]).await;
+        assert_eq!(
+            finalized_watermark(&view, 1, &store, &log).await.expect("watermark"),
+            None,
+            "partition {unread_p} holds an unread event: its event time is unknown"
+        );
+        commit(vec![ConsumerOffset { partition: unread_p, next_offset: 1, max_event_ts_ms: Some(3 * day) }]).await;
+        assert_eq!(
+            finalized_watermark(&view, 1, &store, &log).await.expect("watermark"),
+            Some(3 * day - 5_000),
+            "the min over the partitions that hold events; the empty one is idle"
+        );
+    }
 }

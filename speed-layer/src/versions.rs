@@ -71,8 +71,8 @@ fn start_version<V: View, L: EventLog>(view: &Arc<V>, config: &VersionsConfig, v
     tasks.spawn(async move { run_speed_layer(v, speed, l, s, t).await.map_err(|e: SpeedError| format!("speed layer v{version}: {e}")) });
     if let Some(handoff) = &config.handoff {
         let handoff = HandoffConfig { realtime_version: version, ..handoff.clone() };
-        let (v, s, t) = (view.clone(), store.clone(), stop.clone());
-        tasks.spawn(async move { run_handoff(v, handoff, s, t).await.map_err(|e| format!("hand-off v{version}: {e}")) });
+        let (v, s, l, t) = (view.clone(), store.clone(), log.clone(), stop.clone());
+        tasks.spawn(async move { run_handoff(v, handoff, s, l, t).await.map_err(|e| format!("hand-off v{version}: {e}")) });
     }
     tracing::info!(view = %view.name(), version, "realtime version running");
     Running { version, stop, tasks }
@@ -122,7 +122,7 @@ pub async fn run_versions<V: View, L: EventLog>(
         if v.state == "replaying" && replay.is_none() {
             tracing::info!(view = %name, version = v.realtime_version, "resuming a replay from its committed offsets");
             let running = start_version(&view, &config, v.realtime_version, &log, &store);
-            replay = Some(new_replay(&name, running, v.switch_lag.unwrap_or(1_000), v.created_at_ms));
+            replay = Some(new_replay(&name, running, v.switch_lag.unwrap_or(prism_core::replay::DEFAULT_SWITCH_LAG), v.created_at_ms));
         }
     }
     let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);

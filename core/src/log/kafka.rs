@@ -23,7 +23,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{EventLog, LogError, LogRecord, NewRecord};
 use crate::event::LogPosition;
@@ -63,8 +63,12 @@ struct Reader {
     next_offset: i64,
 }
 
-/// One reader per (topic, partition).
-type ReaderMap = HashMap<(String, i32), Arc<Mutex<Reader>>>;
+/// Readers per (topic, partition): one per concurrent consumer position (a realtime version and
+/// its replay read one partition at different offsets, each through its own reader).
+type ReaderMap = HashMap<(String, i32), Vec<Arc<Mutex<Reader>>>>;
+
+/// Readers kept per (topic, partition); past this, reads wait for a busy one.
+const MAX_READERS_PER_PARTITION: usize = 4;
 
 /// The Kafka-backed [`EventLog`].
 pub struct KafkaLog {
@@ -169,16 +173,36 @@ impl KafkaLog {
         }))
     }
 
-    async fn reader(&self, topic: &str, partition: i32) -> Result<Arc<Mutex<Reader>>, LogError> {
-        let mut readers = self.readers.lock().await;
-        if let Some(r) = readers.get(&(topic.to_string(), partition)) {
-            return Ok(r.clone());
+    /// A reader for `partition` of `topic`, locked: preferably an idle one already positioned
+    /// at `from_offset` (a consumer's next read), else any idle one (repositioned by the
+    /// caller), else a new one; past [`MAX_READERS_PER_PARTITION`] it waits for one.
+    async fn reader(&self, topic: &str, partition: i32, from_offset: i64) -> Result<OwnedMutexGuard<Reader>, LogError> {
+        let pick = {
+            let mut readers = self.readers.lock().await;
+            let pool = readers.entry((topic.to_string(), partition)).or_default();
+            let mut idle: Vec<OwnedMutexGuard<Reader>> = pool.iter().filter_map(|r| r.clone().try_lock_owned().ok()).collect();
+            if let Some(i) = idle.iter().position(|r| r.next_offset == from_offset) {
+                Ok(idle.swap_remove(i))
+            } else if let Some(r) = idle.pop() {
+                Ok(r)
+            } else if pool.len() < MAX_READERS_PER_PARTITION {
+                let consumer: StreamConsumer = base_consumer_config(&self.config, &format!("reader-{topic}-{partition}"))
+                    .create()
+                    .map_err(kafka("creating a reader"))?;
+                let reader = Arc::new(Mutex::new(Reader { consumer, next_offset: -1 }));
+                pool.push(reader.clone());
+                Ok(reader.try_lock_owned().map_err(|_| LogError::Io {
+                    context: "Kafka: a new reader".into(),
+                    source: std::io::Error::other("locked at creation"),
+                })?)
+            } else {
+                Err(pool[partition as usize % pool.len()].clone())
+            }
+        };
+        match pick {
+            Ok(guard) => Ok(guard),
+            Err(busy) => Ok(busy.lock_owned().await),
         }
-        let consumer: StreamConsumer =
-            base_consumer_config(&self.config, &format!("reader-{topic}-{partition}")).create().map_err(kafka("creating a reader"))?;
-        let reader = Arc::new(Mutex::new(Reader { consumer, next_offset: -1 }));
-        readers.insert((topic.to_string(), partition), reader.clone());
-        Ok(reader)
     }
 }
 
@@ -312,8 +336,7 @@ impl EventLog for KafkaLog {
         max_records: usize,
         max_wait: Duration,
     ) -> Result<Vec<LogRecord>, LogError> {
-        let reader = self.reader(topic, partition).await?;
-        let mut reader = reader.lock().await;
+        let mut reader = self.reader(topic, partition, from_offset).await?;
         if reader.next_offset != from_offset {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(topic, partition, Offset::Offset(from_offset)).map_err(kafka("positioning a reader"))?;

@@ -68,6 +68,8 @@ pub trait View: Send + Sync + 'static {
     fn intervals_ms(&self) -> &[i64];
     /// Allowed lateness, ms: watermark = max event time − this.
     fn allowed_lateness_ms(&self) -> i64;
+    /// How many events were folded into `agg` (`ohlcv`: its trades); segments record it.
+    fn events_in(&self, agg: &Self::Agg) -> i64;
     /// The aggregate's stored columns, in order.
     fn columns(&self) -> &'static [Column];
     /// Appends the aggregate's values to `out`, one per column of [`View::columns`].

@@ -243,6 +243,10 @@ impl View for OhlcvView {
         self.allowed_lateness_ms
     }
 
+    fn events_in(&self, agg: &Ohlcv) -> i64 {
+        agg.trades
+    }
+
     fn columns(&self) -> &'static [Column] {
         &OHLCV_COLUMNS
     }

@@ -333,10 +333,21 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn start() -> TestEnv {
+        TestEnv::start_with(&[])
+    }
+
+    /// Private servers started with these extra environment variables for `infra/test-env.sh`
+    /// (e.g. `PRISM_TEST_TANSU_MAINTENANCE`).
+    pub fn start_with(envs: &[(&str, &str)]) -> TestEnv {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/test-env.sh");
         // With our PID, the script's watchdog stops the servers even if this process is killed.
-        let out =
-            Command::new("bash").arg(&script).arg("start").arg(std::process::id().to_string()).output().expect("run infra/test-env.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(std::process::id().to_string())
+            .envs(envs.iter().copied())
+            .output()
+            .expect("run infra/test-env.sh");
         assert!(out.status.success(), "test-env start failed: {}", String::from_utf8_lossy(&out.stderr));
         let vars = String::from_utf8_lossy(&out.stdout)
             .lines()
