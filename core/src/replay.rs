@@ -87,5 +87,17 @@ pub enum ReplayCommand {
     },
 }
 
+/// A version's progress through its source topic: (events consumed, events in the topic), from
+/// the log end offsets (`ends`, indexed by partition) and the offsets its speed layer committed
+/// (`offsets`; a partition without one has consumed nothing).
+pub fn progress(ends: &[i64], offsets: &[crate::store::ConsumerOffset]) -> (i64, i64) {
+    let done = ends
+        .iter()
+        .enumerate()
+        .map(|(p, end)| offsets.iter().find(|o| o.partition == p as i32).map_or(0, |o| o.next_offset.min(*end)))
+        .sum();
+    (done, ends.iter().sum())
+}
+
 /// Each registered view's runner, by view name.
 pub type ReplayControl = HashMap<String, mpsc::Sender<ReplayCommand>>;

@@ -13,8 +13,10 @@ pub mod bench;
 pub mod bench_kafka;
 pub mod bench_lab;
 pub mod bench_workload;
+pub mod group_versions;
 pub mod lab;
 pub mod micro;
+pub mod replay_agent;
 pub mod replay_cli;
 pub mod up;
 

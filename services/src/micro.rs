@@ -20,22 +20,22 @@ use clap::Args;
 use prism_batch::archiver::{run_archiver, ArchiverArgs};
 use prism_batch::batch_job::{run_batch_layer, BatchArgs};
 use prism_batch::master::MasterDataset;
-use prism_core::config::{parse_duration, speed_consumer, Architecture, Component, DeploymentArgs, MasterDatasetArgs};
+use prism_core::config::{parse_duration, Architecture, Component, DeploymentArgs, MasterDatasetArgs};
 use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::log::kafka::{KafkaLog, KafkaLogConfig};
-use prism_core::log::kafka_group::{GroupConfig, GroupMembership};
 use prism_core::log::{check_log_complete, EventLog};
 use prism_core::store::ViewStore;
-use prism_core::view::{RegisteredView, View};
+use prism_core::view::RegisteredView;
 use prism_ingest::http::IngestArgs;
 use prism_serving::ops::{OpsState, ReadinessCheck};
 use prism_serving::segments::SegmentReader;
 use prism_serving::ServingState;
-use prism_speed::handoff::{run_handoff, HandoffArgs};
-use prism_speed::{run_speed_layer_in_group, SpeedArgs, SpeedConfig};
+use prism_speed::handoff::HandoffArgs;
+use prism_speed::{SpeedArgs, SpeedConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{docs_router, metrics_renderer, SEGMENT_CACHE_ROWS};
+use crate::group_versions::{run_group_versions, GroupVersionsConfig};
 
 /// What every microservice connects to, and the deployment's shared flags.
 #[derive(Debug, Clone, Args)]
@@ -291,29 +291,16 @@ pub async fn run_speed_layer_service(config: SpeedLayerConfig, shutdown: Cancell
     };
     for v in config.deps.deployment.registry().map_err(anyhow::Error::msg)?.views() {
         let RegisteredView::Ohlcv(view) = v;
-        if let Some(master) = &handoff_master {
-            let handoff = config.handoff.config(master.location().clone());
-            let (view, s, l, stop) = (view.clone(), store.clone(), log.clone(), shutdown.clone());
-            members.spawn(async move {
-                supervise("hand-off", stop.clone(), || run_handoff(view.clone(), handoff.clone(), s.clone(), l.clone(), stop.clone())).await
-            });
-        }
-        let group = GroupConfig {
-            group_id: speed_consumer(view.name(), speed.view_version),
-            topic: view.source_topic().to_string(),
+        let versions = GroupVersionsConfig {
+            speed: speed.clone(),
+            handoff: handoff_master.as_ref().map(|m| config.handoff.config(m.location().clone())),
+            kappa: architecture == Architecture::Kappa,
+            grace: crate::up::REALTIME_VERSION_GRACE,
+            kafka: kafka.clone(),
             session_timeout: config.session_timeout,
-            revoke_timeout: Duration::from_secs(10),
+            instance_id: instance_id.clone(),
         };
-        let (view, speed, kafka, instance_id) = (view.clone(), speed.clone(), kafka.clone(), instance_id.clone());
-        let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
-        members.spawn(async move {
-            supervise("speed layer", stop.clone(), || {
-                let (view, speed, l, s, stop) = (view.clone(), speed.clone(), l.clone(), s.clone(), stop.clone());
-                let membership = GroupMembership::join(&kafka, &group, &instance_id);
-                async move { run_speed_layer_in_group(view, speed, l, s, membership?, stop).await }
-            })
-            .await
-        });
+        members.spawn(run_group_versions(view.clone(), versions, log.clone(), store.clone(), shutdown.clone()));
     }
     let component = async move {
         let mut result = Ok(());
@@ -423,14 +410,16 @@ pub async fn run_batch_layer_service(config: BatchLayerConfig, shutdown: Cancell
 pub async fn run_serving_service(config: ServingServiceConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (log, store) = connect(&config.deps).await?;
     let master = open_master(&config.master.master_dataset).await?;
+    let views = config.deps.deployment.registry().map_err(anyhow::Error::msg)?;
     let state = ServingState {
         store: store.clone(),
         log: log.clone(),
         architecture: config.deps.deployment.architecture,
-        views: config.deps.deployment.registry().map_err(anyhow::Error::msg)?,
+        views: views.clone(),
         segments: Some(SegmentReader::new(master.location().clone(), SEGMENT_CACHE_ROWS)),
         batch_trigger: None,
-        replays: None,
+        // Replays are recorded in the store; the speed-layer instances build them.
+        replays: Some(crate::replay_agent::spawn_store_agents(&views, log.clone(), store.clone(), shutdown.child_token())),
     };
     let app = prism_serving::router(state).merge(ops(&store, &log, Some(&master))).merge(docs_router());
     let done = run_service::<std::future::Ready<anyhow::Result<()>>>("serving", config.http_addr, app, shutdown, None).await;

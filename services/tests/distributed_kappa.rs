@@ -93,6 +93,39 @@ async fn kappa_microservices_equal_the_embedded_kappa_run() {
         distributed.iter().flat_map(|(_, bars)| bars).any(|b| b["layer"] == "segment"),
         "the distributed hand-off wrote segments that serving read"
     );
+
+    // A replay through `prism serving`: recorded in the store, built by the speed-layer
+    // instance as its own consumer group from offset 0, switched by it once caught up.
+    let resp = client.post(format!("{}/v1/admin/replays?switch_lag=0", base(2))).send().await.expect("POST replay");
+    assert_eq!(resp.status().as_u16(), 202, "{}", resp.text().await.unwrap_or_default());
+    let second = client.post(format!("{}/v1/admin/replays", base(2))).send().await.expect("POST second replay");
+    assert_eq!(second.status().as_u16(), 409, "one replay per view at a time");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (code, replay) = get_json(&client, &base(2), "/v1/admin/replays/ohlcv.v2").await;
+        assert_eq!(code, 200, "{replay}");
+        if replay["state"] == "switched" {
+            assert_eq!(replay["lag"], 0, "{replay}");
+            break;
+        }
+        assert_eq!(replay["state"], "replaying", "{replay}");
+        assert!(Instant::now() < deadline, "the distributed replay did not switch: {replay}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, status) = get_json(&client, &base(2), "/v1/status").await;
+        if status["realtime_version"] == 2
+            && kappa_settled(&client, &base(2)).await == kappa_settled(&embedded.client, &embedded.base).await
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "version 2 did not settle: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let replayed = every_bar(&client, &base(2)).await;
+    assert_same_bars(&reference, &replayed, "the distributed replay's bars differ from the embedded Kappa run's");
+
     embedded.stop().await;
     for (name, child) in &mut processes.0 {
         let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();

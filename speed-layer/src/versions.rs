@@ -279,12 +279,7 @@ async fn measure<V: View, L: EventLog>(view: &V, r: &mut Replay, log: &L, store:
     let topic = view.source_topic();
     let ends = log.end_offsets(topic).await.map_err(|e| e.to_string())?;
     let offsets = store.consumer_offsets(&speed_consumer(view.name(), r.running.version), topic).await.map_err(|e| e.to_string())?;
-    let done: i64 = ends
-        .iter()
-        .enumerate()
-        .map(|(p, end)| offsets.iter().find(|o| o.partition == p as i32).map_or(0, |o| o.next_offset.min(*end)))
-        .sum();
-    let total: i64 = ends.iter().sum();
+    let (done, total) = prism_core::replay::progress(&ends, &offsets);
     let now = Instant::now();
     r.samples.push_back((now, done));
     while r.samples.len() > 2 && r.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(5)) {
