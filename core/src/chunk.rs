@@ -43,6 +43,12 @@ impl Chunk {
         }
     }
 
+    /// UTC midnight of 1 January of the year holding `ts_ms`: every chunk before it is a closed
+    /// year's while the horizon is at `ts_ms` or later. `None` outside chrono's years.
+    pub fn year_start(ts_ms: i64) -> Option<i64> {
+        midnight(DateTime::<Utc>::from_timestamp_millis(ts_ms)?.year(), 1)
+    }
+
     /// `YYYY-MM-DD_YYYY-MM-DD` (start and end dates), for segment paths.
     pub fn label(&self) -> String {
         let d = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d").to_string());

@@ -30,6 +30,7 @@ use prism_core::view::ohlcv::{Ohlcv, OhlcvRow, OhlcvView};
 use prism_core::view::{roll_up, View, ViewRegistry, ViewRow};
 use prism_core::window::window_start;
 use prism_serving::segments::SegmentReader;
+use prism_speed::bulk::bulk_catch_up;
 use prism_speed::handoff::{handoff_once, HandoffConfig};
 use prism_speed::{run_speed_layer, HorizonSource, SpeedConfig};
 use proptest::prelude::*;
@@ -358,6 +359,60 @@ proptest! {
 
 }
 
+/// Kappa bulk catch-up of a fresh version over `first` (sorted by event time, so nothing is
+/// late), then the streaming speed layer resuming from where it stopped over `more` and a
+/// hand-off pass; returns what [`check_kappa`] checks, and the bulk report's horizon.
+async fn run_bulk(first: Vec<Quote>, more: Vec<Quote>, partitions: i32) -> (KappaOutcome, Option<i64>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Arc::new(
+        EmbeddedLog::open(dir.path().join("log"), EmbeddedLogConfig { fsync: FsyncPolicy::Never, ..Default::default() }).expect("log"),
+    );
+    log.ensure_topic(QUOTES_TOPIC, partitions).await.expect("topic");
+    let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
+    let view = Arc::new(OhlcvView::standard(5_000));
+    let mut positioned = append(&*log, &first, 7).await;
+    let location = MasterDataset::local(&dir.path().join("segments")).expect("segment store").location().clone();
+    let handoff = HandoffConfig {
+        realtime_version: 1,
+        interval: Duration::from_secs(1),
+        grace: Duration::from_secs(600),
+        location: location.clone(),
+    };
+    let done = std::sync::atomic::AtomicI64::new(0);
+    let report = bulk_catch_up(&view, &handoff, "test", &*log, &store, &done).await.expect("bulk").expect("a fresh version");
+    assert_eq!(report.events, first.len() as i64);
+    assert_eq!(report.skipped, 0, "sorted events are never late");
+    let ends = log.end_offsets(QUOTES_TOPIC).await.expect("ends");
+    let offsets = store.consumer_offsets(&speed_consumer("ohlcv", 1), QUOTES_TOPIC).await.expect("offsets");
+    for (p, end) in ends.iter().enumerate() {
+        assert_eq!(
+            offsets.iter().find(|o| o.partition == p as i32).map(|o| o.next_offset),
+            Some(*end),
+            "bulk committed partition {p} to its end"
+        );
+    }
+    assert!(bulk_catch_up(&view, &handoff, "test", &*log, &store, &done).await.expect("bulk").is_none(), "only a fresh version");
+    positioned.extend(append(&*log, &more, 7).await);
+    let ends = log.end_offsets(QUOTES_TOPIC).await.expect("ends");
+    let stop = CancellationToken::new();
+    let speed = SpeedConfig { partitions, commit_max_events: 37, horizon: HorizonSource::Handoff, ..SpeedConfig::default() };
+    let speed_task = tokio::spawn(run_speed_layer(view.clone(), speed, log.clone(), store.clone(), stop.clone()));
+    wait_for(&store, &speed_consumer("ohlcv", 1), &ends).await;
+    let pass = handoff_once(&view, &handoff, &store, &*log).await.expect("hand-off");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    speed_task.await.expect("join").expect("speed layer");
+    let served = served_bars(&log, &store, Architecture::Kappa, &location).await;
+    let state = store.handoff_state("ohlcv", 1).await.expect("state");
+    let mut segment_events = 0;
+    if let Some(v) = state.segment_version {
+        segment_events = store.batch_segments("ohlcv", v).await.expect("segments").iter().map(|s| s.events).sum();
+    }
+    store.close().await;
+    let horizon = pass.map(|r| r.segment_horizon_ms).or(report.segment_horizon_ms);
+    ((positioned, horizon, served, segment_events), report.segment_horizon_ms)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 4, max_shrink_iters: 16, ..ProptestConfig::default() })]
 
@@ -378,5 +433,51 @@ proptest! {
             let dir = tempfile::tempdir().expect("tempdir");
             run_kappa_on(Arc::new(log), store, dir.path(), events, partitions, chunk).await
         }))?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Kappa bulk catch-up: events over about three years (sorted by event time), folded in bulk
+    /// into segments (closed years as they close) and realtime rows; then more events through
+    /// the streaming speed layer, which resumes from the bulk's offsets. Every interval answers
+    /// exactly as a direct computation, and the segments count every event before the horizon.
+    #[test]
+    fn kappa_bulk_catch_up_serves_exact_bars(
+        mut events in proptest::collection::vec((0usize..3, 0i64..(3 * 365 * 86_400_000), 1i128..5_000, 1i64..500), 1..200),
+        split in 0usize..200,
+        partitions in 1i32..4,
+    ) {
+        events.sort_by_key(|e| e.1);
+        let quotes: Vec<Quote> = events
+            .into_iter()
+            .map(|(s, dt, cents, size)| Quote {
+                symbol: SYMBOLS[s].to_string(),
+                ts: T0 + dt,
+                price: Decimal6::from_units(cents * 10_000),
+                size,
+                bid: None,
+                ask: None,
+                exchange: None,
+            })
+            .collect();
+        let split = split.min(quotes.len());
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        let (outcome, bulk_horizon) = runtime.block_on(run_bulk(quotes[..split].to_vec(), quotes[split..].to_vec(), partitions));
+        let (positioned, horizon, served, segment_events) = outcome;
+        let view = OhlcvView::standard(5_000);
+        let direct = rows_of(&positioned, &view);
+        for ((symbol, interval), bars) in &served {
+            let ms = match interval.as_str() { "1m" => 60_000, "5m" => 300_000, "15m" => 900_000, "1h" => 3_600_000, _ => 86_400_000 };
+            let want: Vec<_> = rolled(&direct, ms).iter().filter(|r| &r.key == symbol).map(as_bar).collect();
+            prop_assert_eq!(bars, &want, "{} {}", symbol, interval);
+        }
+        let before = positioned.iter().filter(|(q, _)| horizon.is_some_and(|h| window_start(q.ts, 60_000) < h)).count();
+        prop_assert_eq!(segment_events, before as i64);
+        // The bulk horizon is the finalized watermark of the first part, to a UTC day.
+        if let Some(h) = bulk_horizon {
+            prop_assert_eq!(h % 86_400_000, 0);
+        }
     }
 }

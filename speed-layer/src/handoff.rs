@@ -279,7 +279,7 @@ pub async fn handoff_once<V: View, L: EventLog>(
 /// Writes one chunk's segment: at each interval, the old segments' rows (`old`, by interval)
 /// merged with `base` (the newly finalized base rows, sorted by key and window start) rolled up.
 /// Returns the file and its row count.
-fn build_segment<V: View>(
+pub(crate) fn build_segment<V: View>(
     view: &V,
     meta: &SegmentMeta,
     base: Vec<ViewRow<V::Agg>>,

@@ -23,6 +23,7 @@
 //! on assign it claims their leases in the view store (fencing any former owner) and resumes
 //! from their stored offsets and windows. [`run_speed_layer`] owns every partition.
 
+pub mod bulk;
 mod group;
 pub mod handoff;
 pub mod telemetry;

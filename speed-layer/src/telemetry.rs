@@ -29,6 +29,8 @@ pub const GROUP_REJOINS_TOTAL: &str = "prism_speed_group_rejoins_total";
 
 /// Kappa hand-off passes that published a manifest.
 pub const HANDOFFS_TOTAL: &str = "prism_speed_handoffs_total";
+/// Events a fresh Kappa version folded in bulk straight into segments ([`crate::bulk`]).
+pub const BULK_EVENTS_TOTAL: &str = "prism_speed_bulk_events_total";
 /// Kappa hand-off passes that failed (retried at the next interval).
 pub const HANDOFF_FAILURES_TOTAL: &str = "prism_speed_handoff_failures_total";
 /// The Kappa segment horizon: windows before it are served from hand-off segments, UTC ms.
@@ -66,6 +68,7 @@ pub fn describe() {
     describe_counter!(REBALANCES_TOTAL, "Consumer-group assignments received.");
     describe_counter!(FENCED_COMMITS_TOTAL, "Commits refused because another instance claimed a partition's lease.");
     describe_counter!(HANDOFFS_TOTAL, "Kappa hand-off passes that published finalized windows as segments.");
+    describe_counter!(BULK_EVENTS_TOTAL, "Events a fresh Kappa realtime version (a replay) folded in bulk straight into segments.");
     describe_counter!(HANDOFF_FAILURES_TOTAL, "Kappa hand-off passes that failed (retried at the next interval).");
     describe_gauge!(
         SEGMENT_HORIZON_MS,

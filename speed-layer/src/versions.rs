@@ -12,6 +12,7 @@
 //! start (its `replaying` row says so). A cancelled replay leaves v serving.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::bulk::bulk_catch_up;
 use crate::handoff::{run_handoff, HandoffConfig};
 use crate::{run_speed_layer, telemetry, SpeedConfig, SpeedError};
 
@@ -52,6 +54,8 @@ struct Running {
     version: i64,
     stop: CancellationToken,
     tasks: JoinSet<Result<(), String>>,
+    /// Events its bulk catch-up has read (nothing is committed until it ends).
+    bulk_done: Arc<AtomicI64>,
 }
 
 /// A replay being built.
@@ -61,21 +65,35 @@ struct Replay {
     status: ReplayStatus,
     /// (when, events done) samples of the last few seconds, for the rate.
     samples: VecDeque<(Instant, i64)>,
+    /// Events behind the log end by the committed offsets (unknown: `i64::MAX`).
+    committed_lag: i64,
 }
 
 fn start_version<V: View, L: EventLog>(view: &Arc<V>, config: &VersionsConfig, version: i64, log: &Arc<L>, store: &ViewStore) -> Running {
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let speed = SpeedConfig { view_version: version, ..config.speed.clone() };
-    let (v, l, s, t) = (view.clone(), log.clone(), store.clone(), stop.clone());
-    tasks.spawn(async move { run_speed_layer(v, speed, l, s, t).await.map_err(|e: SpeedError| format!("speed layer v{version}: {e}")) });
+    let bulk_done = Arc::new(AtomicI64::new(0));
+    // Kappa: a fresh version (a replay) first folds the log's history in bulk straight into
+    // segments; the streaming speed layer resumes where that stopped.
+    let bulk = config.handoff.as_ref().map(|h| HandoffConfig { realtime_version: version, ..h.clone() });
+    let (v, l, s, t, done) = (view.clone(), log.clone(), store.clone(), stop.clone(), bulk_done.clone());
+    tasks.spawn(async move {
+        if let Some(h) = bulk {
+            tokio::select! {
+                r = bulk_catch_up(&v, &h, &speed.instance_id, &*l, &s, &done) => { r.map_err(|e| format!("bulk catch-up v{version}: {e}"))?; }
+                _ = t.cancelled() => return Ok(()),
+            }
+        }
+        run_speed_layer(v, speed, l, s, t).await.map_err(|e: SpeedError| format!("speed layer v{version}: {e}"))
+    });
     if let Some(handoff) = &config.handoff {
         let handoff = HandoffConfig { realtime_version: version, ..handoff.clone() };
         let (v, s, l, t) = (view.clone(), store.clone(), log.clone(), stop.clone());
         tasks.spawn(async move { run_handoff(v, handoff, s, l, t).await.map_err(|e| format!("hand-off v{version}: {e}")) });
     }
     tracing::info!(view = %view.name(), version, "realtime version running");
-    Running { version, stop, tasks }
+    Running { version, stop, tasks, bulk_done }
 }
 
 async fn stop_version(mut running: Running) -> Result<(), String> {
@@ -204,7 +222,7 @@ pub async fn run_versions<V: View, L: EventLog>(
                         tracing::warn!(view = %name, error = %e, "could not measure a replay's progress");
                         continue;
                     }
-                    if r.status.lag < r.status.switch_lag.max(1) {
+                    if r.committed_lag < r.status.switch_lag.max(1) {
                         let version = r.running.version;
                         match store.switch_realtime_version(&name, version, config.handoff.is_some()).await {
                             Ok(retired) => {
@@ -264,7 +282,7 @@ fn new_replay(view: &str, running: Running, switch_lag: i64, started_at_ms: i64)
         ended_at_ms: None,
         error: None,
     };
-    Replay { running, status, samples: VecDeque::new() }
+    Replay { running, status, samples: VecDeque::new(), committed_lag: i64::MAX }
 }
 
 fn keep(finished: &mut VecDeque<ReplayStatus>, status: ReplayStatus) {
@@ -279,7 +297,10 @@ async fn measure<V: View, L: EventLog>(view: &V, r: &mut Replay, log: &L, store:
     let topic = view.source_topic();
     let ends = log.end_offsets(topic).await.map_err(|e| e.to_string())?;
     let offsets = store.consumer_offsets(&speed_consumer(view.name(), r.running.version), topic).await.map_err(|e| e.to_string())?;
-    let (done, total) = prism_core::replay::progress(&ends, &offsets);
+    let (committed, total) = prism_core::replay::progress(&ends, &offsets);
+    // The switch is decided from committed offsets only; a bulk catch-up's reads show progress.
+    r.committed_lag = total - committed;
+    let done = committed.max(r.running.bulk_done.load(Ordering::Relaxed).min(total));
     let now = Instant::now();
     r.samples.push_back((now, done));
     while r.samples.len() > 2 && r.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(5)) {

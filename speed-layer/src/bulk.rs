@@ -1,0 +1,260 @@
+//! Bulk catch-up of a fresh Kappa realtime version (a replay from offset 0; DESIGN §6): the
+//! history is folded in memory and written straight to segments, instead of going window by
+//! window through the realtime store and back out through the hand-off.
+//!
+//! The streaming path writes every window to the view store, pre-rolled at every interval, and
+//! the hand-off reads the finalized ones back, writes segments and deletes them again: on the
+//! lab's one trade per minute that is several store rows written, read and deleted per event,
+//! which bounds a replay to tens of thousands of events/s. A fresh version has nothing stored,
+//! so [`bulk_catch_up`] instead
+//! 1. snapshots the log end offsets E and reads every partition up to E, round-robin in batches
+//!    (the partitions' event times advance together), folding each event into its base window
+//!    in memory with the view's code (parse, key, event time, contribution, monoid);
+//! 2. writes a closed year's segment as soon as the finalized watermark (as the hand-off
+//!    computes it: min over the partitions that hold events of max event time − allowed
+//!    lateness) passes the year's end, and drops its windows from memory — an event for a
+//!    window already written is late beyond the allowed lateness and is skipped, as the
+//!    streaming path skips events behind the segment horizon;
+//! 3. at E, takes the segment horizon H = the finalized watermark rounded down to the view's
+//!    largest interval, writes the remaining chunks before H, and publishes them as the
+//!    version's hand-off manifest with horizon H ([`ViewStore::publish_handoff`]);
+//! 4. then commits the windows from H on (pre-rolled at every interval) with offsets E, in one
+//!    store transaction ([`ViewStore::commit_realtime`]), exactly what the streaming speed layer
+//!    would hold there; it resumes from E.
+//!
+//! Crash safety follows from the order: a crash before 3 leaves nothing published (the written
+//! files are unreferenced and expire); a crash between 3 and 4 leaves a manifest and no offsets,
+//! so the streaming speed layer reads from offset 0 and skips every event behind H. The bulk
+//! path runs only for a version with no offsets and no hand-off yet.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use prism_core::chunk::Chunk;
+use prism_core::config::speed_consumer;
+use prism_core::consumer::StoreConsumer;
+use prism_core::event::{DeadLetter, LogPosition, DLQ_TOPIC};
+use prism_core::log::EventLog;
+use prism_core::segment::{segment_path, SegmentMeta};
+use prism_core::store::{ConsumerOffset, RealtimeRow, SegmentRecord, ViewStore};
+use prism_core::time::now_ms;
+use prism_core::view::{roll_up, Monoid, View, ViewRow};
+use prism_core::window::window_start;
+
+use crate::handoff::{build_segment, HandoffConfig, HandoffError};
+use crate::telemetry;
+
+/// Records read from one partition per turn.
+const BATCH: usize = 20_000;
+
+/// What a bulk catch-up did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkReport {
+    /// Events read (every partition up to the snapshot).
+    pub events: i64,
+    /// Events skipped: malformed (sent to the dead-letter topic) or late beyond a segment
+    /// already written.
+    pub skipped: i64,
+    /// The segment horizon published; `None` when nothing was final.
+    pub segment_horizon_ms: Option<i64>,
+    /// Segments written.
+    pub segments: usize,
+    /// Realtime rows committed (every interval).
+    pub realtime_rows: usize,
+}
+
+/// One open base window: the partition its key lives on, and its aggregate.
+type Windows<A> = HashMap<(String, i64), (i32, A)>;
+
+/// Catches version `config.realtime_version` of `view` up to the log's current end in bulk (see
+/// the module docs), when it is fresh (no committed offsets, no hand-off); `Ok(None)` otherwise.
+/// `done` counts the events read, for progress reports.
+///
+/// Errors: [`HandoffError`] when the log, the store or the segment store fails; nothing is
+/// committed then, and the streaming path starts from what was published.
+pub async fn bulk_catch_up<V: View, L: EventLog>(
+    view: &Arc<V>,
+    config: &HandoffConfig,
+    instance_id: &str,
+    log: &L,
+    store: &ViewStore,
+    done: &AtomicI64,
+) -> Result<Option<BulkReport>, HandoffError> {
+    let rv = config.realtime_version;
+    let topic = view.source_topic();
+    let consumer = speed_consumer(view.name(), rv);
+    if !store.consumer_offsets(&consumer, topic).await?.is_empty() || store.handoff_state(view.name(), rv).await?.segment_version.is_some()
+    {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let ends = log.end_offsets(topic).await?;
+    let (base_ms, lateness) = (view.window_ms(), view.allowed_lateness_ms());
+    let largest = view.intervals_ms().last().copied().unwrap_or(base_ms);
+    let version = store.begin_batch_version(view.name(), &view.fingerprint()).await?;
+    let mut next = vec![0i64; ends.len()];
+    let mut max_ts: Vec<Option<i64>> = vec![None; ends.len()];
+    let mut windows: Windows<V::Agg> = HashMap::new();
+    let mut written: Vec<SegmentRecord> = Vec::new();
+    // Windows before this were written to segments; later events for them are late.
+    let mut written_until = i64::MIN;
+    let (mut events, mut skipped) = (0i64, 0i64);
+    let mut dead = Vec::new();
+    while next.iter().zip(&ends).any(|(n, e)| n < e) {
+        for (p, end) in ends.iter().enumerate() {
+            if next[p] >= *end {
+                continue;
+            }
+            let partition = p as i32;
+            let want = BATCH.min((*end - next[p]) as usize);
+            let records = log.read(topic, partition, next[p], want, std::time::Duration::from_millis(100)).await?;
+            for r in records.iter().take_while(|r| r.offset < *end) {
+                next[p] = r.offset + 1;
+                events += 1;
+                let event = match view.parse(&r.value) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        // As the streaming path: to the dead-letter topic with the reason.
+                        skipped += 1;
+                        let letter = DeadLetter {
+                            source: format!("{topic}/{partition}@{}", r.offset),
+                            reason: e.to_string(),
+                            payload: String::from_utf8_lossy(&r.value).into_owned(),
+                            rejected_at_ms: now_ms(),
+                        };
+                        dead.push(letter.into_record(r.key.clone()));
+                        continue;
+                    }
+                };
+                let ts = view.event_time(&event);
+                max_ts[p] = Some(max_ts[p].map_or(ts, |m| m.max(ts)));
+                let start = window_start(ts, base_ms);
+                if start < written_until {
+                    skipped += 1;
+                    continue;
+                }
+                let contribution = view.contribution(&event, LogPosition { partition, offset: r.offset });
+                match windows.get_mut(&(view.key(&event).to_string(), start)) {
+                    Some((_, agg)) => agg.merge_from(&contribution),
+                    None => {
+                        windows.insert((view.key(&event).to_string(), start), (partition, contribution));
+                    }
+                }
+            }
+            done.store(events, Ordering::Relaxed);
+        }
+        // Closed years behind the finalized watermark leave memory as segments.
+        let watermark = finalized(&ends, &next, &max_ts, lateness);
+        if let Some(year) = watermark.and_then(|w| Chunk::year_start(window_start(w, largest))) {
+            if year > written_until {
+                written.extend(write_chunks(view, config, version, &mut windows, year, year).await?);
+                written_until = year;
+            }
+        }
+        if !dead.is_empty() {
+            log.append(DLQ_TOPIC, std::mem::take(&mut dead)).await?;
+        }
+    }
+    let horizon = finalized(&ends, &next, &max_ts, lateness).map(|w| window_start(w, largest)).filter(|h| *h > written_until);
+    if let Some(h) = horizon {
+        written.extend(write_chunks(view, config, version, &mut windows, h, h).await?);
+    }
+    let segment_horizon = horizon.or((written_until > i64::MIN).then_some(written_until));
+    if let Some(h) = segment_horizon.filter(|_| !written.is_empty()) {
+        written.sort_by_key(|s| s.chunk_start_ms);
+        store.publish_handoff(view.name(), rv, version, h, &written, None).await?;
+    }
+    // The open windows, pre-rolled, with the offsets they cover.
+    let mut by_key: HashMap<String, (i32, Vec<ViewRow<V::Agg>>)> = HashMap::new();
+    for ((key, start), (partition, agg)) in windows {
+        by_key.entry(key.clone()).or_insert_with(|| (partition, Vec::new())).1.push(ViewRow { key, window_start_ms: start, agg });
+    }
+    let mut rows = Vec::new();
+    for (_, (partition, mut base)) in by_key {
+        base.sort_by_key(|r| r.window_start_ms);
+        for &interval_ms in &view.intervals_ms()[1..] {
+            rows.extend(roll_up(&base, interval_ms).into_iter().map(|row| RealtimeRow { interval_ms, partition, row }));
+        }
+        rows.extend(base.into_iter().map(|row| RealtimeRow { interval_ms: base_ms, partition, row }));
+    }
+    let partitions: Vec<i32> = (0..ends.len() as i32).collect();
+    let claimed =
+        StoreConsumer::claim(store, &consumer, topic, &partitions, instance_id).await.map_err(|e| HandoffError::Task(e.to_string()))?;
+    let offsets: Vec<ConsumerOffset> = partitions
+        .iter()
+        .map(|&p| ConsumerOffset { partition: p, next_offset: next[p as usize], max_event_ts_ms: max_ts[p as usize] })
+        .collect();
+    store.commit_realtime(&**view, &consumer, rv, &rows, &offsets, &claimed.leases, None).await?;
+    let report = BulkReport { events, skipped, segment_horizon_ms: segment_horizon, segments: written.len(), realtime_rows: rows.len() };
+    metrics::counter!(telemetry::BULK_EVENTS_TOTAL, "view" => view.name().to_string()).increment(events as u64);
+    tracing::info!(view = %view.name(), version = rv, events, skipped, segments = report.segments, realtime_rows = report.realtime_rows,
+        horizon = ?segment_horizon.map(prism_core::time::format_rfc3339), elapsed_ms = started.elapsed().as_millis() as u64,
+        "bulk catch-up: history folded into segments");
+    Ok(Some(report))
+}
+
+/// The finalized watermark as the hand-off computes it (see
+/// [`crate::handoff::finalized_watermark`]): min over the partitions that hold events of (max
+/// event time read − `lateness`); `None` while one holds events of which none was read.
+fn finalized(ends: &[i64], next: &[i64], max_ts: &[Option<i64>], lateness: i64) -> Option<i64> {
+    let mut min: Option<i64> = None;
+    for p in 0..ends.len() {
+        match max_ts[p] {
+            Some(m) => min = Some(min.map_or(m, |x| x.min(m))),
+            None if ends[p] > next[p] => return None,
+            None => {}
+        }
+    }
+    min.map(|m| m.saturating_sub(lateness))
+}
+
+/// Writes the segments of every window starting before `until` (removed from `windows`), in the
+/// chunks the horizon `horizon` gives them; each covers up to `until`.
+async fn write_chunks<V: View>(
+    view: &Arc<V>,
+    config: &HandoffConfig,
+    version: i64,
+    windows: &mut Windows<V::Agg>,
+    until: i64,
+    horizon: i64,
+) -> Result<Vec<SegmentRecord>, HandoffError> {
+    let mut by_chunk: std::collections::BTreeMap<Chunk, Vec<ViewRow<V::Agg>>> = std::collections::BTreeMap::new();
+    let keys: Vec<(String, i64)> = windows.keys().filter(|(_, start)| *start < until).cloned().collect();
+    for k in keys {
+        if let Some((_, agg)) = windows.remove(&k) {
+            let Some(chunk) = Chunk::of(k.1, horizon) else { continue };
+            by_chunk.entry(chunk).or_default().push(ViewRow { key: k.0, window_start_ms: k.1, agg });
+        }
+    }
+    let mut out = Vec::new();
+    for (chunk, mut base) in by_chunk {
+        base.sort_by(|a, b| (a.key.as_str(), a.window_start_ms).cmp(&(b.key.as_str(), b.window_start_ms)));
+        let events = base.iter().map(|r| view.events_in(&r.agg)).sum::<i64>();
+        let meta = SegmentMeta {
+            view: view.name().to_string(),
+            fingerprint: view.fingerprint(),
+            chunk_start_ms: chunk.start_ms,
+            chunk_end_ms: chunk.end_ms,
+            covered_until_ms: until.min(chunk.end_ms),
+        };
+        let old = view.intervals_ms().iter().map(|i| (*i, Vec::new())).collect();
+        let task_view = view.clone();
+        let (bytes, rows) = tokio::task::spawn_blocking(move || build_segment(&*task_view, &meta, base, old))
+            .await
+            .map_err(|e| HandoffError::Task(e.to_string()))??;
+        let path = segment_path(view.name(), &chunk, version);
+        config.location.put_atomic(&path, bytes.into()).await?;
+        out.push(SegmentRecord {
+            chunk_start_ms: chunk.start_ms,
+            chunk_end_ms: chunk.end_ms,
+            covered_until_ms: until.min(chunk.end_ms),
+            path: path.to_string(),
+            rows,
+            events,
+            inputs: "replay".into(),
+        });
+    }
+    Ok(out)
+}
