@@ -68,6 +68,9 @@ pub struct BulkReport {
 /// One open base window: the partition its key lives on, and its aggregate.
 type Windows<A> = HashMap<(String, i64), (i32, A)>;
 
+/// A key's partition and its base rows.
+type KeyRows<A> = (i32, Vec<ViewRow<A>>);
+
 /// Catches version `config.realtime_version` of `view` up to the log's current end in bulk (see
 /// the module docs), when it is fresh (no committed offsets, no hand-off); `Ok(None)` otherwise.
 /// `done` counts the events read, for progress reports.
@@ -167,7 +170,7 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
         store.publish_handoff(view.name(), rv, version, h, &written, None).await?;
     }
     // The open windows, pre-rolled, with the offsets they cover.
-    let mut by_key: HashMap<String, (i32, Vec<ViewRow<V::Agg>>)> = HashMap::new();
+    let mut by_key: HashMap<String, KeyRows<V::Agg>> = HashMap::new();
     for ((key, start), (partition, agg)) in windows {
         by_key.entry(key.clone()).or_insert_with(|| (partition, Vec::new())).1.push(ViewRow { key, window_start_ms: start, agg });
     }
