@@ -75,6 +75,10 @@ async fn resumes_after_a_lost_checkpoint_without_duplicates() {
     assert_eq!(total(&log).await, 27);
     let counters = store.ingest_counters().await.expect("counters");
     assert_eq!(counters[0].accepted, 27, "recovered trades are counted once");
+    let recovered = store.feed_checkpoints().await.expect("checkpoints").pop().expect("one feed");
+    assert!(recovered.done, "every day was in the log: the feed is complete");
+    assert_eq!(recovered.days_done, checkpoint.days_total);
+    assert_eq!(recovered.feed_date.as_deref(), Some("2010-01-08"));
 
     // A crash in the middle of a day: a fresh data dir whose log holds the clean run's first
     // 12 trades (day 1 and half of day 2) and whose checkpoint is the initial one.

@@ -256,7 +256,8 @@ async fn bench_in(dir: &Path, config: &BenchConfig, workload: &mut Workload) -> 
     stop.cancel();
     speed.await??;
 
-    stages.push(replay_stage(view.clone(), log.clone(), store.clone(), config.partitions, n).await?);
+    let segments = MasterDataset::local(&dir.join("replay-segments"))?.location().clone();
+    stages.push(replay_stage(view.clone(), log.clone(), store.clone(), config.partitions, n, segments).await?);
 
     let started = Instant::now();
     let stop = CancellationToken::new();
@@ -334,9 +335,10 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// A replay (DESIGN §6) through the replay runner: version 2 of `view` built from offset 0 of
-/// `log` while version 1 serves, timed until the switch (without a Kappa hand-off); `events` is
-/// the log's size for the rate. Stops the runner before returning.
+/// A Kappa replay (DESIGN §6) through the replay runner: version 2 of `view` built from offset 0
+/// of `log` (bulk catch-up into segments under `segments`, then the streaming speed layer) while
+/// version 1 serves, timed until the switch; `events` is the log's size for the rate. Stops the
+/// runner before returning.
 ///
 /// Errors: the runner refusing or ending the replay other than by a switch, or failing.
 pub(crate) async fn replay_stage<L: EventLog>(
@@ -345,11 +347,20 @@ pub(crate) async fn replay_stage<L: EventLog>(
     store: ViewStore,
     partitions: i32,
     events: u64,
+    segments: prism_core::objects::ObjectLocation,
 ) -> anyhow::Result<StageResult> {
     let stop = CancellationToken::new();
     let (commands, requests) = tokio::sync::mpsc::channel(4);
-    let versions =
-        VersionsConfig { speed: SpeedConfig { partitions, ..SpeedConfig::default() }, handoff: None, grace: Duration::from_secs(600) };
+    let versions = VersionsConfig {
+        speed: SpeedConfig { partitions, horizon: prism_speed::HorizonSource::Handoff, ..SpeedConfig::default() },
+        handoff: Some(prism_speed::handoff::HandoffConfig {
+            realtime_version: 1,
+            interval: Duration::from_secs(1),
+            grace: Duration::from_secs(600),
+            location: segments,
+        }),
+        grace: Duration::from_secs(600),
+    };
     let runner = tokio::spawn(run_versions(view, versions, log, store, requests, stop.clone()));
     let started = Instant::now();
     let (reply, answer) = tokio::sync::oneshot::channel();

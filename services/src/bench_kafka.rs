@@ -186,7 +186,8 @@ pub async fn run_kafka_bench(b: KafkaBench<'_>, quotes: &[Quote]) -> anyhow::Res
     // The replay of version 2 from offset 0 of the Kafka topic (every event above, with the
     // latency probes).
     let events: i64 = log.end_offsets(QUOTES_TOPIC).await?.iter().sum();
-    stages.push(crate::bench::replay_stage(view.clone(), log.clone(), store.clone(), b.partitions, events as u64).await?);
+    let segments = prism_batch::master::MasterDataset::local(&b.dir.join("kafka-replay-segments"))?.location().clone();
+    stages.push(crate::bench::replay_stage(view.clone(), log.clone(), store.clone(), b.partitions, events as u64, segments).await?);
     stop.cancel();
     server.await??;
     store.close().await;

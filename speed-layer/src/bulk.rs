@@ -7,9 +7,10 @@
 //! lab's one trade per minute that is several store rows written, read and deleted per event,
 //! which bounds a replay to tens of thousands of events/s. A fresh version has nothing stored,
 //! so [`bulk_catch_up`] instead
-//! 1. snapshots the log end offsets E and reads every partition up to E, round-robin in batches
-//!    (the partitions' event times advance together), folding each event into its base window
-//!    in memory with the view's code (parse, key, event time, contribution, monoid);
+//! 1. snapshots the log end offsets E and reads every partition up to E in batches, always from
+//!    the partition furthest behind in event time (so the partitions advance together and memory
+//!    holds about one year of windows), folding each event into its base window in memory with
+//!    the view's code (parse, key, event time, contribution, monoid);
 //! 2. writes a closed year's segment as soon as the finalized watermark (as the hand-off
 //!    computes it: min over the partitions that hold events of max event time − allowed
 //!    lateness) passes the year's end, and drops its windows from memory — an event for a
@@ -47,7 +48,7 @@ use crate::handoff::{build_segment, HandoffConfig, HandoffError};
 use crate::telemetry;
 
 /// Records read from one partition per turn.
-const BATCH: usize = 20_000;
+const BATCH: usize = 5_000;
 
 /// What a bulk catch-up did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,14 +66,13 @@ pub struct BulkReport {
     pub realtime_rows: usize,
 }
 
-/// One open base window: the partition its key lives on, and its aggregate.
-type Windows<A> = HashMap<(String, i64), (i32, A)>;
-
-/// A key's partition and its base rows.
-type KeyRows<A> = (i32, Vec<ViewRow<A>>);
+/// The open base windows: per key, its partition and its windows by start (one hash lookup of
+/// the borrowed key per event; a key is allocated once).
+type Windows<A> = foldhash::HashMap<String, (i32, HashMap<i64, A, foldhash::fast::RandomState>)>;
 
 /// Catches version `config.realtime_version` of `view` up to the log's current end in bulk (see
-/// the module docs), when it is fresh (no committed offsets, no hand-off); `Ok(None)` otherwise.
+/// the module docs), when it is fresh (no committed offsets, no hand-off) and the log holds
+/// events; `Ok(None)` otherwise.
 /// `done` counts the events read, for progress reports.
 ///
 /// Errors: [`HandoffError`] when the log, the store or the segment store fails; nothing is
@@ -94,65 +94,73 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
     }
     let started = Instant::now();
     let ends = log.end_offsets(topic).await?;
+    if ends.iter().all(|e| *e == 0) {
+        // Nothing to catch up on: the streaming path starts at once.
+        return Ok(None);
+    }
     let (base_ms, lateness) = (view.window_ms(), view.allowed_lateness_ms());
     let largest = view.intervals_ms().last().copied().unwrap_or(base_ms);
     let version = store.begin_batch_version(view.name(), &view.fingerprint()).await?;
     let mut next = vec![0i64; ends.len()];
     let mut max_ts: Vec<Option<i64>> = vec![None; ends.len()];
-    let mut windows: Windows<V::Agg> = HashMap::new();
+    let mut windows: Windows<V::Agg> = Windows::default();
     let mut written: Vec<SegmentRecord> = Vec::new();
+    let mut writes = Writes::new();
     // Windows before this were written to segments; later events for them are late.
     let mut written_until = i64::MIN;
     let (mut events, mut skipped) = (0i64, 0i64);
     let mut dead = Vec::new();
-    while next.iter().zip(&ends).any(|(n, e)| n < e) {
-        for (p, end) in ends.iter().enumerate() {
-            if next[p] >= *end {
-                continue;
-            }
-            let partition = p as i32;
-            let want = BATCH.min((*end - next[p]) as usize);
-            let records = log.read(topic, partition, next[p], want, std::time::Duration::from_millis(100)).await?;
-            for r in records.iter().take_while(|r| r.offset < *end) {
-                next[p] = r.offset + 1;
-                events += 1;
-                let event = match view.parse(&r.value) {
-                    Ok(event) => event,
-                    Err(e) => {
-                        // As the streaming path: to the dead-letter topic with the reason.
-                        skipped += 1;
-                        let letter = DeadLetter {
-                            source: format!("{topic}/{partition}@{}", r.offset),
-                            reason: e.to_string(),
-                            payload: String::from_utf8_lossy(&r.value).into_owned(),
-                            rejected_at_ms: now_ms(),
-                        };
-                        dead.push(letter.into_record(r.key.clone()));
-                        continue;
-                    }
-                };
-                let ts = view.event_time(&event);
-                max_ts[p] = Some(max_ts[p].map_or(ts, |m| m.max(ts)));
-                let start = window_start(ts, base_ms);
-                if start < written_until {
+    // Each turn reads the partition furthest behind in event time (one not read yet first), so
+    // the partitions advance together and memory holds about the windows of the open year.
+    while let Some(p) = (0..ends.len()).filter(|p| next[*p] < ends[*p]).min_by_key(|p| max_ts[*p].unwrap_or(i64::MIN)) {
+        let end = &ends[p];
+        let partition = p as i32;
+        let want = BATCH.min((*end - next[p]) as usize);
+        let records = log.read(topic, partition, next[p], want, std::time::Duration::from_millis(100)).await?;
+        for r in records.iter().take_while(|r| r.offset < *end) {
+            next[p] = r.offset + 1;
+            events += 1;
+            let event = match view.parse(&r.value) {
+                Ok(event) => event,
+                Err(e) => {
+                    // As the streaming path: to the dead-letter topic with the reason.
                     skipped += 1;
+                    let letter = DeadLetter {
+                        source: format!("{topic}/{partition}@{}", r.offset),
+                        reason: e.to_string(),
+                        payload: String::from_utf8_lossy(&r.value).into_owned(),
+                        rejected_at_ms: now_ms(),
+                    };
+                    dead.push(letter.into_record(r.key.clone()));
                     continue;
                 }
-                let contribution = view.contribution(&event, LogPosition { partition, offset: r.offset });
-                match windows.get_mut(&(view.key(&event).to_string(), start)) {
-                    Some((_, agg)) => agg.merge_from(&contribution),
-                    None => {
-                        windows.insert((view.key(&event).to_string(), start), (partition, contribution));
-                    }
+            };
+            let ts = view.event_time(&event);
+            max_ts[p] = Some(max_ts[p].map_or(ts, |m| m.max(ts)));
+            let start = window_start(ts, base_ms);
+            if start < written_until {
+                skipped += 1;
+                continue;
+            }
+            let contribution = view.contribution(&event, LogPosition { partition, offset: r.offset });
+            let key = view.key(&event);
+            let by_start = match windows.get_mut(key) {
+                Some((_, w)) => w,
+                None => &mut windows.entry(key.to_string()).or_insert_with(|| (partition, HashMap::default())).1,
+            };
+            match by_start.get_mut(&start) {
+                Some(agg) => agg.merge_from(&contribution),
+                None => {
+                    by_start.insert(start, contribution);
                 }
             }
-            done.store(events, Ordering::Relaxed);
         }
+        done.store(events, Ordering::Relaxed);
         // Closed years behind the finalized watermark leave memory as segments.
         let watermark = finalized(&ends, &next, &max_ts, lateness);
         if let Some(year) = watermark.and_then(|w| Chunk::year_start(window_start(w, largest))) {
             if year > written_until {
-                written.extend(write_chunks(view, config, version, &mut windows, year, year).await?);
+                write_chunks(view, config, version, &mut windows, (year, year), &mut writes, &mut written).await?;
                 written_until = year;
             }
         }
@@ -162,7 +170,10 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
     }
     let horizon = finalized(&ends, &next, &max_ts, lateness).map(|w| window_start(w, largest)).filter(|h| *h > written_until);
     if let Some(h) = horizon {
-        written.extend(write_chunks(view, config, version, &mut windows, h, h).await?);
+        write_chunks(view, config, version, &mut windows, (h, h), &mut writes, &mut written).await?;
+    }
+    while let Some(done) = writes.join_next().await {
+        written.push(done.map_err(|e| HandoffError::Task(e.to_string()))??);
     }
     let segment_horizon = horizon.or((written_until > i64::MIN).then_some(written_until));
     if let Some(h) = segment_horizon.filter(|_| !written.is_empty()) {
@@ -170,12 +181,10 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
         store.publish_handoff(view.name(), rv, version, h, &written, None).await?;
     }
     // The open windows, pre-rolled, with the offsets they cover.
-    let mut by_key: HashMap<String, KeyRows<V::Agg>> = HashMap::new();
-    for ((key, start), (partition, agg)) in windows {
-        by_key.entry(key.clone()).or_insert_with(|| (partition, Vec::new())).1.push(ViewRow { key, window_start_ms: start, agg });
-    }
     let mut rows = Vec::new();
-    for (_, (partition, mut base)) in by_key {
+    for (key, (partition, by_start)) in windows {
+        let mut base: Vec<ViewRow<V::Agg>> =
+            by_start.into_iter().map(|(start, agg)| ViewRow { key: key.clone(), window_start_ms: start, agg }).collect();
         base.sort_by_key(|r| r.window_start_ms);
         for &interval_ms in &view.intervals_ms()[1..] {
             rows.extend(roll_up(&base, interval_ms).into_iter().map(|row| RealtimeRow { interval_ms, partition, row }));
@@ -213,51 +222,80 @@ fn finalized(ends: &[i64], next: &[i64], max_ts: &[Option<i64>], lateness: i64) 
     min.map(|m| m.saturating_sub(lateness))
 }
 
-/// Writes the segments of every window starting before `until` (removed from `windows`), in the
-/// chunks the horizon `horizon` gives them; each covers up to `until`.
+/// Segment writes in flight while reading goes on.
+type Writes = tokio::task::JoinSet<Result<SegmentRecord, HandoffError>>;
+
+/// At most this many segment writes run beside the reading (each holds a chunk's rows: about
+/// 130 MB for a year of the lab).
+const WRITES_IN_FLIGHT: usize = 1;
+
+/// Takes every window starting before `until` out of `windows` and writes its chunk's segment
+/// (chunks as the horizon `horizon` gives them, each covering up to `until`) in a task of
+/// `writes`, waiting for earlier writes past [`WRITES_IN_FLIGHT`]; finished writes' records go
+/// to `written`.
 async fn write_chunks<V: View>(
     view: &Arc<V>,
     config: &HandoffConfig,
     version: i64,
     windows: &mut Windows<V::Agg>,
-    until: i64,
-    horizon: i64,
-) -> Result<Vec<SegmentRecord>, HandoffError> {
+    (until, horizon): (i64, i64),
+    writes: &mut Writes,
+    written: &mut Vec<SegmentRecord>,
+) -> Result<(), HandoffError> {
     let mut by_chunk: std::collections::BTreeMap<Chunk, Vec<ViewRow<V::Agg>>> = std::collections::BTreeMap::new();
-    let keys: Vec<(String, i64)> = windows.keys().filter(|(_, start)| *start < until).cloned().collect();
-    for k in keys {
-        if let Some((_, agg)) = windows.remove(&k) {
-            let Some(chunk) = Chunk::of(k.1, horizon) else { continue };
-            by_chunk.entry(chunk).or_default().push(ViewRow { key: k.0, window_start_ms: k.1, agg });
+    for (key, (_, by_start)) in windows.iter_mut() {
+        let starts: Vec<i64> = by_start.keys().copied().filter(|s| *s < until).collect();
+        for start in starts {
+            let (Some(agg), Some(chunk)) = (by_start.remove(&start), Chunk::of(start, horizon)) else { continue };
+            by_chunk.entry(chunk).or_default().push(ViewRow { key: key.clone(), window_start_ms: start, agg });
         }
     }
-    let mut out = Vec::new();
-    for (chunk, mut base) in by_chunk {
-        base.sort_by(|a, b| (a.key.as_str(), a.window_start_ms).cmp(&(b.key.as_str(), b.window_start_ms)));
-        let events = base.iter().map(|r| view.events_in(&r.agg)).sum::<i64>();
-        let meta = SegmentMeta {
-            view: view.name().to_string(),
-            fingerprint: view.fingerprint(),
-            chunk_start_ms: chunk.start_ms,
-            chunk_end_ms: chunk.end_ms,
-            covered_until_ms: until.min(chunk.end_ms),
-        };
-        let old = view.intervals_ms().iter().map(|i| (*i, Vec::new())).collect();
-        let task_view = view.clone();
-        let (bytes, rows) = tokio::task::spawn_blocking(move || build_segment(&*task_view, &meta, base, old))
-            .await
-            .map_err(|e| HandoffError::Task(e.to_string()))??;
-        let path = segment_path(view.name(), &chunk, version);
-        config.location.put_atomic(&path, bytes.into()).await?;
-        out.push(SegmentRecord {
-            chunk_start_ms: chunk.start_ms,
-            chunk_end_ms: chunk.end_ms,
-            covered_until_ms: until.min(chunk.end_ms),
-            path: path.to_string(),
-            rows,
-            events,
-            inputs: "replay".into(),
-        });
+    for (chunk, base) in by_chunk {
+        while writes.len() >= WRITES_IN_FLIGHT {
+            if let Some(done) = writes.join_next().await {
+                written.push(done.map_err(|e| HandoffError::Task(e.to_string()))??);
+            }
+        }
+        let (view, location) = (view.clone(), config.location.clone());
+        writes.spawn(write_chunk(view, location, version, chunk, until, base));
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Writes one chunk's segment from its base rows; its manifest record.
+async fn write_chunk<V: View>(
+    view: Arc<V>,
+    location: prism_core::objects::ObjectLocation,
+    version: i64,
+    chunk: Chunk,
+    until: i64,
+    mut base: Vec<ViewRow<V::Agg>>,
+) -> Result<SegmentRecord, HandoffError> {
+    let events = base.iter().map(|r| view.events_in(&r.agg)).sum::<i64>();
+    let meta = SegmentMeta {
+        view: view.name().to_string(),
+        fingerprint: view.fingerprint(),
+        chunk_start_ms: chunk.start_ms,
+        chunk_end_ms: chunk.end_ms,
+        covered_until_ms: until.min(chunk.end_ms),
+    };
+    let old = view.intervals_ms().iter().map(|i| (*i, Vec::new())).collect();
+    let task_view = view.clone();
+    let (bytes, rows) = tokio::task::spawn_blocking(move || {
+        base.sort_by(|a, b| (a.key.as_str(), a.window_start_ms).cmp(&(b.key.as_str(), b.window_start_ms)));
+        build_segment(&*task_view, &meta, base, old)
+    })
+    .await
+    .map_err(|e| HandoffError::Task(e.to_string()))??;
+    let path = segment_path(view.name(), &chunk, version);
+    location.put_atomic(&path, bytes.into()).await?;
+    Ok(SegmentRecord {
+        chunk_start_ms: chunk.start_ms,
+        chunk_end_ms: chunk.end_ms,
+        covered_until_ms: until.min(chunk.end_ms),
+        path: path.to_string(),
+        rows,
+        events,
+        inputs: "replay".into(),
+    })
 }

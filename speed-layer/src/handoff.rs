@@ -288,6 +288,12 @@ pub(crate) fn build_segment<V: View>(
     let mut writer = SegmentWriter::new(view, meta)?;
     let mut total = 0i64;
     for (interval, old_rows) in old {
+        if old_rows.is_empty() && interval == view.window_ms() {
+            // The base rows as they are: no copy of the chunk's largest interval.
+            total += base.len() as i64;
+            writer.write_interval(interval, &base)?;
+            continue;
+        }
         let mut rows = if interval == view.window_ms() { base.clone() } else { roll_up(&base, interval) };
         if !old_rows.is_empty() {
             rows.extend(old_rows);

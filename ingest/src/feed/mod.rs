@@ -194,6 +194,10 @@ pub async fn run_feed<L: EventLog>(config: FeedConfig, log: Arc<L>, store: ViewS
     for (day_index, day) in days.iter().enumerate() {
         let day_end_seq = seq_at_day_start + day.trades;
         if day_end_seq <= checkpoint.next_seq {
+            // Appended by an earlier run, possibly after its last checkpoint (recovered from the
+            // log above): the day counts as done.
+            checkpoint.days_done = day_index as i64 + 1;
+            checkpoint.feed_date = Some(day.date.clone());
             seq_at_day_start = day_end_seq;
             continue;
         }
