@@ -149,13 +149,7 @@ where
     drop(folds);
     let events = windows.events;
     let base = windows.into_rows();
-    let meta = SegmentMeta {
-        view: view.name().to_string(),
-        fingerprint: view.fingerprint(),
-        chunk_start_ms: build.chunk.start_ms,
-        chunk_end_ms: build.chunk.end_ms,
-        covered_until_ms: build.covered_until_ms,
-    };
+    let meta = SegmentMeta::for_chunk(&**view, &build.chunk, build.covered_until_ms);
     // Interval by interval: each one is written, rolled up into the next (from the previous
     // interval when each divides the next, 1m → 5m → 15m → 1h → 1d, else from the base rows),
     // and dropped, so at most two intervals' rows are held at once.

@@ -78,6 +78,20 @@ pub struct SegmentMeta {
     pub covered_until_ms: i64,
 }
 
+impl SegmentMeta {
+    /// The metadata of `view`'s segment for `chunk`, built now under its current definition,
+    /// holding events before `covered_until_ms` (≤ the chunk's end).
+    pub fn for_chunk<V: View>(view: &V, chunk: &crate::chunk::Chunk, covered_until_ms: i64) -> SegmentMeta {
+        SegmentMeta {
+            view: view.name().to_string(),
+            fingerprint: view.fingerprint(),
+            chunk_start_ms: chunk.start_ms,
+            chunk_end_ms: chunk.end_ms,
+            covered_until_ms: covered_until_ms.min(chunk.end_ms),
+        }
+    }
+}
+
 /// Where the segment of `view` for `chunk` written by version `version` is stored, under the
 /// storage root: `segments/<view>/<chunk label>/v<version>.parquet`. Version numbers are unique
 /// per view (batch versions and Kappa hand-off manifests share one sequence), so a path is

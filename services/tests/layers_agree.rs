@@ -101,13 +101,19 @@ fn rows_of(events: &[(Quote, prism_core::event::LogPosition)], view: &OhlcvView)
     by.into_iter().map(|((key, window_start_ms), agg)| ViewRow { key, window_start_ms, agg }).collect()
 }
 
-async fn run_layers(events: Vec<Quote>, partitions: i32, chunk: usize, horizon: i64) -> Outcome {
+/// A fresh folder with an embedded log (`prism.quotes` of `partitions`) and a SQLite view store.
+async fn embedded(partitions: i32) -> (tempfile::TempDir, Arc<EmbeddedLog>, ViewStore) {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Arc::new(
         EmbeddedLog::open(dir.path().join("log"), EmbeddedLogConfig { fsync: FsyncPolicy::Never, ..Default::default() }).expect("log"),
     );
     log.ensure_topic(QUOTES_TOPIC, partitions).await.expect("topic");
     let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
+    (dir, log, store)
+}
+
+async fn run_layers(events: Vec<Quote>, partitions: i32, chunk: usize, horizon: i64) -> Outcome {
+    let (dir, log, store) = embedded(partitions).await;
     let view = Arc::new(OhlcvView::standard(5_000));
 
     let positioned = append(&*log, &events, chunk).await;
@@ -217,12 +223,7 @@ async fn served_bars<L: EventLog>(
 /// rows behind the new horizon); returns the events with positions, the hand-off horizon and
 /// the served bars. On an embedded log and a SQLite view store.
 async fn run_kappa(events: Vec<Quote>, partitions: i32, chunk: usize) -> KappaOutcome {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = Arc::new(
-        EmbeddedLog::open(dir.path().join("log"), EmbeddedLogConfig { fsync: FsyncPolicy::Never, ..Default::default() }).expect("log"),
-    );
-    log.ensure_topic(QUOTES_TOPIC, partitions).await.expect("topic");
-    let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
+    let (dir, log, store) = embedded(partitions).await;
     run_kappa_on(log, store, dir.path(), events, partitions, chunk).await
 }
 
@@ -363,12 +364,7 @@ proptest! {
 /// late), then the streaming speed layer resuming from where it stopped over `more` and a
 /// hand-off pass; returns what [`check_kappa`] checks, and the bulk report's horizon.
 async fn run_bulk(first: Vec<Quote>, more: Vec<Quote>, partitions: i32) -> (KappaOutcome, Option<i64>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = Arc::new(
-        EmbeddedLog::open(dir.path().join("log"), EmbeddedLogConfig { fsync: FsyncPolicy::Never, ..Default::default() }).expect("log"),
-    );
-    log.ensure_topic(QUOTES_TOPIC, partitions).await.expect("topic");
-    let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
+    let (dir, log, store) = embedded(partitions).await;
     let view = Arc::new(OhlcvView::standard(5_000));
     let mut positioned = append(&*log, &first, 7).await;
     let location = MasterDataset::local(&dir.path().join("segments")).expect("segment store").location().clone();
@@ -445,23 +441,11 @@ proptest! {
     /// exactly as a direct computation, and the segments count every event before the horizon.
     #[test]
     fn kappa_bulk_catch_up_serves_exact_bars(
-        mut events in proptest::collection::vec((0usize..3, 0i64..(3 * 365 * 86_400_000), 1i128..5_000, 1i64..500), 1..200),
-        split in 0usize..200,
+        mut quotes in arb_events_over(3 * 365 * 86_400_000),
+        split in 0usize..300,
         partitions in 1i32..4,
     ) {
-        events.sort_by_key(|e| e.1);
-        let quotes: Vec<Quote> = events
-            .into_iter()
-            .map(|(s, dt, cents, size)| Quote {
-                symbol: SYMBOLS[s].to_string(),
-                ts: T0 + dt,
-                price: Decimal6::from_units(cents * 10_000),
-                size,
-                bid: None,
-                ask: None,
-                exchange: None,
-            })
-            .collect();
+        quotes.sort_by_key(|q| q.ts);
         let split = split.min(quotes.len());
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         let (outcome, bulk_horizon) = runtime.block_on(run_bulk(quotes[..split].to_vec(), quotes[split..].to_vec(), partitions));

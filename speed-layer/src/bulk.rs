@@ -272,13 +272,7 @@ async fn write_chunk<V: View>(
     mut base: Vec<ViewRow<V::Agg>>,
 ) -> Result<SegmentRecord, HandoffError> {
     let events = base.iter().map(|r| view.events_in(&r.agg)).sum::<i64>();
-    let meta = SegmentMeta {
-        view: view.name().to_string(),
-        fingerprint: view.fingerprint(),
-        chunk_start_ms: chunk.start_ms,
-        chunk_end_ms: chunk.end_ms,
-        covered_until_ms: until.min(chunk.end_ms),
-    };
+    let meta = SegmentMeta::for_chunk(&*view, &chunk, until);
     let old = view.intervals_ms().iter().map(|i| (*i, Vec::new())).collect();
     let task_view = view.clone();
     let (bytes, rows) = tokio::task::spawn_blocking(move || {

@@ -240,13 +240,7 @@ pub async fn handoff_once<V: View, L: EventLog>(
             }
             by_interval.push((interval, rows));
         }
-        let meta = SegmentMeta {
-            view: view.name().to_string(),
-            fingerprint: view.fingerprint(),
-            chunk_start_ms: chunk.start_ms,
-            chunk_end_ms: chunk.end_ms,
-            covered_until_ms: target.min(chunk.end_ms),
-        };
+        let meta = SegmentMeta::for_chunk(&**view, chunk, target);
         let events = old.iter().map(|s| s.events).sum::<i64>() + base.iter().map(|r| view.events_in(&r.agg)).sum::<i64>();
         let task_view = view.clone();
         let (bytes, rows) = tokio::task::spawn_blocking(move || build_segment(&*task_view, &meta, base, by_interval))
