@@ -3,7 +3,9 @@
 //! without it this test fails), changes made in SQL, and the slot's binary changes read with
 //! `pg_logical_slot_get_binary_changes` — the same messages a replication connection streams.
 
+use prism_ingest::cdc_value::to_json;
 use prism_ingest::pgoutput::{decode, Column, Message, OldTuple};
+use serde_json::json;
 use sqlx::{Connection, Executor, PgConnection, Row};
 
 async fn fresh_database(url: &str, name: &str) -> String {
@@ -93,9 +95,23 @@ async fn decodes_what_postgres_sends() {
         new.iter().map(text).collect::<Vec<_>>(),
         [Some("1"), Some("IAH"), Some("2013-01-01 05:15:00+00"), Some("-2.5"), Some("{a,b}"), Some("{\"k\": 1}"), Some(long_note.as_str())]
     );
+    // The envelope's JSON values, by the relation's column types.
+    let values: Vec<Option<serde_json::Value>> = flights.columns.iter().zip(new).map(|(c, v)| to_json(c.type_oid, v)).collect();
+    assert_eq!(
+        values[..6],
+        [
+            Some(json!(1)),
+            Some(json!("IAH")),
+            Some(json!("2013-01-01T05:15:00Z")),
+            Some(json!("-2.5")),
+            Some(json!(["a", "b"])),
+            Some(json!({"k": 1}))
+        ]
+    );
     // Unchanged TOASTed note under REPLICA IDENTITY DEFAULT: not sent.
     let Message::Update { old: None, new, .. } = changes[5] else { panic!("an update without an old key: {:?}", changes[5]) };
     assert_eq!((text(&new[1]), &new[6]), (Some("ORD"), &Column::UnchangedToast));
+    assert_eq!(to_json(flights.columns[6].type_oid, &new[6]), None, "left out of the envelope's after");
     // A primary-key change carries the old key.
     let Message::Update { old: Some(OldTuple::Key(old)), new, .. } = changes[8] else { panic!("a key change: {:?}", changes[8]) };
     assert_eq!((text(&old[0]), &old[1], text(&new[0])), (Some("1"), &Column::Null, Some("2")));
