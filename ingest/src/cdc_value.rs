@@ -121,7 +121,7 @@ fn text_to_json(type_oid: u32, text: &str) -> Value {
 /// PostgreSQL's ISO output (`2013-01-01 05:15:00+00`, `…:00.123456+05:30`) → RFC 3339 UTC.
 fn timestamptz(text: &str) -> Option<String> {
     // Offsets print as +HH, +HH:MM or +HH:MM:SS; chrono wants +HH:MM.
-    let (at, sign) = text.char_indices().rev().find(|(_, c)| *c == '+' || *c == '-').map(|(i, c)| (i, c))?;
+    let (at, sign) = text.char_indices().rev().find(|(_, c)| *c == '+' || *c == '-')?;
     let (stamp, offset) = text.split_at(at);
     let digits: Vec<&str> = offset[1..].split(':').collect();
     let (h, m, s) = match digits.as_slice() {
