@@ -126,6 +126,20 @@ async fn kappa_microservices_equal_the_embedded_kappa_run() {
     let replayed = every_bar(&client, &base(2)).await;
     assert_same_bars(&reference, &replayed, "the distributed replay's bars differ from the embedded Kappa run's");
 
+    // A cancelled replay leaves version 2 serving; the speed layer stops building version 3.
+    let resp = client.post(format!("{}/v1/admin/replays", base(2))).send().await.expect("POST replay");
+    assert_eq!(resp.status().as_u16(), 202, "{}", resp.text().await.unwrap_or_default());
+    let cancelled = client.delete(format!("{}/v1/admin/replays/ohlcv.v3", base(2))).send().await.expect("DELETE replay");
+    assert_eq!(cancelled.status().as_u16(), 200);
+    let body: Value = cancelled.json().await.expect("JSON");
+    assert_eq!(body["state"], "cancelled", "{body}");
+    let again = client.delete(format!("{}/v1/admin/replays/ohlcv.v3", base(2))).send().await.expect("DELETE again");
+    assert_eq!(again.status().as_u16(), 404, "a cancelled replay is not running");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, status) = get_json(&client, &base(2), "/v1/status").await;
+    assert_eq!(status["realtime_version"], 2, "{status}");
+    assert_same_bars(&reference, &every_bar(&client, &base(2)).await, "a cancelled replay changed the answers");
+
     embedded.stop().await;
     for (name, child) in &mut processes.0 {
         let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
