@@ -36,15 +36,14 @@ use std::time::Instant;
 use prism_core::chunk::Chunk;
 use prism_core::config::speed_consumer;
 use prism_core::consumer::StoreConsumer;
-use prism_core::event::{DeadLetter, LogPosition, DLQ_TOPIC};
+use prism_core::event::{LogPosition, DLQ_TOPIC};
 use prism_core::log::EventLog;
 use prism_core::segment::{segment_path, SegmentMeta};
 use prism_core::store::{ConsumerOffset, RealtimeRow, SegmentRecord, ViewStore};
-use prism_core::time::now_ms;
 use prism_core::view::{roll_up, Monoid, View, ViewRow};
 use prism_core::window::window_start;
 
-use crate::handoff::{build_segment, HandoffConfig, HandoffError};
+use crate::handoff::{build_segment, watermark_of, HandoffConfig, HandoffError};
 use crate::telemetry;
 
 /// Records read from one partition per turn.
@@ -125,13 +124,7 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
                 Err(e) => {
                     // As the streaming path: to the dead-letter topic with the reason.
                     skipped += 1;
-                    let letter = DeadLetter {
-                        source: format!("{topic}/{partition}@{}", r.offset),
-                        reason: e.to_string(),
-                        payload: String::from_utf8_lossy(&r.value).into_owned(),
-                        rejected_at_ms: now_ms(),
-                    };
-                    dead.push(letter.into_record(r.key.clone()));
+                    dead.push(crate::dead_letter(&**view, r, &e));
                     continue;
                 }
             };
@@ -157,7 +150,7 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
         }
         done.store(events, Ordering::Relaxed);
         // Closed years behind the finalized watermark leave memory as segments.
-        let watermark = finalized(&ends, &next, &max_ts, lateness);
+        let watermark = watermark_of(&ends, &next, &max_ts, lateness);
         if let Some(year) = watermark.and_then(|w| Chunk::year_start(window_start(w, largest))) {
             if year > written_until {
                 write_chunks(view, config, version, &mut windows, (year, year), &mut writes, &mut written).await?;
@@ -168,7 +161,7 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
             log.append(DLQ_TOPIC, std::mem::take(&mut dead)).await?;
         }
     }
-    let horizon = finalized(&ends, &next, &max_ts, lateness).map(|w| window_start(w, largest)).filter(|h| *h > written_until);
+    let horizon = watermark_of(&ends, &next, &max_ts, lateness).map(|w| window_start(w, largest)).filter(|h| *h > written_until);
     if let Some(h) = horizon {
         write_chunks(view, config, version, &mut windows, (h, h), &mut writes, &mut written).await?;
     }
@@ -192,8 +185,7 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
         rows.extend(base.into_iter().map(|row| RealtimeRow { interval_ms: base_ms, partition, row }));
     }
     let partitions: Vec<i32> = (0..ends.len() as i32).collect();
-    let claimed =
-        StoreConsumer::claim(store, &consumer, topic, &partitions, instance_id).await.map_err(|e| HandoffError::Task(e.to_string()))?;
+    let claimed = StoreConsumer::claim(store, &consumer, topic, &partitions, instance_id).await?;
     let offsets: Vec<ConsumerOffset> = partitions
         .iter()
         .map(|&p| ConsumerOffset { partition: p, next_offset: next[p as usize], max_event_ts_ms: max_ts[p as usize] })
@@ -205,21 +197,6 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
         horizon = ?segment_horizon.map(prism_core::time::format_rfc3339), elapsed_ms = started.elapsed().as_millis() as u64,
         "bulk catch-up: history folded into segments");
     Ok(Some(report))
-}
-
-/// The finalized watermark as the hand-off computes it (see
-/// [`crate::handoff::finalized_watermark`]): min over the partitions that hold events of (max
-/// event time read − `lateness`); `None` while one holds events of which none was read.
-fn finalized(ends: &[i64], next: &[i64], max_ts: &[Option<i64>], lateness: i64) -> Option<i64> {
-    let mut min: Option<i64> = None;
-    for p in 0..ends.len() {
-        match max_ts[p] {
-            Some(m) => min = Some(min.map_or(m, |x| x.min(m))),
-            None if ends[p] > next[p] => return None,
-            None => {}
-        }
-    }
-    min.map(|m| m.saturating_sub(lateness))
 }
 
 /// Segment writes in flight while reading goes on.

@@ -87,6 +87,9 @@ pub enum HandoffError {
     /// The event log could not be read.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// Claiming the version's partitions (bulk catch-up) failed.
+    #[error(transparent)]
+    Consumer(#[from] prism_core::consumer::ConsumerError),
     /// A blocking task failed.
     #[error("hand-off task: {0}")]
     Task(String),
@@ -160,16 +163,25 @@ pub async fn finalized_watermark<V: View, L: EventLog>(
     // The log ends first: a partition empty then and written later is idle for this pass.
     let ends = log.end_offsets(view.source_topic()).await?;
     let offsets = store.consumer_offsets(&speed_consumer(view.name(), version), view.source_topic()).await?;
+    let read = |p: usize| offsets.iter().find(|o| o.partition == p as i32).map_or((0, None), |o| (o.next_offset, o.max_event_ts_ms));
+    let (next, max_ts): (Vec<i64>, Vec<Option<i64>>) = (0..ends.len()).map(read).unzip();
+    Ok(watermark_of(&ends, &next, &max_ts, view.allowed_lateness_ms()))
+}
+
+/// The finalized-watermark rule on its inputs, indexed by partition: the log end offsets, the
+/// next offset to read and the max event time read (UTC ms). Min over the partitions that hold
+/// events of (max event time − `allowed_lateness_ms`); `None` while one holds events none of
+/// which was read, or before any was; empty partitions are ignored.
+pub(crate) fn watermark_of(ends: &[i64], next: &[i64], max_ts: &[Option<i64>], allowed_lateness_ms: i64) -> Option<i64> {
     let mut min: Option<i64> = None;
-    for (partition, end) in ends.iter().enumerate() {
-        let read = offsets.iter().find(|o| o.partition == partition as i32);
-        match read.and_then(|o| o.max_event_ts_ms) {
-            Some(max) => min = Some(min.map_or(max, |m| m.min(max))),
-            None if *end > read.map_or(0, |o| o.next_offset) => return Ok(None),
+    for (p, end) in ends.iter().enumerate() {
+        match max_ts.get(p).copied().flatten() {
+            Some(m) => min = Some(min.map_or(m, |x| x.min(m))),
+            None if *end > next.get(p).copied().unwrap_or(0) => return None,
             None => {}
         }
     }
-    Ok(min.map(|m| m.saturating_sub(view.allowed_lateness_ms())))
+    min.map(|m| m.saturating_sub(allowed_lateness_ms))
 }
 
 /// One hand-off pass (see the module docs); `None` when nothing new is final.

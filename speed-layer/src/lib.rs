@@ -368,15 +368,7 @@ impl<V: View> SpeedState<V> {
                     self.consumer.advance(r, Some(ts));
                 }
                 Err(e) => {
-                    metrics::counter!(telemetry::DEAD_LETTERS_TOTAL, "view" => view.name().to_string()).increment(1);
-                    tracing::warn!(partition = r.partition, offset = r.offset, reason = %e, "malformed event to the dead-letter topic");
-                    let letter = DeadLetter {
-                        source: format!("{}/{}@{}", self.topic(), r.partition, r.offset),
-                        reason: e.to_string(),
-                        payload: String::from_utf8_lossy(&r.value).into_owned(),
-                        rejected_at_ms: now_ms(),
-                    };
-                    dead.push(letter.into_record(r.key.clone()));
+                    dead.push(dead_letter(&*view, r, &e));
                     self.consumer.advance(r, None);
                 }
             }
@@ -487,4 +479,19 @@ impl<V: View> SpeedState<V> {
         self.release(&lost);
         Box::pin(self.commit(store)).await
     }
+}
+
+/// The dead-letter record of a malformed record `r` of `view`'s source topic (DESIGN §3: the
+/// rejected bytes, `topic/partition@offset`, the reason, the time), counted in
+/// `prism_speed_dead_letters_total` and logged.
+pub(crate) fn dead_letter<V: View>(view: &V, r: &LogRecord, reason: &prism_core::event::EventError) -> prism_core::log::NewRecord {
+    metrics::counter!(telemetry::DEAD_LETTERS_TOTAL, "view" => view.name().to_string()).increment(1);
+    tracing::warn!(partition = r.partition, offset = r.offset, reason = %reason, "malformed event to the dead-letter topic");
+    let letter = DeadLetter {
+        source: format!("{}/{}@{}", view.source_topic(), r.partition, r.offset),
+        reason: reason.to_string(),
+        payload: String::from_utf8_lossy(&r.value).into_owned(),
+        rejected_at_ms: now_ms(),
+    };
+    letter.into_record(r.key.clone())
 }

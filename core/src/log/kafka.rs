@@ -196,7 +196,8 @@ impl KafkaLog {
                     source: std::io::Error::other("locked at creation"),
                 })?)
             } else {
-                Err(pool[partition as usize % pool.len()].clone())
+                // Every reader busy: wait for the first.
+                Err(pool[0].clone())
             }
         };
         match pick {
