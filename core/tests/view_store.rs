@@ -348,3 +348,37 @@ async fn handoff_manifests_follow_their_realtime_version() {
         assert_eq!(gone, vec!["s/day-v2".to_string()], "{name}: the hand-off manifest was retired by the batch publish");
     }
 }
+
+/// Idempotency-key claims on both backends: first claim, in progress, done, takeover of an
+/// abandoned claim (with the end offsets saved by the first holder), and expiry.
+#[tokio::test]
+async fn idempotency_keys_are_claimed_once() {
+    use prism_core::store::IdempotencyClaim;
+    for (name, store, _dir) in backends().await {
+        let now = 1_700_000_000_000i64;
+        let (window, stale) = (3_600_000, 30_000);
+        let claim = |key: &'static str, hash: &'static str, ends: Vec<i64>, at: i64| {
+            let store = store.clone();
+            async move { store.claim_idempotency_key(key, hash, &ends, at, window, stale).await.expect("claim") }
+        };
+        assert_eq!(claim("a", "h1", vec![4, 5], now).await, IdempotencyClaim::Claimed, "{name}");
+        assert_eq!(claim("a", "h1", vec![9, 9], now + 1).await, IdempotencyClaim::InProgress { request_hash: "h1".into() }, "{name}");
+        assert_eq!(claim("a", "h2", vec![9, 9], now + 1).await, IdempotencyClaim::InProgress { request_hash: "h1".into() }, "{name}");
+        // Stale: taken over once, with the first holder's end offsets.
+        assert_eq!(claim("a", "h1", vec![9, 9], now + stale + 1).await, IdempotencyClaim::TakenOver { end_offsets: vec![4, 5] }, "{name}");
+        assert_eq!(
+            claim("a", "h1", vec![9, 9], now + stale + 2).await,
+            IdempotencyClaim::InProgress { request_hash: "h1".into() },
+            "{name}"
+        );
+        store.complete_idempotency_key("a", 202, "{\"accepted\":2}").await.expect("complete");
+        let done = IdempotencyClaim::Done { request_hash: "h1".into(), status: 202, response: "{\"accepted\":2}".into() };
+        assert_eq!(claim("a", "h1", vec![], now + 10).await, done, "{name}");
+        // An abandoned claim is stale at once.
+        assert_eq!(claim("b", "h", vec![1], now).await, IdempotencyClaim::Claimed, "{name}");
+        store.abandon_idempotency_key("b").await.expect("abandon");
+        assert_eq!(claim("b", "h", vec![2], now + 1).await, IdempotencyClaim::TakenOver { end_offsets: vec![1] }, "{name}");
+        // Past the window, a key is free again.
+        assert_eq!(claim("a", "h9", vec![], now + window + 1).await, IdempotencyClaim::Claimed, "{name}");
+    }
+}

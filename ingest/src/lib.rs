@@ -1,5 +1,7 @@
 //! Prism ingest: sources → the event log (DESIGN §2).
 //!
+//! - [`append`]: the one append path of every source (validate → append → flush → count →
+//!   dead-letter) and the recovery of a source's position from the log.
 //! - [`access_log`]: Apache/nginx `common` and `combined` access-log lines and JSON lines, parsed
 //!   into the fields of a `prism.access_logs` event (the log-file source's parser).
 //! - [`cdc_value`]: PostgreSQL column values → the JSON of a CDC envelope.
@@ -7,11 +9,15 @@
 //! - [`pgoutput`]: a decoder for PostgreSQL's `pgoutput` logical replication messages (the CDC
 //!   source's protocol).
 //! - [`http`]: `POST /v1/events/quotes`, HTTP ingest of JSON / NDJSON quotes.
+//! - [`tail`]: follows log files matching glob patterns through rotation, handing out complete
+//!   lines with their byte positions (the log-file source's file-following core).
 //! - [`telemetry`]: the metric names this crate emits.
 
 pub mod access_log;
+pub mod append;
 pub mod cdc_value;
 pub mod feed;
 pub mod http;
 pub mod pgoutput;
+pub mod tail;
 pub mod telemetry;

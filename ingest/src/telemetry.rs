@@ -1,11 +1,14 @@
 //! Every metric the ingest crate emits, named once (Prometheus names, `_total` for counters).
 
-/// Trades the historical feed appended to the log.
-pub const FEED_EVENTS_TOTAL: &str = "prism_feed_events_total";
+/// Events a source appended to its topic (label `source`: `http`, `feed`, `logs`, `cdc`,
+/// `poller`), counted once the log took them.
+pub const EVENTS_APPENDED_TOTAL: &str = "prism_ingest_events_appended_total";
+/// Inputs a source refused and sent to `prism.dlq` with the reason (label `source`).
+pub const EVENTS_DEAD_LETTERED_TOTAL: &str = "prism_ingest_events_dead_lettered_total";
+/// HTTP requests answered from the idempotency-key record instead of appending again.
+pub const HTTP_IDEMPOTENT_REPLAYS_TOTAL: &str = "prism_ingest_http_idempotent_replays_total";
 /// Input rows the historical feed refused (also sent to the dead-letter topic).
 pub const FEED_ROWS_REFUSED_TOTAL: &str = "prism_feed_rows_refused_total";
-/// Events accepted by HTTP ingest and appended to the log.
-pub const HTTP_EVENTS_ACCEPTED_TOTAL: &str = "prism_ingest_http_events_accepted_total";
 /// Events in batches HTTP ingest refused.
 pub const HTTP_EVENTS_REFUSED_TOTAL: &str = "prism_ingest_http_events_refused_total";
 
@@ -13,8 +16,12 @@ pub const HTTP_EVENTS_REFUSED_TOTAL: &str = "prism_ingest_http_events_refused_to
 /// one; calling it again is harmless).
 pub fn describe() {
     use metrics::describe_counter;
-    describe_counter!(FEED_EVENTS_TOTAL, "Trades the historical feed appended to the log.");
+    describe_counter!(EVENTS_APPENDED_TOTAL, "Events each ingest source appended to its topic, once the log took them.");
+    describe_counter!(EVENTS_DEAD_LETTERED_TOTAL, "Inputs each ingest source refused and sent to prism.dlq with the reason.");
+    describe_counter!(
+        HTTP_IDEMPOTENT_REPLAYS_TOTAL,
+        "HTTP ingest requests answered again from their Idempotency-Key record, appending nothing."
+    );
     describe_counter!(FEED_ROWS_REFUSED_TOTAL, "Input rows the historical feed refused (also sent to the dead-letter topic).");
-    describe_counter!(HTTP_EVENTS_ACCEPTED_TOTAL, "Events HTTP ingest accepted and appended to the log.");
     describe_counter!(HTTP_EVENTS_REFUSED_TOTAL, "Events in batches HTTP ingest refused (4xx).");
 }

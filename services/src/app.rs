@@ -34,6 +34,8 @@ pub struct AppParts<L> {
     pub replays: Option<prism_core::replay::ReplayControl>,
     /// HTTP ingest body limit, bytes.
     pub max_body_bytes: usize,
+    /// How long HTTP ingest remembers an `Idempotency-Key`.
+    pub idempotency_window: std::time::Duration,
 }
 
 /// The whole OpenAPI document: serving + ingest.
@@ -86,7 +88,7 @@ pub fn build_app<L: EventLog>(parts: AppParts<L>) -> Router {
         batch_trigger: parts.batch_trigger,
         replays: parts.replays,
     };
-    let ingest = IngestState { log: parts.log, store: parts.store.clone() };
+    let ingest = IngestState::new(parts.log, parts.store.clone(), parts.idempotency_window);
     Router::new()
         .merge(prism_serving::router(serving))
         .merge(prism_ingest::http::router(ingest, parts.max_body_bytes))

@@ -95,7 +95,7 @@ pub async fn run_kafka_bench(b: KafkaBench<'_>, quotes: &[Quote]) -> anyhow::Res
 
     // The ingest and serving APIs, on loopback.
     let stop = CancellationToken::new();
-    let ingest = prism_ingest::http::router(IngestState { log: log.clone(), store: store.clone() }, 64 << 20);
+    let ingest = prism_ingest::http::router(IngestState::new(log.clone(), store.clone(), std::time::Duration::from_secs(3600)), 64 << 20);
     let serving = prism_serving::router(ServingState {
         store: store.clone(),
         log: log.clone(),

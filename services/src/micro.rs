@@ -263,7 +263,7 @@ where
 /// `prism ingest-api`: HTTP ingest into Kafka.
 pub async fn run_ingest_api(config: IngestApiConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (log, store) = connect(&config.deps).await?;
-    let ingest = prism_ingest::http::IngestState { log: log.clone(), store: store.clone() };
+    let ingest = prism_ingest::http::IngestState::new(log.clone(), store.clone(), config.ingest.idempotency_window);
     let app = prism_ingest::http::router(ingest, config.ingest.max_body_bytes).merge(ops(&store, &log, None)).merge(docs_router());
     let done = run_service::<std::future::Ready<anyhow::Result<()>>>("ingest-api", config.http_addr, app, shutdown, None).await;
     log.flush().await.context("flushing the producer")?;

@@ -183,6 +183,7 @@ pub async fn run_up(
         batch_trigger,
         replays: Some(replays),
         max_body_bytes: config.ingest.max_body_bytes,
+        idempotency_window: config.ingest.idempotency_window,
     });
     let listener =
         tokio::net::TcpListener::bind(config.http_addr).await.with_context(|| format!("binding the HTTP API to {}", config.http_addr))?;

@@ -35,6 +35,7 @@ async fn fixture() -> Fixture {
         batch_trigger: None,
         replays: None,
         max_body_bytes: 64 << 10,
+        idempotency_window: std::time::Duration::from_secs(3600),
     });
     Fixture { app, log, _dir: dir }
 }

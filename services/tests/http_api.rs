@@ -131,9 +131,9 @@ async fn ingest_refuses_bad_input_and_serves_good_input() {
         assert_eq!(resp.status().as_u16(), 200, "{path}");
     }
     let metrics = up.client.get(format!("{}/metrics", up.base)).send().await.expect("GET").text().await.expect("text");
-    assert!(metrics.contains("prism_ingest_http_events_accepted_total"), "{metrics}");
+    assert!(metrics.contains("prism_ingest_events_appended_total"), "{metrics}");
     // Every metric family Prism emits has HELP text, whichever layer emits it.
-    for family in ["prism_ingest_http_events_accepted_total", "prism_speed_events_total", "prism_speed_commits_total"] {
+    for family in ["prism_ingest_events_appended_total", "prism_speed_events_total", "prism_speed_commits_total"] {
         if metrics.contains(&format!("\n{family}")) {
             assert!(metrics.contains(&format!("# HELP {family} ")), "{family} has no HELP text: {metrics}");
         }

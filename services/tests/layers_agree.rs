@@ -188,6 +188,7 @@ async fn served_bars<L: EventLog>(
         batch_trigger: None,
         replays: None,
         max_body_bytes: 1 << 20,
+        idempotency_window: std::time::Duration::from_secs(3600),
     });
     let mut served = BTreeMap::new();
     for symbol in SYMBOLS {

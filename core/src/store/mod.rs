@@ -15,6 +15,7 @@
 mod dialect;
 mod feed;
 mod handoff;
+mod idempotency;
 pub(crate) mod leases;
 mod offsets;
 mod realtime;
@@ -32,6 +33,7 @@ use sqlx::{PgPool, SqlitePool};
 pub use dialect::Dialect;
 pub use feed::{FeedCheckpoint, IngestCounters};
 pub use handoff::HandoffState;
+pub use idempotency::IdempotencyClaim;
 pub use leases::{LeaseRecord, PartitionLease};
 pub use offsets::ConsumerOffset;
 pub use realtime::{DropBehind, RealtimeRow};

@@ -19,10 +19,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prism_core::event::{DeadLetter, DLQ_TOPIC, QUOTES_TOPIC};
+use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::log::{EventLog, LogError, NewRecord};
 use prism_core::store::{FeedCheckpoint, StoreError, ViewStore};
 use tokio_util::sync::CancellationToken;
+
+use crate::append::{AppendPath, Batch};
 
 use bars::{read_bar_file, BarFileError, DailyBar};
 use expand::{expand_bar, trade_count};
@@ -147,6 +149,7 @@ pub async fn run_feed<L: EventLog>(config: FeedConfig, log: Arc<L>, store: ViewS
     let fingerprint = fingerprint(&config, &days);
     log.ensure_topic(QUOTES_TOPIC, config.partitions).await?;
     log.ensure_topic(DLQ_TOPIC, 1).await?;
+    let path = AppendPath::new(log.clone(), "feed");
 
     let mut checkpoint = match store.feed_checkpoint(&feed_id).await? {
         Some(c) if c.fingerprint != fingerprint => {
@@ -169,7 +172,7 @@ pub async fn run_feed<L: EventLog>(config: FeedConfig, log: Arc<L>, store: ViewS
             c
         }
         None => {
-            dead_letter_refused_rows(&*log, &refused).await?;
+            dead_letter_refused_rows(&path, &refused).await?;
             store.save_feed_checkpoint(&new_checkpoint(&feed_id, &fingerprint, &days, &refused), 0, refused.len() as i64).await?;
             new_checkpoint(&feed_id, &fingerprint, &days, &refused)
         }
@@ -213,8 +216,7 @@ pub async fn run_feed<L: EventLog>(config: FeedConfig, log: Arc<L>, store: ViewS
         }
         let records = day_records(day, &feed_id, seq_at_day_start, checkpoint.next_seq, config.trades_per_day);
         let n = records.len() as i64;
-        log.append(QUOTES_TOPIC, records).await?;
-        metrics::counter!(crate::telemetry::FEED_EVENTS_TOTAL).increment(n as u64);
+        path.append(QUOTES_TOPIC, Batch::of(records)).await?;
         appended_total += n;
         pending_accepted += n;
         days_sent_this_run += 1;
@@ -222,6 +224,8 @@ pub async fn run_feed<L: EventLog>(config: FeedConfig, log: Arc<L>, store: ViewS
         checkpoint.days_done = day_index as i64 + 1;
         checkpoint.feed_date = Some(day.date.clone());
         if last_checkpoint.elapsed() >= Duration::from_millis(200) {
+            // The checkpoint covers only what the log has acknowledged.
+            path.acknowledge().await?;
             checkpoint.end_offsets = log.end_offsets(QUOTES_TOPIC).await?;
             store.save_feed_checkpoint(&checkpoint, pending_accepted, 0).await?;
             pending_accepted = 0;
@@ -238,6 +242,7 @@ pub async fn run_feed<L: EventLog>(config: FeedConfig, log: Arc<L>, store: ViewS
         seq_at_day_start = day_end_seq;
     }
     checkpoint.done = checkpoint.days_done as usize == days.len();
+    path.acknowledge().await?;
     checkpoint.end_offsets = log.end_offsets(QUOTES_TOPIC).await?;
     store.save_feed_checkpoint(&checkpoint, pending_accepted, 0).await?;
     tracing::info!(
@@ -336,24 +341,15 @@ async fn recover_next_seq<L: EventLog>(log: &L, feed_id: &str, from: &[i64]) -> 
     Ok(next)
 }
 
-async fn dead_letter_refused_rows<L: EventLog>(log: &L, refused: &[bars::RowError]) -> Result<(), FeedError> {
+async fn dead_letter_refused_rows<L: EventLog>(path: &AppendPath<L>, refused: &[bars::RowError]) -> Result<(), FeedError> {
     if refused.is_empty() {
         return Ok(());
     }
-    let now = prism_core::time::now_ms();
-    let records = refused
-        .iter()
-        .map(|r| {
-            let letter = DeadLetter {
-                source: format!("feed:{}:{}", r.file, r.line),
-                reason: r.reason.clone(),
-                payload: r.raw.clone(),
-                rejected_at_ms: now,
-            };
-            letter.into_record(r.file.clone())
-        })
-        .collect();
-    log.append(DLQ_TOPIC, records).await?;
+    let mut batch = Batch::new();
+    for r in refused {
+        batch.refuse(r.file.clone(), format!("feed:{}:{}", r.file, r.line), r.reason.clone(), r.raw.as_bytes());
+    }
+    path.commit(QUOTES_TOPIC, batch).await?;
     Ok(())
 }
 

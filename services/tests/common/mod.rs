@@ -46,7 +46,7 @@ pub fn test_config(data_dir: &Path) -> UpConfig {
             views: vec!["ohlcv".into()],
         },
         feed: FeedArgs { feed: Vec::new(), no_feed: false, feed_symbol: None, feed_speed: FeedSpeed::Max, feed_trades_per_day: 4 },
-        ingest: IngestArgs { max_body_bytes: 1 << 20 },
+        ingest: IngestArgs { max_body_bytes: 1 << 20, ..IngestArgs::default() },
         speed: SpeedArgs { commit_interval: Duration::from_millis(100), commit_max_events: 10_000 },
         archiver: ArchiverArgs { compact_interval: Duration::from_secs(60), compact_grace: Duration::from_secs(600) },
         batch: BatchArgs { batch_interval: Duration::from_secs(3600), no_batch_on_catch_up: true, batch_parallelism: 2 },

@@ -5,21 +5,30 @@
 //! durable (flushed to disk) before `202 Accepted` with each event's offset, or refused whole
 //! with `400` naming each bad line — nothing of a refused batch is appended. A body over the
 //! limit gets `413`.
+//!
+//! With an `Idempotency-Key` header, a retried batch appends nothing new and gets the first
+//! answer again ([`idempotency`]), so delivery from an HTTP client can be exactly-once.
 
-use std::sync::Arc;
+pub mod idempotency;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use prism_core::event::{Quote, QUOTES_TOPIC};
-use prism_core::log::{EventLog, NewRecord};
+use prism_core::event::{LogPosition, Quote, QUOTES_TOPIC};
+use prism_core::log::{EventLog, LogError, NewRecord};
 use prism_core::store::ViewStore;
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
+
+use crate::append::{AppendPath, Batch};
 
 /// Most events in one batch.
 pub const MAX_BATCH_EVENTS: usize = 100_000;
@@ -31,19 +40,51 @@ pub struct IngestArgs {
     /// Largest ingest body, bytes (`413 Payload Too Large` past it).
     #[arg(long, env = "PRISM_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
+    /// How long an `Idempotency-Key` is remembered (a retry after that appends again), e.g.
+    /// `24h`.
+    #[arg(long, env = "PRISM_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = prism_core::config::parse_duration)]
+    pub idempotency_window: Duration,
+}
+
+impl Default for IngestArgs {
+    fn default() -> Self {
+        IngestArgs { max_body_bytes: 8 << 20, idempotency_window: Duration::from_secs(24 * 3600) }
+    }
 }
 
 /// Settings and handles of HTTP ingest.
 pub struct IngestState<L> {
-    /// The log events are appended to.
-    pub log: Arc<L>,
-    /// Where accepted/refused counts are kept.
+    /// The way into the log (source `http`).
+    pub path: AppendPath<L>,
+    /// Where accepted/refused counts and idempotency keys are kept.
     pub store: ViewStore,
+    /// How long an idempotency key is remembered, ms.
+    pub idempotency_window_ms: i64,
+    /// Idempotency keys of requests in progress in this process.
+    in_flight: Arc<Mutex<HashSet<String>>>,
+}
+
+impl<L: EventLog> IngestState<L> {
+    /// HTTP ingest into `log`, with counters and idempotency keys in `store`, keys remembered for
+    /// `idempotency_window`.
+    pub fn new(log: Arc<L>, store: ViewStore, idempotency_window: Duration) -> Self {
+        IngestState {
+            path: AppendPath::new(log, "http"),
+            store,
+            idempotency_window_ms: i64::try_from(idempotency_window.as_millis()).unwrap_or(i64::MAX),
+            in_flight: Arc::default(),
+        }
+    }
 }
 
 impl<L> Clone for IngestState<L> {
     fn clone(&self) -> Self {
-        IngestState { log: self.log.clone(), store: self.store.clone() }
+        IngestState {
+            path: self.path.clone(),
+            store: self.store.clone(),
+            idempotency_window_ms: self.idempotency_window_ms,
+            in_flight: self.in_flight.clone(),
+        }
     }
 }
 
@@ -163,13 +204,22 @@ pub fn parse_quotes(body: &[u8]) -> Result<Vec<Quote>, Vec<LineError>> {
         content_type = "application/x-ndjson"
     ),
     responses(
-        (status = 202, description = "Appended durably", body = IngestAccepted),
+        (status = 202, description = "Appended durably (or, for a retried Idempotency-Key, appended before: the first answer again, with `Idempotent-Replayed: true`)", body = IngestAccepted),
         (status = 400, description = "Refused; nothing appended", body = IngestRefused),
+        (status = 409, description = "A request with this Idempotency-Key is in progress; retry later", body = IngestRefused),
         (status = 413, description = "Body over the limit; nothing appended", body = IngestRefused),
-        (status = 503, description = "The log failed; nothing acknowledged", body = IngestRefused)
+        (status = 422, description = "This Idempotency-Key was used with another body", body = IngestRefused),
+        (status = 503, description = "The log failed; nothing acknowledged (retry with the same Idempotency-Key to append exactly once)", body = IngestRefused)
+    ),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "A unique key per batch (e.g. a UUID; 1–255 visible ASCII characters). A retry with the same key and body appends nothing new and gets the first answer again, within the configured window (default 24 h).")
     )
 )]
-pub async fn post_quotes<L: EventLog>(State(state): State<IngestState<L>>, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn post_quotes<L: EventLog>(
+    State(state): State<IngestState<L>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(b) => b,
         Err(rejection) => {
@@ -195,25 +245,38 @@ pub async fn post_quotes<L: EventLog>(State(state): State<IngestState<L>>, body:
             return refused(StatusCode::BAD_REQUEST, format!("{} of {total} lines are invalid; nothing was appended", lines.len()), lines);
         }
     };
-    let records: Vec<NewRecord> = quotes.iter().map(|q| NewRecord::new(q.symbol.clone(), q.to_json())).collect();
-    let appended = async {
-        let positions = state.log.append(QUOTES_TOPIC, records).await?;
-        state.log.flush().await?;
-        Ok::<_, prism_core::log::LogError>(positions)
-    }
-    .await;
-    match appended {
-        Ok(positions) => {
-            metrics::counter!(crate::telemetry::HTTP_EVENTS_ACCEPTED_TOTAL).increment(positions.len() as u64);
-            if let Err(e) = state.store.add_ingest_counts("http", positions.len() as i64, 0).await {
-                tracing::warn!(error = %e, "could not count accepted events");
+    let key = match idempotency::key_of(&headers) {
+        Ok(key) => key,
+        Err(reason) => return refused(StatusCode::BAD_REQUEST, reason, Vec::new()),
+    };
+    match key {
+        Some(key) => idempotency::post_once(&state, &key, &body, &quotes).await,
+        None => {
+            let records: Vec<NewRecord> = quotes.iter().map(|q| NewRecord::new(q.symbol.clone(), q.to_json())).collect();
+            match append_counted(&state, records).await {
+                Ok(positions) => accepted(&positions).into_response(),
+                Err(e) => log_failed(e),
             }
-            let offsets = positions.iter().map(|p| EventOffset { partition: p.partition, offset: p.offset }).collect();
-            (StatusCode::ACCEPTED, Json(IngestAccepted { accepted: positions.len(), topic: QUOTES_TOPIC.into(), offsets })).into_response()
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "HTTP ingest could not append");
-            refused(StatusCode::SERVICE_UNAVAILABLE, format!("the event log failed: {e}"), Vec::new())
         }
     }
+}
+
+/// Appends `records` through the append path and counts them.
+async fn append_counted<L: EventLog>(state: &IngestState<L>, records: Vec<NewRecord>) -> Result<Vec<LogPosition>, LogError> {
+    let committed = state.path.commit(QUOTES_TOPIC, Batch::of(records)).await?;
+    if let Err(e) = state.store.add_ingest_counts("http", committed.positions.len() as i64, 0).await {
+        tracing::warn!(error = %e, "could not count accepted events");
+    }
+    Ok(committed.positions)
+}
+
+/// The `202` answer for events at `positions`.
+fn accepted(positions: &[LogPosition]) -> (StatusCode, Json<IngestAccepted>) {
+    let offsets = positions.iter().map(|p| EventOffset { partition: p.partition, offset: p.offset }).collect();
+    (StatusCode::ACCEPTED, Json(IngestAccepted { accepted: positions.len(), topic: QUOTES_TOPIC.into(), offsets }))
+}
+
+fn log_failed(e: LogError) -> Response {
+    tracing::error!(error = %e, "HTTP ingest could not append");
+    refused(StatusCode::SERVICE_UNAVAILABLE, "the event log is unavailable; nothing was acknowledged", Vec::new())
 }
