@@ -65,6 +65,29 @@ pub struct AccessLine {
     pub duration_ms: Option<u64>,
 }
 
+impl AccessLine {
+    /// The `prism.access_logs` event of this line, read from `source_file` at 1-based `line`.
+    pub fn into_event(self, source_file: Option<String>, line: Option<u64>) -> prism_core::event::AccessEvent {
+        let AccessLine { ts, host, ident, user, method, path, protocol, status, bytes, referer, user_agent, duration_ms } = self;
+        prism_core::event::AccessEvent {
+            ts,
+            host,
+            ident,
+            user,
+            method,
+            path,
+            protocol,
+            status,
+            bytes,
+            referer,
+            user_agent,
+            duration_ms,
+            source_file,
+            line,
+        }
+    }
+}
+
 /// Why a line was refused (the reason sent to the dead-letter topic with file:line).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessLineError {

@@ -8,6 +8,9 @@
 //! - [`feed`]: the historical feed of daily bars (the stock-quote lab's source).
 //! - [`pgoutput`]: a decoder for PostgreSQL's `pgoutput` logical replication messages (the CDC
 //!   source's protocol).
+//! - [`logs`]: the log-file source `prism ingest-logs`: tails access logs through rotation into
+//!   `prism.access_logs` (exactly once across crashes, recovered from record headers) and
+//!   refused lines into `prism.dlq`.
 //! - [`http`]: `POST /v1/events/quotes`, HTTP ingest of JSON / NDJSON quotes.
 //! - [`tail`]: follows log files matching glob patterns through rotation, handing out complete
 //!   lines with their byte positions (the log-file source's file-following core).
@@ -18,6 +21,7 @@ pub mod append;
 pub mod cdc_value;
 pub mod feed;
 pub mod http;
+pub mod logs;
 pub mod pgoutput;
 pub mod tail;
 pub mod telemetry;

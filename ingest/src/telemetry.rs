@@ -11,11 +11,21 @@ pub const HTTP_IDEMPOTENT_REPLAYS_TOTAL: &str = "prism_ingest_http_idempotent_re
 pub const FEED_ROWS_REFUSED_TOTAL: &str = "prism_feed_rows_refused_total";
 /// Events in batches HTTP ingest refused.
 pub const HTTP_EVENTS_REFUSED_TOTAL: &str = "prism_ingest_http_events_refused_total";
+/// Complete lines the log-file source read from its files (appended, refused or found already
+/// in the log).
+pub const LOGS_LINES_READ_TOTAL: &str = "prism_logs_lines_read_total";
+/// Files the log-file source holds open.
+pub const LOGS_OPEN_FILES: &str = "prism_logs_open_files";
+/// Bytes the open files hold past where the log-file source has read (bytes).
+pub const LOGS_BYTES_BEHIND: &str = "prism_logs_bytes_behind";
+/// Seconds since the log-file source last saved its checkpoint while lines the log acknowledged
+/// are not in it yet; 0 when the saved checkpoint is up to date.
+pub const LOGS_CHECKPOINT_AGE_SECONDS: &str = "prism_logs_checkpoint_age_seconds";
 
 /// Registers the HELP text of every ingest metric with the installed recorder (a no-op without
 /// one; calling it again is harmless).
 pub fn describe() {
-    use metrics::describe_counter;
+    use metrics::{describe_counter, describe_gauge, Unit};
     describe_counter!(EVENTS_APPENDED_TOTAL, "Events each ingest source appended to its topic, once the log took them.");
     describe_counter!(EVENTS_DEAD_LETTERED_TOTAL, "Inputs each ingest source refused and sent to prism.dlq with the reason.");
     describe_counter!(
@@ -24,4 +34,15 @@ pub fn describe() {
     );
     describe_counter!(FEED_ROWS_REFUSED_TOTAL, "Input rows the historical feed refused (also sent to the dead-letter topic).");
     describe_counter!(HTTP_EVENTS_REFUSED_TOTAL, "Events in batches HTTP ingest refused (4xx).");
+    describe_counter!(
+        LOGS_LINES_READ_TOTAL,
+        "Complete lines the log-file source read from its files (appended, refused or found already in the log)."
+    );
+    describe_gauge!(LOGS_OPEN_FILES, "Files the log-file source holds open.");
+    describe_gauge!(LOGS_BYTES_BEHIND, Unit::Bytes, "Bytes the open files hold past where the log-file source has read.");
+    describe_gauge!(
+        LOGS_CHECKPOINT_AGE_SECONDS,
+        Unit::Seconds,
+        "Seconds since the log-file source last saved its checkpoint while acknowledged lines are not in it yet (0 when up to date)."
+    );
 }

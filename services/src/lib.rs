@@ -1,7 +1,8 @@
 //! The `prism` binary's library: one module per subcommand, plus what they share.
 //!
 //! - [`up`]: everything in one process on embedded defaults.
-//! - [`micro`]: the microservices of the distributed deployment (Kafka + PostgreSQL).
+//! - [`micro`]: the microservices of the distributed deployment (Kafka + PostgreSQL);
+//!   [`sources`]: its ingest source services (log files).
 //! - [`bench`]: the benchmark that prints a JSON report ([`bench_kafka`]: its Kafka path);
 //!   [`bench_lab`]: the stock-quote lab measured end to end; [`bench_workload`]: its workloads,
 //!   read a chunk at a time.
@@ -18,6 +19,7 @@ pub mod lab;
 pub mod micro;
 pub mod replay_agent;
 pub mod replay_cli;
+pub mod sources;
 pub mod up;
 
 /// An HTTP client for Prism's own tools (the bench, the tests). The workspace builds `reqwest`

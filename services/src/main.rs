@@ -23,6 +23,8 @@ enum Command {
     Up(prism::up::UpConfig),
     /// HTTP ingest into Kafka (distributed deployment).
     IngestApi(prism::micro::IngestApiConfig),
+    /// Tail access-log files into Kafka (`prism.access_logs`).
+    IngestLogs(prism::sources::IngestLogsConfig),
     /// The speed layer: Kafka → realtime views in PostgreSQL.
     SpeedLayer(prism::micro::SpeedLayerConfig),
     /// The archiver: Kafka → the Parquet master dataset.
@@ -64,6 +66,7 @@ fn run() -> anyhow::Result<()> {
         match cli.command {
             Command::Up(config) => prism::up::run_up(config, signal_token(), None).await,
             Command::IngestApi(config) => prism::micro::run_ingest_api(config, signal_token()).await,
+            Command::IngestLogs(config) => prism::sources::run_ingest_logs(config, signal_token()).await,
             Command::SpeedLayer(config) => prism::micro::run_speed_layer_service(config, signal_token()).await,
             Command::Archiver(config) => prism::micro::run_archiver_service(config, signal_token()).await,
             Command::BatchLayer(config) => prism::micro::run_batch_layer_service(config, signal_token()).await,

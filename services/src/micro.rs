@@ -25,7 +25,6 @@ use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::log::kafka::{KafkaLog, KafkaLogConfig};
 use prism_core::log::{check_log_complete, EventLog};
 use prism_core::store::ViewStore;
-use prism_core::view::RegisteredView;
 use prism_ingest::http::IngestArgs;
 use prism_serving::ops::{OpsState, ReadinessCheck};
 use prism_serving::segments::SegmentReader;
@@ -160,8 +159,12 @@ pub async fn connect(deps: &Deps) -> anyhow::Result<(Arc<KafkaLog>, ViewStore)> 
         .with_context(|| format!("cannot reach the Kafka brokers at {} (PRISM_KAFKA_BROKERS)", deps.kafka_brokers))?;
     log.ensure_topic(QUOTES_TOPIC, deps.deployment.partitions).await.context("creating prism.quotes")?;
     log.ensure_topic(DLQ_TOPIC, 1).await.context("creating prism.dlq")?;
-    if deps.deployment.architecture == Architecture::Kappa {
-        check_log_complete(&log, QUOTES_TOPIC).await.context("switching to Kappa mode")?;
+    let views = deps.deployment.registry().map_err(anyhow::Error::msg)?;
+    for topic in views.views().iter().map(|v| v.source_topic()) {
+        log.ensure_topic(topic, deps.deployment.partitions).await.with_context(|| format!("creating {topic}"))?;
+        if deps.deployment.architecture == Architecture::Kappa {
+            check_log_complete(&log, topic).await.context("switching to Kappa mode")?;
+        }
     }
     let store =
         ViewStore::open_url(&deps.database_url, deps.connect_timeout).await.context("cannot open the view store (PRISM_DATABASE_URL)")?;
@@ -185,7 +188,7 @@ fn kafka_ready(log: Arc<KafkaLog>) -> ReadinessCheck {
 }
 
 /// The ops endpoints; `/readyz` checks the store, the brokers and, when given, the master dataset.
-fn ops(store: &ViewStore, log: &Arc<KafkaLog>, master: Option<&MasterDataset>) -> Router {
+pub(crate) fn ops(store: &ViewStore, log: &Arc<KafkaLog>, master: Option<&MasterDataset>) -> Router {
     let mut checks = vec![kafka_ready(log.clone())];
     checks.extend(master.map(|m| master_ready(m.clone())));
     prism_serving::ops::router(OpsState { store: store.clone(), extra_check: Some(all_ready(checks)), metrics: metrics_renderer() })
@@ -236,7 +239,7 @@ async fn serve(addr: SocketAddr, app: Router, stop: CancellationToken, name: &st
 
 /// Runs a service: its HTTP app and, optionally, a supervised component, until `shutdown`.
 /// Stops the component first (it flushes and commits), then the HTTP server.
-async fn run_service<Fut>(
+pub(crate) async fn run_service<Fut>(
     name: &'static str,
     addr: SocketAddr,
     app: Router,
@@ -290,7 +293,6 @@ pub async fn run_speed_layer_service(config: SpeedLayerConfig, shutdown: Cancell
         None
     };
     for v in config.deps.deployment.registry().map_err(anyhow::Error::msg)?.views() {
-        let RegisteredView::Ohlcv(view) = v;
         let versions = GroupVersionsConfig {
             speed: speed.clone(),
             handoff: handoff_master.as_ref().map(|m| config.handoff.config(m.location().clone())),
@@ -300,7 +302,7 @@ pub async fn run_speed_layer_service(config: SpeedLayerConfig, shutdown: Cancell
             session_timeout: config.session_timeout,
             instance_id: instance_id.clone(),
         };
-        members.spawn(run_group_versions(view.clone(), versions, log.clone(), store.clone(), shutdown.clone()));
+        prism_core::with_view!(v, view => members.spawn(run_group_versions(view.clone(), versions, log.clone(), store.clone(), shutdown.clone())));
     }
     let component = async move {
         let mut result = Ok(());
@@ -381,13 +383,7 @@ pub async fn run_batch_layer_service(config: BatchLayerConfig, shutdown: Cancell
         .with_state(admin_state)
         .merge(ops(&store, &log, Some(&master)));
     let batch = config.batch.config(master);
-    let ohlcv_views: Vec<_> = views
-        .views()
-        .iter()
-        .map(|v| match v {
-            RegisteredView::Ohlcv(view) => view.clone(),
-        })
-        .collect();
+    let ohlcv_views = views.ohlcv_views();
     let requests = Arc::new(tokio::sync::Mutex::new(requests));
     let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
     let component = async move {

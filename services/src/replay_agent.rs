@@ -16,7 +16,7 @@ use prism_core::config::speed_consumer;
 use prism_core::log::EventLog;
 use prism_core::replay::{progress, ReplayCommand, ReplayControl, ReplayError, ReplayStatus};
 use prism_core::store::{RealtimeVersion, StoreError, ViewStore};
-use prism_core::view::{RegisteredView, View, ViewRegistry};
+use prism_core::view::{View, ViewRegistry};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -25,10 +25,9 @@ use tokio_util::sync::CancellationToken;
 pub fn spawn_store_agents<L: EventLog>(views: &ViewRegistry, log: Arc<L>, store: ViewStore, cancel: CancellationToken) -> ReplayControl {
     let mut control = HashMap::new();
     for v in views.views() {
-        let RegisteredView::Ohlcv(view) = v;
         let (commands, requests) = mpsc::channel(8);
-        control.insert(view.name().to_string(), commands);
-        tokio::spawn(run_agent(view.clone(), log.clone(), store.clone(), requests, cancel.clone()));
+        control.insert(v.name().to_string(), commands);
+        prism_core::with_view!(v, view => tokio::spawn(run_agent(view.clone(), log.clone(), store.clone(), requests, cancel.clone())));
     }
     control
 }

@@ -24,9 +24,9 @@ use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
 use prism_core::log::{check_log_complete, EventLog};
 use prism_core::replay::ReplayControl;
 use prism_core::store::ViewStore;
-use prism_core::view::{RegisteredView, View};
 use prism_ingest::feed::{run_feed, FeedArgs};
 use prism_ingest::http::IngestArgs;
+use prism_ingest::logs::{run_log_tailer, LogsArgs};
 use prism_serving::segments::SegmentReader;
 use prism_speed::handoff::HandoffArgs;
 use prism_speed::versions::{run_versions, VersionsConfig};
@@ -71,6 +71,9 @@ pub struct UpConfig {
     /// The hand-off of finalized windows to segments (Kappa mode).
     #[command(flatten)]
     pub handoff: HandoffArgs,
+    /// Log-file tailing into `prism.access_logs` (with `--tail`; the `access` view then runs too).
+    #[command(flatten)]
+    pub logs: LogsArgs,
 }
 
 /// How long a retired or cancelled realtime version's rows stay after a replay (longer than any
@@ -85,12 +88,19 @@ pub struct DataDir {
     pub store: PathBuf,
     /// The master dataset root.
     pub master: PathBuf,
+    /// The log-file tailer's checkpoints.
+    pub tail_checkpoints: PathBuf,
 }
 
 impl DataDir {
     /// The layout of `root`.
     pub fn new(root: &std::path::Path) -> Self {
-        DataDir { log: root.join("log"), store: root.join("views.sqlite"), master: root.join("master") }
+        DataDir {
+            log: root.join("log"),
+            store: root.join("views.sqlite"),
+            master: root.join("master"),
+            tail_checkpoints: root.join("tail-checkpoints.json"),
+        }
     }
 }
 
@@ -117,10 +127,18 @@ pub async fn run_up(
         EmbeddedLog::open(&dirs.log, EmbeddedLogConfig { fsync: config.fsync, ..Default::default() })
             .context("opening the embedded event log")?,
     );
+    let mut views = config.deployment.registry().map_err(anyhow::Error::msg)?;
+    let logs = config.logs.config(dirs.tail_checkpoints.clone(), partitions);
+    if !logs.globs.is_empty() {
+        views = views.with_access(config.deployment.allowed_lateness_ms);
+    }
     log.ensure_topic(QUOTES_TOPIC, partitions).await?;
     log.ensure_topic(DLQ_TOPIC, 1).await?;
-    if config.deployment.architecture == Architecture::Kappa {
-        check_log_complete(&*log, QUOTES_TOPIC).await.context("switching to Kappa mode")?;
+    for v in views.views() {
+        log.ensure_topic(v.source_topic(), partitions).await?;
+        if config.deployment.architecture == Architecture::Kappa {
+            check_log_complete(&*log, v.source_topic()).await.context("switching to Kappa mode")?;
+        }
     }
     let store = ViewStore::open_sqlite(&dirs.store).await.context("opening the view store")?;
 
@@ -129,24 +147,24 @@ pub async fn run_up(
     let mut intake_tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
     let mut layer_tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
 
-    let views = config.deployment.registry().map_err(anyhow::Error::msg)?;
     let architecture = config.deployment.architecture;
     let speed = config.speed.config(partitions, architecture);
     let master = MasterDataset::local(&dirs.master).context("opening the master dataset")?;
-    let mut ohlcv_views = Vec::new();
+    let ohlcv_views = views.ohlcv_views();
     let mut replays = ReplayControl::new();
     for v in views.views() {
-        let RegisteredView::Ohlcv(view) = v;
-        ohlcv_views.push(view.clone());
         // Each view's realtime versions: the serving one, and replays (DESIGN §6).
         let handoff = architecture.runs(Component::Handoff).then(|| config.handoff.config(master.location().clone()));
         let versions = VersionsConfig { speed: speed.clone(), handoff, grace: REALTIME_VERSION_GRACE };
         let (tx, rx) = tokio::sync::mpsc::channel(8);
-        replays.insert(view.name().to_string(), tx);
-        let (view, log, store, stop) = (view.clone(), log.clone(), store.clone(), layers.clone());
-        layer_tasks.spawn(async move {
-            run_versions(view, versions, log, store, rx, stop).await.map_err(anyhow::Error::msg).context("speed layer")?;
-            Ok("speed layer")
+        replays.insert(v.name().to_string(), tx);
+        let (log, store, stop) = (log.clone(), store.clone(), layers.clone());
+        prism_core::with_view!(v, view => {
+            let view = view.clone();
+            layer_tasks.spawn(async move {
+                run_versions(view, versions, log, store, rx, stop).await.map_err(anyhow::Error::msg).context("speed layer")?;
+                Ok("speed layer")
+            });
         });
     }
     if architecture.runs(Component::Archiver) {
@@ -173,6 +191,10 @@ pub async fn run_up(
 
     if !feed.files.is_empty() {
         intake_tasks.spawn(named("historical feed", run_feed(feed, log.clone(), store.clone(), intake.clone())));
+    }
+    if !logs.globs.is_empty() {
+        let (log, stop) = (log.clone(), intake.clone());
+        intake_tasks.spawn(named("log-file tailer", run_log_tailer(logs, log, stop)));
     }
     let app = build_app(AppParts {
         log: log.clone(),

@@ -162,7 +162,7 @@ pub(crate) async fn realtime_watermark<V: View>(store: &ViewStore, view: &V, ver
     Ok(Watermark::new(offsets.iter().filter_map(|o| o.max_event_ts_ms).max(), view.allowed_lateness_ms()).current_ms())
 }
 
-fn parse_bound(name: &str, text: Option<&str>, end_of_day: bool) -> Result<Option<i64>, ApiError> {
+pub(crate) fn parse_bound(name: &str, text: Option<&str>, end_of_day: bool) -> Result<Option<i64>, ApiError> {
     let Some(text) = text else { return Ok(None) };
     let ms = parse_instant(text).map_err(|e| ApiError::bad_request(format!("{name}: {e}")))?;
     let is_date = text.trim().len() == 10 && text.contains('-');
@@ -225,53 +225,12 @@ pub async fn get_bars<L: EventLog>(
     // one bucket that straddles H: a cap that keeps at least `limit + 1` buckets of each part.
     let max_rows = limit + 1 + (size / view.window_ms()) as usize;
 
-    let snapshot = state.store.view_snapshot(&*view, &symbol, size, row_from, row_to, max_rows as i64).await?;
-    // A version built under another definition is not served (DESIGN §6).
-    let current = view.fingerprint();
-    if let Some(built) = snapshot.realtime_fingerprint.as_deref().filter(|f| *f != current) {
-        return Err(ApiError::conflict(format!(
-            "view {name}: its realtime version {version} was built under another definition ({built}); this deployment runs \
-             {current}. Rebuild it from the log: `prism replay --view {name}` (POST /v1/admin/replays?view={name})",
-            name = view.name(),
-            version = snapshot.pointer.realtime_version
-        )));
-    }
-    if let Some(built) = snapshot.segments_fingerprint.as_deref().filter(|f| *f != current) {
-        let rebuild = match state.architecture {
-            Architecture::Lambda => {
-                "the batch layer rebuilds it in full on its next run (or POST /v1/admin/batch-runs?full=true)".to_string()
-            }
-            Architecture::Kappa => format!("replay the view: `prism replay --view {}`", view.name()),
-        };
-        return Err(ApiError::conflict(format!(
-            "view {name}: its segments (version {version}) were built under another definition ({built}); this deployment runs {current}: {rebuild}",
-            name = view.name(),
-            version = snapshot.pointer.batch_version.unwrap_or_default()
-        )));
-    }
-    let mut batch = Vec::new();
-    if let Some(h) = snapshot.pointer.batch_horizon_ms {
-        if !snapshot.segments.is_empty() {
-            let segments = state
-                .segments
-                .as_ref()
-                .ok_or_else(|| ApiError::internal(&"a batch version is published but this process has no segment store configured"))?;
-            for s in &snapshot.segments {
-                if batch.len() >= max_rows {
-                    break;
-                }
-                let rows = segments.rows(&*view, &s.path, size, &symbol, row_from, row_to.min(h), max_rows - batch.len()).await?;
-                batch.extend(rows);
-            }
-        }
-    }
-    let mut realtime = snapshot.realtime_base;
-    realtime.extend(snapshot.realtime);
+    let KeyRows { pointer, batch, realtime } = key_rows(&state, &*view, &symbol, size, row_from, row_to, max_rows).await?;
     let mut merged = merge_bars(&batch, &realtime, size);
-    if merged.is_empty() && !known_symbols(&state, &view).await?.contains(&symbol) {
+    if merged.is_empty() && !known_keys(&state, &*view).await?.contains(&symbol) {
         return Err(ApiError::not_found(format!("no bars for symbol {symbol:?}; see /v1/symbols")));
     }
-    let watermark = realtime_watermark(&state.store, &*view, snapshot.pointer.realtime_version).await?;
+    let watermark = realtime_watermark(&state.store, &*view, pointer.realtime_version).await?;
     let next_from = if merged.len() > limit {
         merged.truncate(limit);
         merged.last().map(|b| format_rfc3339(b.start_ms + size))
@@ -305,15 +264,85 @@ pub async fn get_bars<L: EventLog>(
         interval: interval.name().to_string(),
         architecture: state.architecture.name().to_string(),
         batch_horizon: match state.architecture {
-            Architecture::Lambda => snapshot.pointer.batch_horizon_ms.map(format_rfc3339),
+            Architecture::Lambda => pointer.batch_horizon_ms.map(format_rfc3339),
             Architecture::Kappa => None,
         },
-        segment_horizon: snapshot.pointer.batch_horizon_ms.map(format_rfc3339),
+        segment_horizon: pointer.batch_horizon_ms.map(format_rfc3339),
         realtime_watermark: watermark.map(format_rfc3339),
         bars,
         next_from,
     };
     sized_json(&answer, 256 + answer.bars.len() * BAR_JSON_BYTES)
+}
+
+/// One key's rows of a view, read in one consistent snapshot: the batch part (segments, before
+/// the horizon) and the realtime part (from it on), at `size` or finer.
+pub(crate) struct KeyRows<A> {
+    /// The pointer the snapshot read.
+    pub pointer: prism_core::store::ViewPointer,
+    /// Rows from segments.
+    pub batch: Vec<prism_core::view::ViewRow<A>>,
+    /// Rows from the realtime view.
+    pub realtime: Vec<prism_core::view::ViewRow<A>>,
+}
+
+/// Reads [`KeyRows`] of `key` with window starts in `[row_from, row_to)`, at most about
+/// `max_rows` per part; a version built under another definition is refused with a 409 that
+/// says how to rebuild it (DESIGN §6).
+///
+/// Errors: [`ApiError`] (409 for a stale definition, 5xx for the store or segments).
+pub(crate) async fn key_rows<L, V: View>(
+    state: &ServingState<L>,
+    view: &V,
+    key: &str,
+    size: i64,
+    row_from: i64,
+    row_to: i64,
+    max_rows: usize,
+) -> Result<KeyRows<V::Agg>, ApiError> {
+    let snapshot = state.store.view_snapshot(view, key, size, row_from, row_to, max_rows as i64).await?;
+    // A version built under another definition is not served (DESIGN §6).
+    let current = view.fingerprint();
+    if let Some(built) = snapshot.realtime_fingerprint.as_deref().filter(|f| *f != current) {
+        return Err(ApiError::conflict(format!(
+            "view {name}: its realtime version {version} was built under another definition ({built}); this deployment runs \
+         {current}. Rebuild it from the log: `prism replay --view {name}` (POST /v1/admin/replays?view={name})",
+            name = view.name(),
+            version = snapshot.pointer.realtime_version
+        )));
+    }
+    if let Some(built) = snapshot.segments_fingerprint.as_deref().filter(|f| *f != current) {
+        let rebuild = match state.architecture {
+            Architecture::Lambda => {
+                "the batch layer rebuilds it in full on its next run (or POST /v1/admin/batch-runs?full=true)".to_string()
+            }
+            Architecture::Kappa => format!("replay the view: `prism replay --view {}`", view.name()),
+        };
+        return Err(ApiError::conflict(format!(
+        "view {name}: its segments (version {version}) were built under another definition ({built}); this deployment runs {current}: {rebuild}",
+        name = view.name(),
+        version = snapshot.pointer.batch_version.unwrap_or_default()
+    )));
+    }
+    let mut batch = Vec::new();
+    if let Some(h) = snapshot.pointer.batch_horizon_ms {
+        if !snapshot.segments.is_empty() {
+            let segments = state
+                .segments
+                .as_ref()
+                .ok_or_else(|| ApiError::internal(&"a batch version is published but this process has no segment store configured"))?;
+            for s in &snapshot.segments {
+                if batch.len() >= max_rows {
+                    break;
+                }
+                let rows = segments.rows(view, &s.path, size, key, row_from, row_to.min(h), max_rows - batch.len()).await?;
+                batch.extend(rows);
+            }
+        }
+    }
+    let mut realtime = snapshot.realtime_base;
+    realtime.extend(snapshot.realtime);
+    Ok(KeyRows { pointer: snapshot.pointer, batch, realtime })
 }
 
 /// About how many bytes one bar takes in JSON (most are 200–240).
@@ -324,14 +353,14 @@ const BAR_JSON_BYTES: usize = 256;
 /// which axum's `Json` (128 bytes, then doubling) spends a sixth of the request on.
 ///
 /// Errors: an internal error when serialization fails (it cannot for these types).
-fn sized_json<T: Serialize>(value: &T, capacity: usize) -> Result<Response, ApiError> {
+pub(crate) fn sized_json<T: Serialize>(value: &T, capacity: usize) -> Result<Response, ApiError> {
     let mut body = Vec::with_capacity(capacity);
     serde_json::to_writer(&mut body, value).map_err(|e| ApiError::internal(&e))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Keys of `view` in its served versions: realtime rows and the published batch segments.
-async fn known_symbols<L>(state: &ServingState<L>, view: &OhlcvView) -> Result<BTreeSet<String>, ApiError> {
+pub(crate) async fn known_keys<L, V: View>(state: &ServingState<L>, view: &V) -> Result<BTreeSet<String>, ApiError> {
     let pointer = state.store.view_pointer(view.name()).await?;
     let mut keys: BTreeSet<String> = state.store.realtime_keys(view, pointer.realtime_version).await?.into_iter().collect();
     if let (Some(version), Some(segments)) = (pointer.batch_version, state.segments.as_ref()) {
@@ -355,5 +384,5 @@ async fn known_symbols<L>(state: &ServingState<L>, view: &OhlcvView) -> Result<B
 )]
 pub async fn get_symbols<L: EventLog>(State(state): State<ServingState<L>>) -> Result<Json<SymbolsResponse>, ApiError> {
     let view = view_named(&state, None)?;
-    Ok(Json(SymbolsResponse { symbols: known_symbols(&state, &view).await?.into_iter().collect() }))
+    Ok(Json(SymbolsResponse { symbols: known_keys(&state, &*view).await?.into_iter().collect() }))
 }

@@ -2,6 +2,7 @@
 //! queries by merging the batch and realtime views at the batch horizon.
 //!
 //! - [`bars`]: `GET /v1/bars/{symbol}`, `GET /v1/symbols`.
+//! - [`access`]: `GET /v1/access` (the access-log view).
 //! - [`status`]: `GET /v1/status`.
 //! - [`admin`]: `POST /v1/admin/batch-runs`.
 //! - [`replays`]: `POST`/`GET /v1/admin/replays`, `GET`/`DELETE /v1/admin/replays/{id}`.
@@ -10,6 +11,7 @@
 //! - [`segments`]: cached reads of batch-view segments.
 //! - [`error`]: the JSON error body every endpoint answers with.
 
+pub mod access;
 pub mod admin;
 pub mod bars;
 pub mod error;
@@ -68,11 +70,11 @@ impl<L> Clone for ServingState<L> {
 #[derive(OpenApi)]
 #[openapi(
     paths(
-        bars::get_bars, bars::get_symbols, status::get_status, admin::post_batch_run, replays::post_replay, replays::get_replays,
+        bars::get_bars, bars::get_symbols, access::get_access, status::get_status, admin::post_batch_run, replays::post_replay, replays::get_replays,
         replays::get_replay, replays::delete_replay
     ),
     components(schemas(
-        bars::BarsResponse, bars::Bar, bars::BarInterval, bars::SymbolsResponse, error::ApiError,
+        bars::BarsResponse, bars::Bar, bars::BarInterval, bars::SymbolsResponse, access::AccessResponse, access::AccessBucket, error::ApiError,
         status::StatusResponse, status::ViewStatus, status::PartitionStatus, status::ConsumerLag, status::IngestStatus,
         status::FeedStatus, admin::BatchRunResponse, admin::ViewBatchRun, replays::Replay, replays::ReplaysResponse
     )),
@@ -85,6 +87,7 @@ pub fn router<L: EventLog>(state: ServingState<L>) -> Router {
     Router::new()
         .route("/v1/bars/{symbol}", get(bars::get_bars::<L>))
         .route("/v1/symbols", get(bars::get_symbols::<L>))
+        .route("/v1/access", get(access::get_access::<L>))
         .route("/v1/status", get(status::get_status::<L>))
         .route("/v1/admin/batch-runs", post(admin::post_batch_run::<L>))
         .route("/v1/admin/replays", post(replays::post_replay::<L>).get(replays::get_replays::<L>))

@@ -5,7 +5,7 @@ use axum::Json;
 use prism_core::event::QUOTES_TOPIC;
 use prism_core::log::EventLog;
 use prism_core::time::format_rfc3339;
-use prism_core::view::{RegisteredView, View};
+use prism_core::view::View;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -123,6 +123,27 @@ pub struct FeedStatus {
     pub done: bool,
 }
 
+async fn view_status<L: EventLog, V: View>(state: &ServingState<L>, view: &V) -> Result<ViewStatus, ApiError> {
+    let pointer = state.store.view_pointer(view.name()).await?;
+    let watermark = realtime_watermark(&state.store, view, pointer.realtime_version).await?;
+    let batch_segments = match pointer.batch_version {
+        Some(version) => state.store.batch_segments(view.name(), version).await?.len(),
+        None => 0,
+    };
+    let lambda = state.architecture == Architecture::Lambda;
+    Ok(ViewStatus {
+        view: view.name().to_string(),
+        fingerprint: view.fingerprint(),
+        batch_version: pointer.batch_version.filter(|_| lambda),
+        batch_horizon: pointer.batch_horizon_ms.filter(|_| lambda).map(format_rfc3339),
+        batch_segments,
+        segment_version: pointer.batch_version,
+        segment_horizon: pointer.batch_horizon_ms.map(format_rfc3339),
+        realtime_version: pointer.realtime_version,
+        realtime_watermark: watermark.map(format_rfc3339),
+    })
+}
+
 /// Where every layer stands.
 #[utoipa::path(
     get,
@@ -133,25 +154,7 @@ pub struct FeedStatus {
 pub async fn get_status<L: EventLog>(State(state): State<ServingState<L>>) -> Result<Json<StatusResponse>, ApiError> {
     let mut views = Vec::new();
     for v in state.views.views() {
-        let RegisteredView::Ohlcv(view) = v;
-        let pointer = state.store.view_pointer(view.name()).await?;
-        let watermark = realtime_watermark(&state.store, &**view, pointer.realtime_version).await?;
-        let batch_segments = match pointer.batch_version {
-            Some(version) => state.store.batch_segments(view.name(), version).await?.len(),
-            None => 0,
-        };
-        let lambda = state.architecture == Architecture::Lambda;
-        views.push(ViewStatus {
-            view: view.name().to_string(),
-            fingerprint: view.fingerprint(),
-            batch_version: pointer.batch_version.filter(|_| lambda),
-            batch_horizon: pointer.batch_horizon_ms.filter(|_| lambda).map(format_rfc3339),
-            batch_segments,
-            segment_version: pointer.batch_version,
-            segment_horizon: pointer.batch_horizon_ms.map(format_rfc3339),
-            realtime_version: pointer.realtime_version,
-            realtime_watermark: watermark.map(format_rfc3339),
-        });
+        views.push(prism_core::with_view!(v, view => view_status(&state, &**view).await?));
     }
     let main = views.iter().find(|v| v.view == "ohlcv").or(views.first());
     let (batch_horizon, batch_version, segment_horizon, realtime_version, realtime_watermark) = match main {

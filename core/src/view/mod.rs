@@ -10,7 +10,9 @@
 //! Because merge is associative and commutative, every path gives identical rows: batch and
 //! speed layers, roll-ups pre-rolled or at read time, one instance or many.
 
+pub mod access;
 pub mod columns;
+pub mod latency;
 pub mod ohlcv;
 
 use std::fmt::Debug;
@@ -133,19 +135,37 @@ pub fn roll_up<A: Monoid>(rows: &[ViewRow<A>], interval_ms: i64) -> Vec<ViewRow<
 }
 
 /// A view a deployment runs. One variant per view *type*; several registered views may share a
-/// type with other parameters.
+/// type with other parameters. Code generic over [`View`] reaches the concrete view through
+/// [`with_view!`](crate::with_view).
 #[derive(Debug, Clone)]
 pub enum RegisteredView {
     /// An `ohlcv`-shaped view of `prism.quotes`.
     Ohlcv(Arc<ohlcv::OhlcvView>),
+    /// The `access` view of `prism.access_logs`.
+    Access(Arc<access::AccessView>),
+}
+
+/// Runs `$body` with `$view` bound to the concrete `&Arc<V>` of a [`RegisteredView`], expanding
+/// the body once per view type (one source, one type-checked copy per view type).
+#[macro_export]
+macro_rules! with_view {
+    ($registered:expr, $view:ident => $body:expr) => {
+        match $registered {
+            $crate::view::RegisteredView::Ohlcv($view) => $body,
+            $crate::view::RegisteredView::Access($view) => $body,
+        }
+    };
 }
 
 impl RegisteredView {
     /// The registered name.
     pub fn name(&self) -> &str {
-        match self {
-            RegisteredView::Ohlcv(v) => v.name(),
-        }
+        with_view!(self, v => v.name())
+    }
+
+    /// The topic the view reads.
+    pub fn source_topic(&self) -> &'static str {
+        with_view!(self, v => v.source_topic())
     }
 }
 
@@ -162,22 +182,24 @@ impl ViewRegistry {
     }
 
     /// The registry of the views named in `names`, each with `allowed_lateness_ms`: `ohlcv`
-    /// (1-minute bars) and `ohlcv_30s` (30-second bars, also served at 1m…1d; a second view of
-    /// the same source, to show that the bar length is part of a view's definition).
+    /// (1-minute bars), `ohlcv_30s` (30-second bars, also served at 1m…1d; a second view of
+    /// the same source, to show that the bar length is part of a view's definition) and
+    /// `access` (access-log requests per host and status class).
     ///
     /// Errors: a message naming an unknown view, a repeated one, or an empty list.
     pub fn from_names(names: &[String], allowed_lateness_ms: i64) -> Result<ViewRegistry, String> {
         let mut views: Vec<RegisteredView> = Vec::new();
         for name in names {
             let view = match name.as_str() {
-                "ohlcv" => ohlcv::OhlcvView::standard(allowed_lateness_ms),
-                "ohlcv_30s" => ohlcv::OhlcvView::with_window("ohlcv_30s", 30_000, allowed_lateness_ms),
-                other => return Err(format!("view {other:?} is not known: use ohlcv, ohlcv_30s")),
+                "ohlcv" => RegisteredView::Ohlcv(Arc::new(ohlcv::OhlcvView::standard(allowed_lateness_ms))),
+                "ohlcv_30s" => RegisteredView::Ohlcv(Arc::new(ohlcv::OhlcvView::with_window("ohlcv_30s", 30_000, allowed_lateness_ms))),
+                "access" => RegisteredView::Access(Arc::new(access::AccessView::standard(allowed_lateness_ms))),
+                other => return Err(format!("view {other:?} is not known: use ohlcv, ohlcv_30s, access")),
             };
             if views.iter().any(|v| v.name() == name) {
                 return Err(format!("view {name:?} is listed twice"));
             }
-            views.push(RegisteredView::Ohlcv(Arc::new(view)));
+            views.push(view);
         }
         if views.is_empty() {
             return Err("no view to run: list at least one (ohlcv)".into());
@@ -194,8 +216,36 @@ impl ViewRegistry {
     pub fn ohlcv(&self, name: &str) -> Option<Arc<ohlcv::OhlcvView>> {
         self.views.iter().find_map(|v| match v {
             RegisteredView::Ohlcv(o) if o.name() == name => Some(o.clone()),
-            RegisteredView::Ohlcv(_) => None,
+            _ => None,
         })
+    }
+
+    /// The `access` view, if registered.
+    pub fn access(&self) -> Option<Arc<access::AccessView>> {
+        self.views.iter().find_map(|v| match v {
+            RegisteredView::Access(a) => Some(a.clone()),
+            _ => None,
+        })
+    }
+
+    /// Adds the `access` view (with `allowed_lateness_ms`) unless it is registered already.
+    pub fn with_access(mut self, allowed_lateness_ms: i64) -> ViewRegistry {
+        if self.access().is_none() {
+            self.views.push(RegisteredView::Access(Arc::new(access::AccessView::standard(allowed_lateness_ms))));
+        }
+        self
+    }
+
+    /// The `ohlcv`-shaped views (the ones the batch layer builds from the master dataset of
+    /// quotes).
+    pub fn ohlcv_views(&self) -> Vec<Arc<ohlcv::OhlcvView>> {
+        self.views
+            .iter()
+            .filter_map(|v| match v {
+                RegisteredView::Ohlcv(o) => Some(o.clone()),
+                _ => None,
+            })
+            .collect()
     }
 }
 

@@ -51,6 +51,12 @@ pub fn test_config(data_dir: &Path) -> UpConfig {
         archiver: ArchiverArgs { compact_interval: Duration::from_secs(60), compact_grace: Duration::from_secs(600) },
         batch: BatchArgs { batch_interval: Duration::from_secs(3600), no_batch_on_catch_up: true, batch_parallelism: 2 },
         handoff: HandoffArgs { handoff_interval: Duration::from_secs(1) },
+        logs: prism_ingest::logs::LogsArgs {
+            tail: Vec::new(),
+            tail_poll_interval: Duration::from_millis(100),
+            tail_rotate_wait: Duration::from_secs(5),
+            tail_read_from_end: false,
+        },
     }
 }
 

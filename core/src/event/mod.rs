@@ -1,5 +1,9 @@
 //! Event schemas on the log (DESIGN §3).
 
+mod access;
+
+pub use access::{status_class, AccessEvent, ACCESS_LOGS_TOPIC, MAX_HOST_LEN};
+
 use serde::{Deserialize, Serialize};
 
 use crate::decimal::Decimal6;
