@@ -5,7 +5,8 @@
 #   - an S3-compatible object store: moto's server (Apache-2.0, Python), bucket "prism-test",
 #     for the master dataset on object storage.
 # Installs what is missing (Debian's postgresql-15; Tansu with cargo install, 8-13 min on 2 cores,
-# reused when already installed; moto[server] with pip).
+# reused when already installed; moto[server] with pip; logstalgia's example access log with
+# apt-get download).
 #
 #   eval "$(infra/test-env.sh start)"   # exports PRISM_DATABASE_URL, PRISM_KAFKA_BROKERS,
 #                                       # PRISM_TEST_S3_ENDPOINT, PRISM_TEST_ENV_DIR
@@ -59,6 +60,19 @@ ensure_moto() {
     log "installing moto[server] 5.2.5 with pip"
     python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5' >&2
   fi
+}
+
+ensure_access_log() { # the real access log of Debian's logstalgia (GPL: fetched, never committed)
+  local cache="${XDG_CACHE_HOME:-$HOME/.cache}/prism-test-data/logstalgia"
+  local file="$cache/usr/share/logstalgia/example.log"
+  if [ ! -s "$file" ]; then
+    log "fetching logstalgia's example access log (apt-get download logstalgia)"
+    mkdir -p "$cache"
+    local deb
+    deb=$(cd "$cache" && (apt-get download logstalgia >&2 || (apt-get update -qq >&2 && apt-get download logstalgia >&2)) && ls -t logstalgia_*.deb | head -1)
+    dpkg-deb -x "$cache/$deb" "$cache"
+  fi
+  echo "$file"
 }
 
 start_s3() { # dir: starts moto's S3 server and creates the test bucket
@@ -137,6 +151,7 @@ start() {
   echo "${PRISM_TEST_TANSU_MAINTENANCE:-10m}" > "$dir/tansu_maintenance"
   start_broker "$dir"
   start_s3 "$dir"
+  local access_log; access_log=$(ensure_access_log)
 
   if [ -n "${1:-}" ]; then
     # A watchdog: if the owner dies without stopping us (killed by a signal), stop the servers.
@@ -147,6 +162,7 @@ start() {
   echo "export PRISM_DATABASE_URL=postgres://prism@127.0.0.1:$pg_port/prism"
   echo "export PRISM_KAFKA_BROKERS=127.0.0.1:$kafka_port"
   echo "export PRISM_TEST_S3_ENDPOINT=http://127.0.0.1:$(cat "$dir/s3_port")"
+  echo "export PRISM_TEST_ACCESS_LOG=$access_log"
 }
 
 stop() {

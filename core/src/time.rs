@@ -2,8 +2,6 @@
 //! RFC 3339 in JSON answers; RFC 3339 strings or integer milliseconds accepted as input.
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use serde::de::{self, Deserializer};
-use serde::Deserialize;
 
 /// Milliseconds in one minute.
 pub const MINUTE_MS: i64 = 60_000;
@@ -45,16 +43,7 @@ pub fn parse_instant(text: &str) -> Result<i64, String> {
     Err(format!("{text:?} is not an instant: use RFC 3339 (2013-03-01T14:30:00Z), a date (2013-03-01) or milliseconds since the epoch"))
 }
 
-/// Serde helper for event-time fields: accepts integer milliseconds or an RFC 3339 string.
-pub fn deserialize_ts_ms<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
-    match serde_json::Value::deserialize(deserializer)? {
-        serde_json::Value::Number(n) => n.as_i64().ok_or_else(|| de::Error::custom(format!("ts {n} is not whole milliseconds"))),
-        serde_json::Value::String(s) => DateTime::parse_from_rfc3339(&s)
-            .map(|dt| dt.timestamp_millis())
-            .map_err(|e| de::Error::custom(format!("ts {s:?} is not RFC 3339: {e}"))),
-        other => Err(de::Error::custom(format!("ts must be milliseconds or an RFC 3339 string, got {other}"))),
-    }
-}
+pub use prism_formats::time::deserialize_ts_ms;
 
 #[cfg(test)]
 mod tests {

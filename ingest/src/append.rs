@@ -149,6 +149,9 @@ impl<L: EventLog> AppendPath<L> {
     }
 }
 
+/// How long [`recover_positions`] waits for records it knows exist.
+const RECOVERY_READ_WAIT: Duration = Duration::from_secs(10);
+
 /// A record found by [`recover_positions`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovered {
@@ -174,8 +177,14 @@ pub async fn recover_positions<L: EventLog>(
     for (p, end) in ends.iter().enumerate() {
         let mut offset = from.get(p).copied().unwrap_or(0);
         while offset < *end {
-            let records = log.read(topic, p as i32, offset, 10_000, Duration::ZERO).await?;
-            let Some(last) = records.last() else { break };
+            // Records below the end offset exist: wait for them (a Kafka consumer fetches them
+            // after the call, so a zero wait could see none), but never forever.
+            let records = log.read(topic, p as i32, offset, 10_000, RECOVERY_READ_WAIT).await?;
+            let Some(last) = records.last() else {
+                return Err(LogError::Refused(format!(
+                    "{topic}/{p}: no record readable at offset {offset} below the end offset {end} within {RECOVERY_READ_WAIT:?}"
+                )));
+            };
             offset = last.offset + 1;
             for r in &records {
                 let Some(source) = r.header(SOURCE_HEADER).and_then(|s| std::str::from_utf8(s).ok()) else { continue };

@@ -21,6 +21,15 @@ pub const LOGS_BYTES_BEHIND: &str = "prism_logs_bytes_behind";
 /// Seconds since the log-file source last saved its checkpoint while lines the log acknowledged
 /// are not in it yet; 0 when the saved checkpoint is up to date.
 pub const LOGS_CHECKPOINT_AGE_SECONDS: &str = "prism_logs_checkpoint_age_seconds";
+/// Requests the quote poller made (one per symbol per interval).
+pub const POLLER_POLLS_TOTAL: &str = "prism_poller_polls_total";
+/// Valid quotes the quote poller got that equal the last appended for their symbol (skipped).
+pub const POLLER_UNCHANGED_TOTAL: &str = "prism_poller_unchanged_total";
+/// Polls that gave no valid quote (label `kind`: `connect`, `timeout`, `status`, `too_large`,
+/// `body`, `request`, `invalid`).
+pub const POLLER_ERRORS_TOTAL: &str = "prism_poller_errors_total";
+/// When the quote poller last got a valid quote (UTC seconds since the epoch).
+pub const POLLER_LAST_SUCCESS_TIMESTAMP_SECONDS: &str = "prism_poller_last_success_timestamp_seconds";
 
 /// Registers the HELP text of every ingest metric with the installed recorder (a no-op without
 /// one; calling it again is harmless).
@@ -44,5 +53,19 @@ pub fn describe() {
         LOGS_CHECKPOINT_AGE_SECONDS,
         Unit::Seconds,
         "Seconds since the log-file source last saved its checkpoint while acknowledged lines are not in it yet (0 when up to date)."
+    );
+    describe_counter!(POLLER_POLLS_TOTAL, "Requests the quote poller made (one per symbol per interval).");
+    describe_counter!(
+        POLLER_UNCHANGED_TOTAL,
+        "Valid quotes the quote poller got that equal the last appended for their symbol (same time, price and size; not appended)."
+    );
+    describe_counter!(
+        POLLER_ERRORS_TOTAL,
+        "Quote polls that gave no valid quote, by kind (connect, timeout, status, too_large, body, request; invalid: dead-lettered)."
+    );
+    describe_gauge!(
+        POLLER_LAST_SUCCESS_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "When the quote poller last got a valid quote, UTC seconds since the epoch."
     );
 }

@@ -262,6 +262,7 @@ async fn bench(dir: &std::path::Path, config: &LabBenchConfig) -> anyhow::Result
             tail_rotate_wait: Duration::from_secs(5),
             tail_read_from_end: false,
         },
+        poll: prism_ingest::poller::PollerArgs::default(),
     };
     let started = Instant::now();
     let (shutdown, handle, base) = start_up(up.clone()).await?;

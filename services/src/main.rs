@@ -20,11 +20,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run every layer in one process on embedded defaults, fed by the stock-quote lab.
-    Up(prism::up::UpConfig),
+    // Boxed: by far the largest flag set (clippy::large_enum_variant).
+    Up(Box<prism::up::UpConfig>),
     /// HTTP ingest into Kafka (distributed deployment).
     IngestApi(prism::micro::IngestApiConfig),
     /// Tail access-log files into Kafka (`prism.access_logs`).
     IngestLogs(prism::sources::IngestLogsConfig),
+    /// Poll a JSON quote API into Kafka (`prism.quotes`).
+    QuotePoller(prism::sources::QuotePollerConfig),
+    /// Serve a simulated exchange quote API (random walks) for the quote poller to poll.
+    QuoteSim(prism::sources::QuoteSimConfig),
     /// The speed layer: Kafka → realtime views in PostgreSQL.
     SpeedLayer(prism::micro::SpeedLayerConfig),
     /// The archiver: Kafka → the Parquet master dataset.
@@ -64,9 +69,11 @@ fn run() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Up(config) => prism::up::run_up(config, signal_token(), None).await,
+            Command::Up(config) => prism::up::run_up(*config, signal_token(), None).await,
             Command::IngestApi(config) => prism::micro::run_ingest_api(config, signal_token()).await,
             Command::IngestLogs(config) => prism::sources::run_ingest_logs(config, signal_token()).await,
+            Command::QuotePoller(config) => prism::sources::run_quote_poller(config, signal_token()).await,
+            Command::QuoteSim(config) => prism::sources::run_quote_sim(config, signal_token()).await,
             Command::SpeedLayer(config) => prism::micro::run_speed_layer_service(config, signal_token()).await,
             Command::Archiver(config) => prism::micro::run_archiver_service(config, signal_token()).await,
             Command::BatchLayer(config) => prism::micro::run_batch_layer_service(config, signal_token()).await,
@@ -174,6 +181,37 @@ mod tests {
         assert_eq!(batch.master.master_dataset, "s3://bucket/prefix");
         assert!(batch.batch.no_batch_on_catch_up);
         assert!(Cli::try_parse_from(["prism", "up", "--batch-interval", "soon"]).is_err());
+    }
+
+    #[test]
+    fn quote_flags_reach_their_structs() {
+        let url = "http://127.0.0.1:8090/v1/quotes/{symbol}";
+        let cli =
+            Cli::try_parse_from(["prism", "up", "--no-feed", "--poll-url", url, "--poll-symbols", "AAPL,MSFT", "--poll-interval", "250ms"])
+                .expect("flags parse");
+        let Command::Up(up) = cli.command else { panic!("not up") };
+        assert!(up.poll.enabled() && !up.logs.tail.iter().any(|t| !t.is_empty()));
+        assert_eq!(
+            (up.poll.poll_symbols, up.poll.poll_interval),
+            (vec!["AAPL".to_string(), "MSFT".to_string()], std::time::Duration::from_millis(250))
+        );
+        let Command::Up(up) = Cli::try_parse_from(["prism", "up"]).expect("flags parse").command else { panic!("not up") };
+        assert!(!up.poll.enabled(), "no poller without --poll-url");
+
+        let deps = ["--kafka-brokers", "127.0.0.1:9092", "--database-url", "postgres://u@127.0.0.1/db"];
+        let args = ["prism", "quote-poller"].into_iter().chain(deps).chain(["--poll-url", url, "--poll-symbols", "AAPL"]);
+        let Command::QuotePoller(poller) = Cli::try_parse_from(args).expect("flags parse").command else { panic!("not quote-poller") };
+        assert_eq!(poller.http_addr.to_string(), "127.0.0.1:8086");
+        assert_eq!(poller.data_dir, std::path::PathBuf::from("./prism-quote-poller"));
+        assert_eq!(poller.poll.poll_url.as_deref(), Some(url));
+
+        let cli = Cli::try_parse_from(["prism", "quote-sim", "--sim-step", "200ms", "--sim-seed", "7"]).expect("flags parse");
+        let Command::QuoteSim(sim) = cli.command else { panic!("not quote-sim") };
+        assert_eq!(
+            (sim.http_addr.to_string(), sim.sim.sim_seed, sim.sim.sim_step),
+            ("127.0.0.1:8090".to_string(), 7, std::time::Duration::from_millis(200))
+        );
+        assert_eq!(sim.sim.sim_symbols, ["AAPL", "MSFT", "GOOG", "IBM", "FB"]);
     }
 
     /// Under `--architecture kappa` the archiver and the batch layer refuse to start, with a

@@ -4,6 +4,11 @@
 //!
 //! - `prism ingest-logs`: tails access-log files into `prism.access_logs`
 //!   ([`prism_ingest::logs`]).
+//! - `prism quote-poller`: polls a JSON quote API into `prism.quotes`
+//!   ([`prism_ingest::poller`]).
+//!
+//! And `prism quote-sim`, a simulated exchange quote API to poll ([`prism_ingest::quote_sim`];
+//! no Kafka, no view store).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +16,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use prism_ingest::logs::{run_log_tailer, LogsArgs};
+use prism_ingest::poller::{run_quote_poller as run_poller, PollerArgs};
+use prism_ingest::quote_sim::{serve_quote_sim, SimArgs, Simulator};
 use tokio_util::sync::CancellationToken;
 
 use crate::micro::{connect, ops, run_service, Deps};
@@ -52,4 +59,75 @@ pub async fn run_ingest_logs(config: IngestLogsConfig, shutdown: CancellationTok
     let done = run_service("ingest-logs", config.http_addr, ops(&store, &log, None), shutdown, Some(component)).await;
     store.close().await;
     done
+}
+
+/// Flags of `prism quote-poller`.
+#[derive(Debug, Clone, Args)]
+pub struct QuotePollerConfig {
+    /// Brokers, view store and shared settings.
+    #[command(flatten)]
+    pub deps: Deps,
+    /// HTTP address (ops endpoints).
+    #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8086")]
+    pub http_addr: SocketAddr,
+    /// Where the poller keeps its checkpoint (`poller-checkpoint.json`); one folder per
+    /// instance, kept across restarts.
+    #[arg(long, env = "PRISM_DATA_DIR", default_value = "./prism-quote-poller")]
+    pub data_dir: PathBuf,
+    /// The quote API and the symbols to poll.
+    #[command(flatten)]
+    pub poll: PollerArgs,
+}
+
+/// The poller's checkpoint file in its data dir.
+pub const POLLER_CHECKPOINT_FILE: &str = "poller-checkpoint.json";
+
+/// `prism quote-poller`: a JSON quote API → `prism.quotes` in Kafka.
+///
+/// Errors: no `--poll-url` or `--poll-symbols` (or a bad one), Kafka or the view store
+/// unreachable, the data dir not writable, or a failure of the event log or the checkpoint
+/// (logged; the process exits non-zero and a restart resumes from the checkpoint and the log).
+/// The quote API being down is not an error: it is polled again every interval.
+pub async fn run_quote_poller(config: QuotePollerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let poller = config.poll.config(config.data_dir.join(POLLER_CHECKPOINT_FILE), config.deps.deployment.partitions)?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
+    let (log, store) = connect(&config.deps).await?;
+    let (l, stop) = (log.clone(), shutdown.clone());
+    let component = async move {
+        let stats = run_poller(poller, l, stop).await.context("quote poller")?;
+        tracing::info!(
+            polls = stats.polls,
+            appended = stats.appended,
+            unchanged = stats.unchanged,
+            errors = stats.errors,
+            "quote poller stopped"
+        );
+        Ok(())
+    };
+    let done = run_service("quote-poller", config.http_addr, ops(&store, &log, None), shutdown, Some(component)).await;
+    store.close().await;
+    done
+}
+
+/// Flags of `prism quote-sim`.
+#[derive(Debug, Clone, Args)]
+pub struct QuoteSimConfig {
+    /// HTTP address of the simulated quote API.
+    #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8090")]
+    pub http_addr: SocketAddr,
+    /// The symbols, seed and step of the simulation.
+    #[command(flatten)]
+    pub sim: SimArgs,
+}
+
+/// `prism quote-sim`: serves simulated quotes (`GET /v1/quotes/{symbol}`, `GET /v1/quotes`,
+/// `/healthz`) until `shutdown`.
+///
+/// Errors: bad flags, or the address cannot be bound.
+pub async fn run_quote_sim(config: QuoteSimConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let sim = Simulator::new(config.sim.config().map_err(anyhow::Error::msg)?).map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding the quote simulator to {}", config.http_addr))?;
+    serve_quote_sim(std::sync::Arc::new(sim), listener, shutdown).await.context("quote simulator")
 }

@@ -2,11 +2,13 @@
 //! store, local master dataset), fed by the stock-quote lab's historical feed. Which layers run
 //! is the architecture's ([`prism_core::config::Architecture::runs`]): Lambda runs the speed
 //! layer, the archiver and the batch job; Kappa the speed layer and its hand-off of finalized
-//! windows to segments (under the master dataset's `segments/`, as in Lambda).
+//! windows to segments (under the master dataset's `segments/`, as in Lambda). With `--tail` the
+//! log-file tailer runs too, and with `--poll-url` the quote poller (into `prism.quotes`,
+//! checkpointing to `poller-checkpoint.json` in the data dir).
 //!
-//! Shutdown (SIGINT/SIGTERM or the caller's token) happens in stages: stop intake (the feed
-//! and the HTTP server), then let the speed layer, archiver and batch layer flush and commit,
-//! then sync the log and close the store.
+//! Shutdown (SIGINT/SIGTERM or the caller's token) happens in stages: stop intake (the feed,
+//! the tailer, the poller and the HTTP server), then let the speed layer, archiver and batch
+//! layer flush and commit, then sync the log and close the store.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +29,7 @@ use prism_core::store::ViewStore;
 use prism_ingest::feed::{run_feed, FeedArgs};
 use prism_ingest::http::IngestArgs;
 use prism_ingest::logs::{run_log_tailer, LogsArgs};
+use prism_ingest::poller::{run_quote_poller, PollerArgs};
 use prism_serving::segments::SegmentReader;
 use prism_speed::handoff::HandoffArgs;
 use prism_speed::versions::{run_versions, VersionsConfig};
@@ -74,6 +77,9 @@ pub struct UpConfig {
     /// Log-file tailing into `prism.access_logs` (with `--tail`; the `access` view then runs too).
     #[command(flatten)]
     pub logs: LogsArgs,
+    /// Quote polling into `prism.quotes` (with `--poll-url`).
+    #[command(flatten)]
+    pub poll: PollerArgs,
 }
 
 /// How long a retired or cancelled realtime version's rows stay after a replay (longer than any
@@ -90,6 +96,8 @@ pub struct DataDir {
     pub master: PathBuf,
     /// The log-file tailer's checkpoints.
     pub tail_checkpoints: PathBuf,
+    /// The quote poller's checkpoint.
+    pub poller_checkpoint: PathBuf,
 }
 
 impl DataDir {
@@ -100,6 +108,7 @@ impl DataDir {
             store: root.join("views.sqlite"),
             master: root.join("master"),
             tail_checkpoints: root.join("tail-checkpoints.json"),
+            poller_checkpoint: root.join("poller-checkpoint.json"),
         }
     }
 }
@@ -129,6 +138,7 @@ pub async fn run_up(
     );
     let mut views = config.deployment.registry().map_err(anyhow::Error::msg)?;
     let logs = config.logs.config(dirs.tail_checkpoints.clone(), partitions);
+    let poller = if config.poll.enabled() { Some(config.poll.config(dirs.poller_checkpoint.clone(), partitions)?) } else { None };
     if !logs.globs.is_empty() {
         views = views.with_access(config.deployment.allowed_lateness_ms);
     }
@@ -207,6 +217,11 @@ pub async fn run_up(
         max_body_bytes: config.ingest.max_body_bytes,
         idempotency_window: config.ingest.idempotency_window,
     });
+    // After `build_app`, which installs the metrics recorder: the poller counts from its first poll.
+    if let Some(poller) = poller {
+        let (log, stop) = (log.clone(), intake.clone());
+        intake_tasks.spawn(named("quote poller", run_quote_poller(poller, log, stop)));
+    }
     let listener =
         tokio::net::TcpListener::bind(config.http_addr).await.with_context(|| format!("binding the HTTP API to {}", config.http_addr))?;
     let addr = listener.local_addr()?;

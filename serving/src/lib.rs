@@ -3,6 +3,7 @@
 //!
 //! - [`bars`]: `GET /v1/bars/{symbol}`, `GET /v1/symbols`.
 //! - [`access`]: `GET /v1/access` (the access-log view).
+//! - [`schemas`]: `GET /v1/schemas[/{topic}]`, each topic's JSON Schema.
 //! - [`status`]: `GET /v1/status`.
 //! - [`admin`]: `POST /v1/admin/batch-runs`.
 //! - [`replays`]: `POST`/`GET /v1/admin/replays`, `GET`/`DELETE /v1/admin/replays/{id}`.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod merge;
 pub mod ops;
 pub mod replays;
+pub mod schemas;
 pub mod segments;
 pub mod status;
 
@@ -70,11 +72,11 @@ impl<L> Clone for ServingState<L> {
 #[derive(OpenApi)]
 #[openapi(
     paths(
-        bars::get_bars, bars::get_symbols, access::get_access, status::get_status, admin::post_batch_run, replays::post_replay, replays::get_replays,
+        bars::get_bars, bars::get_symbols, access::get_access, schemas::get_schemas, schemas::get_schema, status::get_status, admin::post_batch_run, replays::post_replay, replays::get_replays,
         replays::get_replay, replays::delete_replay
     ),
     components(schemas(
-        bars::BarsResponse, bars::Bar, bars::BarInterval, bars::SymbolsResponse, access::AccessResponse, access::AccessBucket, error::ApiError,
+        bars::BarsResponse, bars::Bar, bars::BarInterval, bars::SymbolsResponse, access::AccessResponse, access::AccessBucket, schemas::SchemasResponse, schemas::TopicSchema, error::ApiError,
         status::StatusResponse, status::ViewStatus, status::PartitionStatus, status::ConsumerLag, status::IngestStatus,
         status::FeedStatus, admin::BatchRunResponse, admin::ViewBatchRun, replays::Replay, replays::ReplaysResponse
     )),
@@ -88,6 +90,8 @@ pub fn router<L: EventLog>(state: ServingState<L>) -> Router {
         .route("/v1/bars/{symbol}", get(bars::get_bars::<L>))
         .route("/v1/symbols", get(bars::get_symbols::<L>))
         .route("/v1/access", get(access::get_access::<L>))
+        .route("/v1/schemas", get(schemas::get_schemas))
+        .route("/v1/schemas/{topic}", get(schemas::get_schema))
         .route("/v1/status", get(status::get_status::<L>))
         .route("/v1/admin/batch-runs", post(admin::post_batch_run::<L>))
         .route("/v1/admin/replays", post(replays::post_replay::<L>).get(replays::get_replays::<L>))

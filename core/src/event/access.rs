@@ -19,7 +19,7 @@ pub const MAX_HOST_LEN: usize = 255;
 /// "/var/log/nginx/access.log", "line": 17}`. `ts` is the time in the line (the event time), UTC
 /// ms on the log (RFC 3339 accepted on input); `bytes` is the response body size; `duration_ms`
 /// is the time taken to serve the request, when the line says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccessEvent {
     /// When the request was logged (event time), UTC ms.

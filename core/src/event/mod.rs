@@ -40,7 +40,7 @@ pub struct LogPosition {
 /// Shape: `{"symbol": "AAPL", "ts": 1362148200000, "price": "118.56", "size": 100,
 /// "bid": "118.55", "ask": "118.57", "exchange": "XNAS"}`; `ts` is event time, UTC ms (RFC 3339
 /// accepted on input); prices are exact decimals at scale 6; `size` is in shares.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Quote {
     /// Ticker symbol: 1–32 bytes of `A-Z a-z 0-9 . - _ ^ /`.
@@ -49,14 +49,17 @@ pub struct Quote {
     #[serde(deserialize_with = "crate::time::deserialize_ts_ms")]
     pub ts: i64,
     /// Trade price, currency units at scale 6; > 0 and fits `Decimal128(18,6)`.
+    #[schema(value_type = String, example = "118.560000")]
     pub price: Decimal6,
     /// Trade size in shares; 1 ..= 10¹².
     pub size: i64,
     /// Best bid at the trade, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub bid: Option<Decimal6>,
     /// Best ask at the trade, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub ask: Option<Decimal6>,
     /// Exchange code (e.g. a MIC), if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,7 +135,7 @@ fn is_symbol_byte(b: u8) -> bool {
 
 /// A record on `prism.dlq`: the rejected bytes (as lossy UTF-8 text), where they came from,
 /// why they were rejected and when (UTC ms).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// Source, e.g. `prism.quotes/2@1734` or `feed:stocks.csv:17`.
     pub source: String,

@@ -323,7 +323,7 @@ async fn recover_next_seq<L: EventLog>(log: &L, feed_id: &str, from: &[i64]) -> 
     for (p, end) in ends.iter().enumerate() {
         let mut offset = from.get(p).copied().unwrap_or(0);
         while offset < *end {
-            let records = log.read(QUOTES_TOPIC, p as i32, offset, 10_000, Duration::ZERO).await?;
+            let records = log.read(QUOTES_TOPIC, p as i32, offset, 10_000, Duration::from_secs(10)).await?;
             if records.is_empty() {
                 break;
             }

@@ -302,7 +302,7 @@ impl<L: EventLog> Tailer<L> {
         }
         let text = std::str::from_utf8(&line.text).map_err(|e| (None, format!("not UTF-8: {e}")))?;
         let parsed = access_log::parse_line(text).map_err(|e| (None, e.to_string()))?;
-        let event = parsed.into_event(Some(line.path.clone()), Some(line.line_no));
+        let event = access_event(parsed, Some(line.path.clone()), Some(line.line_no));
         match event.validate() {
             Ok(()) => Ok(event),
             Err(e) => Err((Some(event.host), e.to_string())),
@@ -332,6 +332,12 @@ impl<L: EventLog> Tailer<L> {
         let age = if self.dirty { self.last_save.elapsed().as_secs_f64() } else { 0.0 };
         metrics::gauge!(telemetry::LOGS_CHECKPOINT_AGE_SECONDS).set(age);
     }
+}
+
+/// The `prism.access_logs` event of a parsed line, read from `source_file` at 1-based `line`.
+pub fn access_event(parsed: access_log::AccessLine, source_file: Option<String>, line: Option<u64>) -> AccessEvent {
+    let access_log::AccessLine { ts, host, ident, user, method, path, protocol, status, bytes, referer, user_agent, duration_ms } = parsed;
+    AccessEvent { ts, host, ident, user, method, path, protocol, status, bytes, referer, user_agent, duration_ms, source_file, line }
 }
 
 #[cfg(test)]

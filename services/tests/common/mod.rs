@@ -57,6 +57,7 @@ pub fn test_config(data_dir: &Path) -> UpConfig {
             tail_rotate_wait: Duration::from_secs(5),
             tail_read_from_end: false,
         },
+        poll: prism_ingest::poller::PollerArgs::default(),
     }
 }
 

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessLine {
     /// When the request was logged, UTC ms.
-    #[serde(deserialize_with = "prism_core::time::deserialize_ts_ms")]
+    #[serde(deserialize_with = "crate::time::deserialize_ts_ms")]
     pub ts: i64,
     /// The client (`%h`): an address or a host name.
     pub host: String,
@@ -63,29 +63,6 @@ pub struct AccessLine {
     /// Time taken to serve the request, ms, when the line says (JSON lines only).
     #[serde(default)]
     pub duration_ms: Option<u64>,
-}
-
-impl AccessLine {
-    /// The `prism.access_logs` event of this line, read from `source_file` at 1-based `line`.
-    pub fn into_event(self, source_file: Option<String>, line: Option<u64>) -> prism_core::event::AccessEvent {
-        let AccessLine { ts, host, ident, user, method, path, protocol, status, bytes, referer, user_agent, duration_ms } = self;
-        prism_core::event::AccessEvent {
-            ts,
-            host,
-            ident,
-            user,
-            method,
-            path,
-            protocol,
-            status,
-            bytes,
-            referer,
-            user_agent,
-            duration_ms,
-            source_file,
-            line,
-        }
-    }
 }
 
 /// Why a line was refused (the reason sent to the dead-letter topic with file:line).
