@@ -82,6 +82,7 @@ pub async fn run_group_versions<V: View>(
     let mut last_expiry = Instant::now();
     // The serving version last reported as built under another definition (reported once).
     let mut warned = None;
+    let mut built_with = None;
     let result = loop {
         tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
@@ -93,7 +94,7 @@ pub async fn run_group_versions<V: View>(
         {
             break Err(e);
         }
-        if let Err(e) = follow(&view, &config, &log, &store, &mut running, &mut warned).await {
+        if let Err(e) = follow(&view, &config, &log, &store, &mut running, &mut warned, &mut built_with).await {
             tracing::warn!(view = %view.name(), error = %e, "could not follow the realtime versions; retrying");
         }
         if last_expiry.elapsed() >= EXPIRY_INTERVAL {
@@ -125,11 +126,21 @@ async fn follow<V: View>(
     store: &ViewStore,
     running: &mut BTreeMap<i64, Running>,
     warned: &mut Option<i64>,
+    built_with: &mut Option<(i64, String)>,
 ) -> Result<(), StoreError> {
     let name = view.name();
     let fingerprint = view.fingerprint();
     let serving = store.view_pointer(name).await?.realtime_version;
-    let built = store.record_realtime_fingerprint(name, serving, &fingerprint).await?;
+    // The fingerprint a version was built with never changes: ask the store once per version,
+    // not on every look.
+    let built = match built_with {
+        Some((version, built)) if *version == serving => built.clone(),
+        _ => {
+            let built = store.record_realtime_fingerprint(name, serving, &fingerprint).await?;
+            *built_with = Some((serving, built.clone()));
+            built
+        }
+    };
     let versions = store.realtime_versions(name).await?;
     let mut wanted = BTreeSet::new();
     if built == fingerprint {

@@ -104,6 +104,17 @@ async fn ingest_logs_over_kafka_counts_every_line_once_across_a_sigkill() {
         assert!(Instant::now() < deadline, "serving answers {have:?}, the file says {want:?}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // Status shows the access topic's partitions with the speed layer's consumer caught up.
+    let (_, status) = get_json(&client, &base(2), "/v1/status").await;
+    let access: Vec<&serde_json::Value> =
+        status["partitions"].as_array().expect("partitions").iter().filter(|p| p["topic"] == "prism.access_logs").collect();
+    assert_eq!(access.len(), 2, "{status}");
+    let lines: i64 = access.iter().map(|p| p["log_end_offset"].as_i64().unwrap_or(0)).sum();
+    assert_eq!(lines, total, "each line once in the topic: {status}");
+    for p in access {
+        let speed = p["consumers"].as_array().expect("consumers").iter().find(|c| c["consumer"] == "speed-layer.access.v1").cloned();
+        assert_eq!(speed.map(|c| c["lag"].clone()), Some(serde_json::json!(0)), "{p}");
+    }
     let metrics = client.get(format!("{}/metrics", base(0))).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("prism_logs_lines_read_total"), "{metrics}");
     drop(processes);

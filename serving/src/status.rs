@@ -32,7 +32,8 @@ pub struct StatusResponse {
     pub realtime_watermark: Option<String>,
     /// Every registered view's versions.
     pub views: Vec<ViewStatus>,
-    /// Per partition of `prism.quotes`: log end offset and each consumer's position and lag.
+    /// Per partition of `prism.quotes` and of every registered view's source topic (`topic` says
+    /// which): log end offset and each consumer's position and lag.
     pub partitions: Vec<PartitionStatus>,
     /// Events accepted and refused per ingest source.
     pub ingest: Vec<IngestStatus>,
@@ -161,30 +162,38 @@ pub async fn get_status<L: EventLog>(State(state): State<ServingState<L>>) -> Re
         Some(v) => (v.batch_horizon.clone(), v.batch_version, v.segment_horizon.clone(), v.realtime_version, v.realtime_watermark.clone()),
         None => (None, None, None, 1, None),
     };
-    let ends = state.log.end_offsets(QUOTES_TOPIC).await?;
-    let consumers = state.store.all_consumer_offsets(QUOTES_TOPIC).await?;
-    let leases = state.store.leases(QUOTES_TOPIC).await?;
-    let lease = |consumer: &str, partition: i32| leases.iter().find(|l| l.consumer == consumer && l.partition == partition);
-    let partitions = ends
-        .iter()
-        .enumerate()
-        .map(|(p, end)| PartitionStatus {
-            topic: QUOTES_TOPIC.to_string(),
-            partition: p as i32,
-            log_end_offset: *end,
-            consumers: consumers
-                .iter()
-                .filter(|(_, o)| o.partition == p as i32)
-                .map(|(name, o)| ConsumerLag {
-                    consumer: name.clone(),
-                    next_offset: o.next_offset,
-                    lag: end - o.next_offset,
-                    owner: lease(name, o.partition).map(|l| l.owner.clone()),
-                    owner_renewed_at: lease(name, o.partition).map(|l| format_rfc3339(l.renewed_at_ms)),
-                })
-                .collect(),
-        })
-        .collect();
+    // Every topic a layer consumes: prism.quotes, and each registered view's source.
+    let mut topics: Vec<&'static str> = vec![QUOTES_TOPIC];
+    for v in state.views.views() {
+        if !topics.contains(&v.source_topic()) {
+            topics.push(v.source_topic());
+        }
+    }
+    let mut partitions = Vec::new();
+    for topic in topics {
+        let ends = state.log.end_offsets(topic).await?;
+        let consumers = state.store.all_consumer_offsets(topic).await?;
+        let leases = state.store.leases(topic).await?;
+        let lease = |consumer: &str, partition: i32| leases.iter().find(|l| l.consumer == consumer && l.partition == partition);
+        partitions.extend(ends.iter().enumerate().map(|(p, end)| {
+            PartitionStatus {
+                topic: topic.to_string(),
+                partition: p as i32,
+                log_end_offset: *end,
+                consumers: consumers
+                    .iter()
+                    .filter(|(_, o)| o.partition == p as i32)
+                    .map(|(name, o)| ConsumerLag {
+                        consumer: name.clone(),
+                        next_offset: o.next_offset,
+                        lag: end - o.next_offset,
+                        owner: lease(name, o.partition).map(|l| l.owner.clone()),
+                        owner_renewed_at: lease(name, o.partition).map(|l| format_rfc3339(l.renewed_at_ms)),
+                    })
+                    .collect(),
+            }
+        }));
+    }
     let ingest = state
         .store
         .ingest_counters()
