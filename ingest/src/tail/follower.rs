@@ -135,7 +135,7 @@ impl Follower {
             let f = &mut self.files[i];
             let len = f.file.metadata().map_err(|e| TailError::io(&f.path, e))?.len();
             let fingerprint = Fingerprint::of_file(&f.file).map_err(|e| TailError::io(&f.path, e))?;
-            if len < f.read_off() || fingerprint != Some(f.fingerprint) {
+            if f.replaced() || len < f.read_off() || fingerprint != Some(f.fingerprint) {
                 tracing::warn!(
                     path = %f.path, fingerprint = %f.fingerprint, len, read = f.read_off(),
                     "tail: file truncated (copytruncate?); reading it again from its start"

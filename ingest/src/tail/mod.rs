@@ -27,7 +27,9 @@
 //!   after the handle closed; nothing is read twice.
 //! - **`copytruncate`** (logrotate): the copy has the old fingerprint; the original is
 //!   truncated. A handle whose file became shorter than what was read, or whose first line
-//!   changed, was truncated: a warning, the handle is dropped, the old fingerprint's position is
+//!   changed, was truncated (checked on each poll, and after each read that found bytes: what a
+//!   read finds after the first line changed is the new content, not handed out under the old
+//!   fingerprint): a warning, the handle is dropped, the old fingerprint's position is
 //!   kept (the copy continues from it when the globs match the copy) and the path is read afresh
 //!   from 0. Lines written between logrotate's copy and its truncate are lost unless the globs
 //!   also match the copy (logrotate documents that window for `copytruncate`).

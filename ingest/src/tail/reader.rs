@@ -49,6 +49,9 @@ pub(super) struct OpenFile {
     pub last_eof: Option<Instant>,
     /// When its watch path was first seen not to name it.
     pub detached_since: Option<Instant>,
+    /// A read found the file no longer has its fingerprint (truncated, and perhaps written
+    /// again): nothing more is read through this handle.
+    replaced: bool,
 }
 
 impl OpenFile {
@@ -66,12 +69,19 @@ impl OpenFile {
             eof_since: None,
             last_eof: None,
             detached_since: None,
+            replaced: false,
         }
     }
 
     /// File offset up to which the file was read (bytes): a file now shorter was truncated.
     pub fn read_off(&self) -> u64 {
         self.read_off
+    }
+
+    /// True once a read found that the file no longer has its fingerprint (see
+    /// [`OpenFile::next_line`]): the handle must be dropped like a truncated file's.
+    pub fn replaced(&self) -> bool {
+        self.replaced
     }
 
     /// The next complete line at `pos` (which this call advances past it), reading more of the
@@ -110,6 +120,9 @@ impl OpenFile {
                 self.scanned = 0;
             }
             if self.read_more()? == 0 {
+                if self.replaced {
+                    return Ok(None);
+                }
                 let now = Instant::now();
                 self.eof_since.get_or_insert(now);
                 self.last_eof = Some(now);
@@ -119,7 +132,12 @@ impl OpenFile {
         }
     }
 
+    /// Reads the next chunk past `read_off` into `buf`; 0 at the end of the file, or when the
+    /// file no longer has its fingerprint after the read (`replaced`).
     fn read_more(&mut self) -> io::Result<usize> {
+        if self.replaced {
+            return Ok(0);
+        }
         let old = self.buf.len();
         self.buf.resize(old + CHUNK_BYTES, 0);
         let read = loop {
@@ -133,6 +151,23 @@ impl OpenFile {
             Err(_) => 0,
         };
         self.buf.truncate(old + n);
+        // Truncated and written again since the follower last looked at the fingerprint
+        // (`copytruncate` can land between that look and this read): what was read may be the new
+        // content. Still the fingerprint after the read: what was read is this file's.
+        if n > 0 {
+            match Fingerprint::of_file(&self.file) {
+                Ok(fingerprint) if fingerprint == Some(self.fingerprint) => {}
+                Ok(_) => {
+                    self.buf.truncate(old);
+                    self.replaced = true;
+                    return Ok(0);
+                }
+                Err(e) => {
+                    self.buf.truncate(old);
+                    return Err(e);
+                }
+            }
+        }
         self.read_off += n as u64;
         read
     }
@@ -171,7 +206,8 @@ mod tests {
         let path = dir.path().join("a.log");
         let mut writer = File::create(&path).unwrap();
         writer.write_all(content).unwrap();
-        let reader = OpenFile::new(Fingerprint(1), File::open(&path).unwrap(), (0, 0), path, 0);
+        let fingerprint = Fingerprint::of_prefix(content).expect("content with a first line");
+        let reader = OpenFile::new(fingerprint, File::open(&path).unwrap(), (0, 0), path, 0);
         (dir, writer, reader)
     }
 
@@ -204,6 +240,36 @@ mod tests {
         assert_eq!(got[1].0, b"exactly10".to_vec());
         assert!(!got[1].3);
         assert_eq!(pos.line, 5);
+    }
+
+    /// A `copytruncate` between the follower's fingerprint check (or its opening of the file)
+    /// and its read: the bytes the read finds are the new content, not more of the file the
+    /// fingerprint names, and are not handed out under it.
+    #[test]
+    fn what_is_read_after_the_file_was_truncated_and_rewritten_is_not_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"a1\na2\n").unwrap();
+        let file = File::open(&path).unwrap();
+        let fingerprint = Fingerprint::of_file(&file).unwrap().unwrap();
+        let rewrite = |content: &[u8]| {
+            let mut writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            writer.set_len(0).unwrap();
+            writer.write_all(content).unwrap();
+        };
+        // Opened (fingerprint taken) but not read yet.
+        let mut f = OpenFile::new(fingerprint, file, (0, 0), path.clone(), 0);
+        let mut pos = ReadPos::default();
+        rewrite(b"b1\nb2\n");
+        assert!(texts(&mut f, &mut pos, 100).is_empty(), "b1 and b2 are not lines 1 and 2 of a1's file");
+        assert_eq!((pos, f.read_off(), f.replaced()), (ReadPos::default(), 0, true));
+        // Read to its end, then rewritten longer than what was read.
+        rewrite(b"a1\na2\n");
+        let mut f = OpenFile::new(fingerprint, File::open(&path).unwrap(), (0, 0), path.clone(), 0);
+        assert_eq!(texts(&mut f, &mut pos, 100).len(), 2);
+        rewrite(b"c1\nc2\nc3\nc4\n");
+        assert!(texts(&mut f, &mut pos, 100).is_empty(), "c3 and c4 are not lines 3 and 4 of a1's file");
+        assert_eq!((pos, f.read_off(), f.replaced()), (ReadPos { position: 6, line: 2 }, 6, true));
     }
 
     #[test]

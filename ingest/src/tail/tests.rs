@@ -262,6 +262,45 @@ fn copytruncate_with_the_copies_matched_loses_and_repeats_nothing() {
     assert_eq!(got, [("b3".into(), 3), ("c1".into(), 1)]);
 }
 
+/// `copytruncate` racing the polls (a writer thread rotating small files as fast as it can,
+/// writing each line's text and its `\n` separately): every line is handed out exactly once.
+/// Truncations land anywhere in a poll, also between its look at a file's fingerprint and its
+/// read of the file.
+#[test]
+fn copytruncate_racing_the_polls_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let writer = std::thread::spawn({
+        let (dir, log) = (dir.path().to_path_buf(), log.clone());
+        move || {
+            let mut written = Vec::new();
+            for rotation in 1..=200 {
+                for i in 0..1 + rotation % 4 {
+                    let text = format!("{rotation}-{i} {}", "x".repeat(rotation % 11));
+                    append(&log, text.as_bytes());
+                    append(&log, b"\n");
+                    written.push(text);
+                }
+                fs::copy(&log, dir.join(format!("access.log.{rotation}"))).unwrap();
+                truncate(&log);
+            }
+            written
+        }
+    });
+    let mut f = follower(&[&dir.path().join("access.log*")], &Checkpoints::default(), quick());
+    let mut read = Vec::new();
+    while !writer.is_finished() {
+        read.extend(texts(&f.poll(3, 1 << 20).unwrap()));
+    }
+    let mut written = writer.join().unwrap();
+    read.extend(texts(&drain(&mut f)));
+    written.sort();
+    read.sort();
+    let missing: Vec<_> = written.iter().filter(|w| read.binary_search(w).is_err()).collect();
+    assert_eq!(read.len(), written.len(), "missing {missing:?}");
+    assert_eq!(read, written);
+}
+
 #[test]
 fn a_plain_truncation_reads_the_file_again_from_its_start() {
     let dir = tempfile::tempdir().unwrap();
