@@ -189,9 +189,14 @@ fn kafka_ready(log: Arc<KafkaLog>) -> ReadinessCheck {
 
 /// The ops endpoints; `/readyz` checks the store, the brokers and, when given, the master dataset.
 pub(crate) fn ops(store: &ViewStore, log: &Arc<KafkaLog>, master: Option<&MasterDataset>) -> Router {
-    let mut checks = vec![kafka_ready(log.clone())];
-    checks.extend(master.map(|m| master_ready(m.clone())));
-    prism_serving::ops::router(OpsState { store: store.clone(), extra_check: Some(all_ready(checks)), metrics: metrics_renderer() })
+    ops_with(store, log, master.map(|m| master_ready(m.clone())).into_iter().collect())
+}
+
+/// The ops endpoints; `/readyz` checks the store, the brokers and each of `checks`.
+pub(crate) fn ops_with(store: &ViewStore, log: &Arc<KafkaLog>, checks: Vec<ReadinessCheck>) -> Router {
+    let mut all = vec![kafka_ready(log.clone())];
+    all.extend(checks);
+    prism_serving::ops::router(OpsState { store: store.clone(), extra_check: Some(all_ready(all)), metrics: metrics_renderer() })
 }
 
 /// Restarts of a failed component by [`supervise`], labelled `component`.

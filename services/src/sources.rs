@@ -12,15 +12,17 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use prism_ingest::logs::{run_log_tailer, LogsArgs};
 use prism_ingest::poller::{run_quote_poller as run_poller, PollerArgs};
 use prism_ingest::quote_sim::{serve_quote_sim, SimArgs, Simulator};
+use prism_serving::ops::ReadinessCheck;
 use tokio_util::sync::CancellationToken;
 
-use crate::micro::{connect, ops, run_service, Deps};
+use crate::micro::{connect, ops_with, run_service, Deps};
 
 /// Flags of `prism ingest-logs`.
 #[derive(Debug, Clone, Args)]
@@ -56,7 +58,8 @@ pub async fn run_ingest_logs(config: IngestLogsConfig, shutdown: CancellationTok
         tracing::info!(lines = stats.lines_read, appended = stats.appended, dead_lettered = stats.dead_lettered, "log-file tailer stopped");
         Ok(())
     };
-    let done = run_service("ingest-logs", config.http_addr, ops(&store, &log, None), shutdown, Some(component)).await;
+    let ready = files_ready(config.logs.tail.clone());
+    let done = run_service("ingest-logs", config.http_addr, ops_with(&store, &log, vec![ready]), shutdown, Some(component)).await;
     store.close().await;
     done
 }
@@ -104,7 +107,8 @@ pub async fn run_quote_poller(config: QuotePollerConfig, shutdown: CancellationT
         );
         Ok(())
     };
-    let done = run_service("quote-poller", config.http_addr, ops(&store, &log, None), shutdown, Some(component)).await;
+    let ready = api_ready(config.poll.poll_url.clone().unwrap_or_default(), config.poll.poll_symbols.first().cloned().unwrap_or_default());
+    let done = run_service("quote-poller", config.http_addr, ops_with(&store, &log, vec![ready]), shutdown, Some(component)).await;
     store.close().await;
     done
 }
@@ -130,4 +134,69 @@ pub async fn run_quote_sim(config: QuoteSimConfig, shutdown: CancellationToken) 
         .await
         .with_context(|| format!("binding the quote simulator to {}", config.http_addr))?;
     serve_quote_sim(std::sync::Arc::new(sim), listener, shutdown).await.context("quote simulator")
+}
+
+/// `/readyz` of `ingest-logs`: the folder of every `--tail` pattern can be listed (the files
+/// themselves may appear later).
+fn files_ready(globs: Vec<String>) -> ReadinessCheck {
+    Arc::new(move || {
+        let globs = globs.clone();
+        Box::pin(async move {
+            for pattern in globs.iter().map(|g| g.trim()).filter(|g| !g.is_empty()) {
+                let dir = glob_folder(pattern);
+                std::fs::read_dir(&dir).map_err(|e| format!("cannot list {} (from --tail {pattern:?}): {e}", dir.display()))?;
+            }
+            Ok(())
+        })
+    })
+}
+
+/// The folder a glob pattern starts in: its path up to the first component with a wildcard.
+fn glob_folder(pattern: &str) -> PathBuf {
+    let mut dir = PathBuf::new();
+    let path = std::path::Path::new(pattern);
+    let components: Vec<_> = path.components().collect();
+    for (i, c) in components.iter().enumerate() {
+        let text = c.as_os_str().to_string_lossy();
+        if i + 1 == components.len() || text.contains(['*', '?', '[']) {
+            break;
+        }
+        dir.push(c);
+    }
+    if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    }
+}
+
+/// `/readyz` of `quote-poller`: the quote API answers (any HTTP status) for the first symbol
+/// within 2 s.
+fn api_ready(template: String, symbol: String) -> ReadinessCheck {
+    let client = crate::http_client();
+    Arc::new(move || {
+        let (client, url) = (client.clone(), template.replace("{symbol}", &symbol));
+        Box::pin(async move {
+            client
+                .get(&url)
+                .timeout(std::time::Duration::from_secs(2))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("the quote API does not answer: {}", e.without_url()))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_folders() {
+        assert_eq!(glob_folder("/var/log/nginx/access.log*"), PathBuf::from("/var/log/nginx"));
+        assert_eq!(glob_folder("/var/log/*/access.log"), PathBuf::from("/var/log"));
+        assert_eq!(glob_folder("access.log"), PathBuf::from("."));
+        assert_eq!(glob_folder("logs/access.log"), PathBuf::from("logs"));
+    }
 }

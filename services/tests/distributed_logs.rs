@@ -117,5 +117,25 @@ async fn ingest_logs_over_kafka_counts_every_line_once_across_a_sigkill() {
     }
     let metrics = client.get(format!("{}/metrics", base(0))).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("prism_logs_lines_read_total"), "{metrics}");
+    // A tailer whose folder cannot be listed is alive but not ready, and says why.
+    let port = free_port();
+    let mut bad_envs = envs.clone();
+    bad_envs.retain(|(k, _)| *k != "PRISM_TAIL" && *k != "PRISM_DATA_DIR");
+    bad_envs.push(("PRISM_TAIL", work.path().join("no-such-folder/*.log").display().to_string()));
+    bad_envs.push(("PRISM_DATA_DIR", work.path().join("tailer-2").display().to_string()));
+    processes.0.push(("ingest-logs (bad folder)".into(), spawn("ingest-logs", port, &bad_envs)));
+    let bad = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(format!("{bad}/readyz")).send().await {
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            assert_eq!(status, 503, "{text}");
+            assert!(text.contains("no-such-folder"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the second tailer never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(processes);
 }
