@@ -229,6 +229,25 @@ async fn tail_rotate_and_check(architecture: Architecture) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         check_answers(&up.client, &up.base, &written, "Kappa, from segments").await;
+        // A Kappa replay of the access view (bulk catch-up into version 2, then the switch)
+        // answers the same.
+        let resp = up.client.post(format!("{}/v1/admin/replays?view=access&switch_lag=0", up.base)).send().await.expect("POST");
+        assert_eq!(resp.status().as_u16(), 202);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (code, replay) = up.get("/v1/admin/replays/access.v2").await;
+            assert_eq!(code, 200, "{replay}");
+            if replay["state"] == "switched" {
+                break;
+            }
+            assert_eq!(replay["state"], "replaying", "{replay}");
+            assert!(Instant::now() < deadline, "the access replay did not switch: {replay}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (_, status) = up.get("/v1/status").await;
+        let access = status["views"].as_array().expect("views").iter().find(|v| v["view"] == "access").cloned().expect("access");
+        assert_eq!(access["realtime_version"], 2, "{status}");
+        check_answers(&up.client, &up.base, &written, "Kappa, after a replay of the access view").await;
     }
     up.stop().await;
 
