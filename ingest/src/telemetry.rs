@@ -30,6 +30,12 @@ pub const POLLER_UNCHANGED_TOTAL: &str = "prism_poller_unchanged_total";
 pub const POLLER_ERRORS_TOTAL: &str = "prism_poller_errors_total";
 /// When the quote poller last got a valid quote (UTC seconds since the epoch).
 pub const POLLER_LAST_SUCCESS_TIMESTAMP_SECONDS: &str = "prism_poller_last_success_timestamp_seconds";
+/// Changes the CDC source appended (label `op`: `r` snapshot rows, `c`, `u`, `d`, `t`).
+pub const CDC_CHANGES_TOTAL: &str = "prism_cdc_changes_total";
+/// The WAL position (LSN, as a number) the CDC source last confirmed on its replication slot.
+pub const CDC_CONFIRMED_LSN: &str = "prism_cdc_confirmed_lsn";
+/// Transactions the CDC source appended and confirmed.
+pub const CDC_TRANSACTIONS_TOTAL: &str = "prism_cdc_transactions_total";
 
 /// Registers the HELP text of every ingest metric with the installed recorder (a no-op without
 /// one; calling it again is harmless).
@@ -68,4 +74,10 @@ pub fn describe() {
         Unit::Seconds,
         "When the quote poller last got a valid quote, UTC seconds since the epoch."
     );
+    describe_counter!(CDC_CHANGES_TOTAL, "Changes the CDC source appended, by op (r snapshot rows, c, u, d, t).");
+    describe_gauge!(
+        CDC_CONFIRMED_LSN,
+        "The WAL position (LSN as a number) the CDC source last confirmed on its replication slot (everything before it is in the log)."
+    );
+    describe_counter!(CDC_TRANSACTIONS_TOTAL, "Transactions the CDC source appended to the log and confirmed on its slot.");
 }

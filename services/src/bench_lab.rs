@@ -263,6 +263,7 @@ async fn bench(dir: &std::path::Path, config: &LabBenchConfig) -> anyhow::Result
             tail_read_from_end: false,
         },
         poll: prism_ingest::poller::PollerArgs::default(),
+        cdc: prism_ingest::cdc::CdcArgs::default(),
     };
     let started = Instant::now();
     let (shutdown, handle, base) = start_up(up.clone()).await?;

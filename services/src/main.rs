@@ -24,6 +24,8 @@ enum Command {
     Up(Box<prism::up::UpConfig>),
     /// HTTP ingest into Kafka (distributed deployment).
     IngestApi(prism::micro::IngestApiConfig),
+    /// Capture a PostgreSQL database's changes into Kafka (`prism.cdc.<db>.<schema>.<table>`).
+    IngestCdc(prism::sources::IngestCdcConfig),
     /// Tail access-log files into Kafka (`prism.access_logs`).
     IngestLogs(prism::sources::IngestLogsConfig),
     /// Poll a JSON quote API into Kafka (`prism.quotes`).
@@ -71,6 +73,7 @@ fn run() -> anyhow::Result<()> {
         match cli.command {
             Command::Up(config) => prism::up::run_up(*config, signal_token(), None).await,
             Command::IngestApi(config) => prism::micro::run_ingest_api(config, signal_token()).await,
+            Command::IngestCdc(config) => prism::sources::run_ingest_cdc(config, signal_token()).await,
             Command::IngestLogs(config) => prism::sources::run_ingest_logs(config, signal_token()).await,
             Command::QuotePoller(config) => prism::sources::run_quote_poller(config, signal_token()).await,
             Command::QuoteSim(config) => prism::sources::run_quote_sim(config, signal_token()).await,

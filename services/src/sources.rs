@@ -2,6 +2,8 @@
 //! Kafka with its own checkpoint, `/healthz`, `/readyz` and `/metrics`, and stops gracefully
 //! (finish the batch in flight, save the checkpoint) on SIGTERM.
 //!
+//! - `prism ingest-cdc`: PostgreSQL change data capture into `prism.cdc.*`
+//!   ([`prism_ingest::cdc`]).
 //! - `prism ingest-logs`: tails access-log files into `prism.access_logs`
 //!   ([`prism_ingest::logs`]).
 //! - `prism quote-poller`: polls a JSON quote API into `prism.quotes`
@@ -16,6 +18,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use prism_ingest::cdc::{run_cdc, CdcArgs};
 use prism_ingest::logs::{run_log_tailer, LogsArgs};
 use prism_ingest::poller::{run_quote_poller as run_poller, PollerArgs};
 use prism_ingest::quote_sim::{serve_quote_sim, SimArgs, Simulator};
@@ -134,6 +137,56 @@ pub async fn run_quote_sim(config: QuoteSimConfig, shutdown: CancellationToken) 
         .await
         .with_context(|| format!("binding the quote simulator to {}", config.http_addr))?;
     serve_quote_sim(std::sync::Arc::new(sim), listener, shutdown).await.context("quote simulator")
+}
+
+/// Flags of `prism ingest-cdc`.
+#[derive(Debug, Clone, Args)]
+pub struct IngestCdcConfig {
+    /// Brokers, view store and shared settings.
+    #[command(flatten)]
+    pub deps: Deps,
+    /// HTTP address (ops endpoints).
+    #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8087")]
+    pub http_addr: SocketAddr,
+    /// The database to capture, its slot, publication and schemas.
+    #[command(flatten)]
+    pub cdc: CdcArgs,
+}
+
+/// `prism ingest-cdc`: PostgreSQL logical replication (`pgoutput`) → `prism.cdc.<db>.<schema>.<table>`
+/// in Kafka. Its checkpoint is the replication slot's confirmed flush LSN, which moves only after
+/// Kafka acknowledged every change up to it (at-least-once; see `prism_ingest::cdc`).
+///
+/// Errors: no `--cdc-database-url`, Kafka, the view store or the captured database unreachable,
+/// a published table without a key, or a failure of the stream (logged; the process exits
+/// non-zero and a restart resumes from the slot).
+pub async fn run_ingest_cdc(config: IngestCdcConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let cdc = config.cdc.config(config.deps.deployment.partitions)?;
+    let (log, store) = connect(&config.deps).await?;
+    let ready = database_ready(cdc.database_url.clone());
+    let (l, stop) = (log.clone(), shutdown.clone());
+    let component = async move {
+        let stats = run_cdc(cdc, l, stop).await.context("change data capture")?;
+        tracing::info!(snapshot_rows = stats.snapshot_rows, changes = stats.changes, "change data capture stopped");
+        Ok(())
+    };
+    let done = run_service("ingest-cdc", config.http_addr, ops_with(&store, &log, vec![ready]), shutdown, Some(component)).await;
+    store.close().await;
+    done
+}
+
+/// `/readyz` of `ingest-cdc`: the captured database answers within 2 s (its address and
+/// password are never in the answer).
+fn database_ready(url: String) -> ReadinessCheck {
+    Arc::new(move || {
+        let url = url.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), prism_ingest::cdc::pg::ping(&url)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) | Err(_) => Err("the captured database does not answer".to_string()),
+            }
+        })
+    })
 }
 
 /// `/readyz` of `ingest-logs`: the folder of every `--tail` pattern can be listed (the files

@@ -26,6 +26,7 @@ use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
 use prism_core::log::{check_log_complete, EventLog};
 use prism_core::replay::ReplayControl;
 use prism_core::store::ViewStore;
+use prism_ingest::cdc::{run_cdc, CdcArgs};
 use prism_ingest::feed::{run_feed, FeedArgs};
 use prism_ingest::http::IngestArgs;
 use prism_ingest::logs::{run_log_tailer, LogsArgs};
@@ -80,6 +81,9 @@ pub struct UpConfig {
     /// Quote polling into `prism.quotes` (with `--poll-url`).
     #[command(flatten)]
     pub poll: PollerArgs,
+    /// PostgreSQL change data capture into `prism.cdc.*` (with `--cdc-database-url`).
+    #[command(flatten)]
+    pub cdc: CdcArgs,
 }
 
 /// How long a retired or cancelled realtime version's rows stay after a replay (longer than any
@@ -138,6 +142,10 @@ pub async fn run_up(
     );
     let mut views = config.deployment.registry().map_err(anyhow::Error::msg)?;
     let logs = config.logs.config(dirs.tail_checkpoints.clone(), partitions);
+    let cdc = match config.cdc.cdc_database_url.is_some() {
+        true => Some(config.cdc.config(partitions)?),
+        false => None,
+    };
     let poller = if config.poll.enabled() { Some(config.poll.config(dirs.poller_checkpoint.clone(), partitions)?) } else { None };
     if !logs.globs.is_empty() {
         views = views.with_access(config.deployment.allowed_lateness_ms);
@@ -221,6 +229,10 @@ pub async fn run_up(
     if let Some(poller) = poller {
         let (log, stop) = (log.clone(), intake.clone());
         intake_tasks.spawn(named("quote poller", run_quote_poller(poller, log, stop)));
+    }
+    if let Some(cdc) = cdc {
+        let (log, stop) = (log.clone(), intake.clone());
+        intake_tasks.spawn(named("change data capture", run_cdc(cdc, log, stop)));
     }
     let listener =
         tokio::net::TcpListener::bind(config.http_addr).await.with_context(|| format!("binding the HTTP API to {}", config.http_addr))?;

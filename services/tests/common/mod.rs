@@ -58,6 +58,7 @@ pub fn test_config(data_dir: &Path) -> UpConfig {
             tail_read_from_end: false,
         },
         poll: prism_ingest::poller::PollerArgs::default(),
+        cdc: prism_ingest::cdc::CdcArgs::default(),
     }
 }
 
