@@ -36,6 +36,8 @@ pub const CDC_CHANGES_TOTAL: &str = "prism_cdc_changes_total";
 pub const CDC_CONFIRMED_LSN: &str = "prism_cdc_confirmed_lsn";
 /// Transactions the CDC source appended and confirmed.
 pub const CDC_TRANSACTIONS_TOTAL: &str = "prism_cdc_transactions_total";
+/// WAL the CDC source's replication slot holds back (current WAL − confirmed flush LSN), bytes.
+pub const CDC_SLOT_LAG_BYTES: &str = "prism_cdc_slot_lag_bytes";
 
 /// Registers the HELP text of every ingest metric with the installed recorder (a no-op without
 /// one; calling it again is harmless).
@@ -80,4 +82,9 @@ pub fn describe() {
         "The WAL position (LSN as a number) the CDC source last confirmed on its replication slot (everything before it is in the log)."
     );
     describe_counter!(CDC_TRANSACTIONS_TOTAL, "Transactions the CDC source appended to the log and confirmed on its slot.");
+    describe_gauge!(
+        CDC_SLOT_LAG_BYTES,
+        Unit::Bytes,
+        "WAL the CDC source's replication slot holds back (current WAL position minus its confirmed flush LSN)."
+    );
 }

@@ -133,5 +133,16 @@ async fn ingest_cdc_survives_a_sigkill_and_delivers_every_change() {
         assert!(Instant::now() < deadline, "after 120 s: {by_op:?}; the script: {second}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The slot's lag is measured (every 5 s) and exported.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = client.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+        if metrics.lines().any(|l| l.starts_with("prism_cdc_slot_lag_bytes ")) {
+            assert!(metrics.contains("# HELP prism_cdc_slot_lag_bytes"), "{metrics}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no prism_cdc_slot_lag_bytes: {metrics}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     drop(processes);
 }

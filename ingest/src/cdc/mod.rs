@@ -278,7 +278,9 @@ pub async fn run_cdc<L: EventLog>(config: CdcConfig, log: Arc<L>, cancel: Cancel
         stats,
         confirmed: 0,
     };
+    let watcher = tokio::spawn(watch_slot_lag(config.database_url.clone(), config.slot.clone(), cancel.child_token()));
     let result = streamer.run(&mut repl, &cancel).await;
+    watcher.abort();
     if result.is_ok() {
         streamer.report_confirmed(&repl).await;
     }
@@ -288,6 +290,36 @@ pub async fn run_cdc<L: EventLog>(config: CdcConfig, log: Arc<L>, cancel: Cancel
     shutdown.map_err(replication_error("ending the replication session"))?;
     tracing::info!(snapshot_rows = stats.snapshot_rows, changes = stats.changes, transactions = stats.transactions, "ingest-cdc stopped");
     Ok(stats)
+}
+
+/// How often the slot's lag is measured.
+const SLOT_LAG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sets `prism_cdc_slot_lag_bytes` every [`SLOT_LAG_INTERVAL`]: the WAL the slot still holds
+/// back, `pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)` (PostgreSQL docs,
+/// "pg_replication_slots"). A failed look is logged at debug and tried again; it never stops the
+/// source.
+async fn watch_slot_lag(url: String, slot: String, cancel: CancellationToken) {
+    let mut ticker = tokio::time::interval(SLOT_LAG_INTERVAL);
+    let mut sql = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if sql.is_none() {
+            sql = pg::connect(&url).await.ok();
+        }
+        let Some(connection) = sql.as_mut() else { continue };
+        match pg::slot_lag_bytes(connection, &slot).await {
+            Ok(Some(lag)) => metrics::gauge!(crate::telemetry::CDC_SLOT_LAG_BYTES).set(lag as f64),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "could not measure the replication slot's lag");
+                sql = None;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

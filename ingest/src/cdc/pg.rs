@@ -94,6 +94,21 @@ pub async fn connect(url: &str) -> Result<PgConnection, CdcError> {
     PgConnection::connect(url).await.map_err(sql_error("connecting to the CDC database"))
 }
 
+/// The WAL `slot` holds back, bytes: `pg_wal_lsn_diff(pg_current_wal_lsn(),
+/// confirmed_flush_lsn)`; `None` when the slot does not exist or has confirmed nothing yet.
+///
+/// Errors: [`CdcError`] without the URL or password.
+pub async fn slot_lag_bytes(sql: &mut PgConnection, slot: &str) -> Result<Option<i64>, CdcError> {
+    let lag: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT CAST(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) AS bigint) FROM pg_replication_slots WHERE slot_name = $1",
+    )
+    .bind(slot)
+    .fetch_optional(&mut *sql)
+    .await
+    .map_err(sql_error("measuring the slot's lag"))?;
+    Ok(lag.flatten())
+}
+
 /// Checks that the captured database answers (for `/readyz`): connects and closes.
 ///
 /// Errors: [`CdcError`] without the URL or password.
