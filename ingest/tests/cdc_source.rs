@@ -19,6 +19,8 @@ async fn records(log: &EmbeddedLog, topic: &str) -> Vec<(Value, Value)> {
     let Ok(ends) = log.end_offsets(topic).await else { return out };
     for p in 0..ends.len() {
         for r in log.read(topic, p as i32, 0, 100_000, Duration::ZERO).await.expect("read") {
+            // Every envelope has the documented shape (the type /v1/schemas publishes).
+            serde_json::from_slice::<prism_core::event::CdcEnvelope>(&r.value).expect("a CdcEnvelope");
             out.push((serde_json::from_slice(&r.key).expect("key json"), serde_json::from_slice(&r.value).expect("value json")));
         }
     }

@@ -2,13 +2,16 @@
 //! values (DESIGN §3), generated from the same Rust types that parse and write them — so a
 //! Kafka client written in another language can validate what it reads and writes.
 //!
+//! Every `prism.cdc.<db>.<schema>.<table>` topic carries the same envelope
+//! ([`CdcEnvelope`]); `GET /v1/schemas/prism.cdc.flights.public.flights` answers it.
+//!
 //! The schemas are OpenAPI 3.1 schema objects, which are JSON Schema (draft 2020-12).
 //! Decimals (prices) are strings with at most 6 decimals; times are UTC milliseconds.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
 use axum::Json;
-use prism_core::event::{AccessEvent, DeadLetter, Quote, ACCESS_LOGS_TOPIC, DLQ_TOPIC, QUOTES_TOPIC};
+use prism_core::event::{AccessEvent, CdcEnvelope, DeadLetter, Quote, ACCESS_LOGS_TOPIC, CDC_TOPIC_PREFIX, DLQ_TOPIC, QUOTES_TOPIC};
 use serde::{Deserialize, Serialize};
 use utoipa::{PartialSchema, ToSchema};
 
@@ -37,12 +40,17 @@ fn schema_of<T: PartialSchema>() -> serde_json::Value {
     serde_json::to_value(T::schema()).unwrap_or(serde_json::Value::Null)
 }
 
+/// How `/v1/schemas` names the CDC topics (one per captured table).
+const CDC_TOPIC: &str = "prism.cdc.<db>.<schema>.<table>";
+const CDC_KEY: &str = "the row's primary key as a JSON object, e.g. {\"id\":7} ({} for a truncate)";
+
 fn all() -> Vec<TopicSchema> {
     let topic = |topic: &str, key: &str, value_schema| TopicSchema { topic: topic.into(), key: key.into(), value_schema };
     vec![
         topic(QUOTES_TOPIC, "the symbol (UTF-8)", schema_of::<Quote>()),
         topic(ACCESS_LOGS_TOPIC, "the client host (UTF-8)", schema_of::<AccessEvent>()),
         topic(DLQ_TOPIC, "the rejected record's key (or its source's name)", schema_of::<DeadLetter>()),
+        topic(CDC_TOPIC, CDC_KEY, schema_of::<CdcEnvelope>()),
     ]
 }
 
@@ -62,8 +70,14 @@ pub async fn get_schemas() -> Json<SchemasResponse> {
 )]
 pub async fn get_schema(path: Result<Path<String>, PathRejection>) -> Result<Json<TopicSchema>, ApiError> {
     let Path(topic) = path.map_err(|e| ApiError::bad_request(format!("topic: {}", e.body_text())))?;
+    if topic.starts_with(CDC_TOPIC_PREFIX) && topic.len() > CDC_TOPIC_PREFIX.len() {
+        // Every captured table's topic carries the same envelope.
+        return Ok(Json(TopicSchema { topic, key: CDC_KEY.into(), value_schema: schema_of::<CdcEnvelope>() }));
+    }
     all().into_iter().find(|t| t.topic == topic).map(Json).ok_or_else(|| {
-        ApiError::not_found(format!("no topic {topic:?}: Prism's topics are {QUOTES_TOPIC}, {ACCESS_LOGS_TOPIC} and {DLQ_TOPIC}"))
+        ApiError::not_found(format!(
+            "no topic {topic:?}: Prism's topics are {QUOTES_TOPIC}, {ACCESS_LOGS_TOPIC}, {DLQ_TOPIC} and {CDC_TOPIC}"
+        ))
     })
 }
 
@@ -86,5 +100,9 @@ mod tests {
             assert!(access["properties"][field].is_object(), "{field}: {access}");
         }
         assert!(topics[2].value_schema["properties"]["reason"].is_object());
+        let cdc = &topics[3].value_schema;
+        for field in ["before", "after", "source", "op", "ts_ms"] {
+            assert!(cdc["properties"][field].is_object(), "{field}: {cdc}");
+        }
     }
 }

@@ -1,8 +1,10 @@
 //! Event schemas on the log (DESIGN §3).
 
 mod access;
+mod cdc;
 
 pub use access::{status_class, AccessEvent, ACCESS_LOGS_TOPIC, MAX_HOST_LEN};
+pub use cdc::{CdcEnvelope, CdcSource, CDC_TOPIC_PREFIX};
 
 use serde::{Deserialize, Serialize};
 

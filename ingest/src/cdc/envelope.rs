@@ -1,7 +1,8 @@
 //! Rows → the records of `prism.cdc.<db>.<schema>.<table>` (DESIGN §3): the key (the primary
 //! key as a JSON object) and the Debezium-style envelope.
 
-use serde_json::{json, Map, Value};
+use prism_core::event::{CdcEnvelope, CdcSource};
+use serde_json::{Map, Value};
 
 use crate::cdc_value::to_json;
 use crate::pgoutput::Column;
@@ -85,28 +86,34 @@ pub struct Origin<'a> {
 
 /// The envelope of one change.
 pub fn envelope(shape: &TableShape, origin: Origin<'_>, op: &str, before: Value, after: Value) -> Vec<u8> {
-    json!({
-        "before": before,
-        "after": after,
-        "source": {
-            "connector": "postgresql",
-            "db": origin.db,
-            "schema": shape.schema,
-            "table": shape.table,
-            "lsn": origin.lsn,
-            "txId": origin.tx_id,
-            "ts_ms": origin.commit_ms,
-            "snapshot": origin.snapshot,
+    let object = |v: Value| match v {
+        Value::Object(m) => Some(m),
+        _ => None,
+    };
+    let envelope = CdcEnvelope {
+        before: object(before),
+        after: object(after),
+        source: CdcSource {
+            connector: "postgresql".into(),
+            db: origin.db.to_string(),
+            schema: shape.schema.clone(),
+            table: shape.table.clone(),
+            lsn: origin.lsn,
+            tx_id: origin.tx_id,
+            ts_ms: origin.commit_ms,
+            snapshot: origin.snapshot,
         },
-        "op": op,
-        "ts_ms": prism_core::time::now_ms(),
-    })
-    .to_string()
-    .into_bytes()
+        op: op.to_string(),
+        ts_ms: prism_core::time::now_ms(),
+    };
+    // Strings, numbers and JSON maps always serialize.
+    serde_json::to_vec(&envelope).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn shape() -> TableShape {
