@@ -323,9 +323,13 @@ async fn recover_next_seq<L: EventLog>(log: &L, feed_id: &str, from: &[i64]) -> 
     for (p, end) in ends.iter().enumerate() {
         let mut offset = from.get(p).copied().unwrap_or(0);
         while offset < *end {
+            // Records below the end offset exist: wait for them, and never take "none arrived"
+            // for "none there" (the feed would then append them again).
             let records = log.read(QUOTES_TOPIC, p as i32, offset, 10_000, Duration::from_secs(10)).await?;
             if records.is_empty() {
-                break;
+                return Err(FeedError::Log(LogError::Refused(format!(
+                    "{QUOTES_TOPIC}/{p}: no record readable at offset {offset} below the end offset {end}"
+                ))));
             }
             for r in &records {
                 if r.header(FEED_ID_HEADER) == Some(feed_id.as_bytes()) {
