@@ -52,7 +52,7 @@ async fn publisher(store: ViewStore, view: Arc<OhlcvView>, stop: Arc<AtomicBool>
         };
         store.publish_batch_version("ohlcv", version, h * M, &[segment]).await.expect("publish");
         store
-            .commit_realtime(&*view, "speed", 1, &[], &[], &[], Some(DropBehind { batch_horizon_ms: h * M }))
+            .commit_realtime(&*view, "speed", 1, &[], &[], &[], Some(DropBehind { batch_horizon_ms: h * M }), &[])
             .await
             .expect("drop behind H");
         h += 1;
@@ -80,7 +80,7 @@ async fn reader(store: ViewStore, view: Arc<OhlcvView>, duration: Duration) -> (
 async fn race(store: ViewStore, duration: Duration) -> (u64, u64) {
     let view = Arc::new(OhlcvView::standard(5_000));
     let rows: Vec<_> = (0..MINUTES).map(minute_row).collect();
-    store.commit_realtime(&*view, "speed", 1, &rows, &[], &[], None).await.expect("realtime rows");
+    store.commit_realtime(&*view, "speed", 1, &rows, &[], &[], None, &[]).await.expect("realtime rows");
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(publisher(store.clone(), view.clone(), stop.clone()));
     let result = reader(store, view, duration).await;

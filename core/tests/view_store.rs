@@ -60,34 +60,43 @@ async fn realtime_rows_and_offsets_commit_together() {
         let b = rt(M, "BBB", 10, agg(10, 2_000_000, 5, 1));
         let a_hour = rt(3_600_000, "AAA", 0, a.row.agg);
         store
-            .commit_realtime(&v, "c", 1, &[a.clone(), b.clone(), a_hour.clone()], &[off(0, 2, Some(600_001))], &[], None)
+            .commit_realtime(&v, "c", 1, &[a.clone(), b.clone(), a_hour.clone()], &[off(0, 2, Some(600_001))], &[], None, &[])
             .await
             .expect("commit");
         assert_eq!(store.consumer_offsets("c", "prism.quotes").await.expect("offsets"), vec![off(0, 2, Some(600_001))], "{name}");
         // An upsert replaces the row; other versions and views are separate.
         let a2 = rt(M, "AAA", 10, a.row.agg.merge(&agg(10, 1_400_000, 1, 7)));
         store
-            .commit_realtime(&v, "c", 1, std::slice::from_ref(&a2), &[off(0, 8, Some(600_001)), off(1, 3, None)], &[], None)
+            .commit_realtime(&v, "c", 1, std::slice::from_ref(&a2), &[off(0, 8, Some(600_001)), off(1, 3, None)], &[], None, &[])
             .await
             .expect("commit");
-        store.commit_realtime(&v, "c", 2, &[rt(M, "AAA", 10, agg(10, 9_000_000, 1, 9))], &[], &[], None).await.expect("commit v2");
+        store.commit_realtime(&v, "c", 2, &[rt(M, "AAA", 10, agg(10, 9_000_000, 1, 9))], &[], &[], None, &[]).await.expect("commit v2");
         let other = OhlcvView::with_window("ohlcv_30s", 30_000, 5_000);
         store
-            .commit_realtime(&other, "c30", 1, &[rt(30_000, "AAA", 10, agg(10, 9_000_000, 1, 9))], &[], &[], None)
+            .commit_realtime(&other, "c30", 1, &[rt(30_000, "AAA", 10, agg(10, 9_000_000, 1, 9))], &[], &[], None, &[])
             .await
             .expect("commit other view");
         let mut rows = store.realtime_rows_of_partition(&v, 1, 1, i64::MIN).await.expect("rows");
         rows.sort_by(|x, y| (x.interval_ms, &x.row.key).cmp(&(y.interval_ms, &y.row.key)));
         assert_eq!(rows, vec![a2.clone(), b.clone(), a_hour.clone()], "{name}");
-        assert_eq!(store.realtime_row(&v, 1, M, "AAA", 10 * M).await.expect("row"), Some(a2.row.agg), "{name}");
-        assert_eq!(store.realtime_row(&v, 1, M, "ZZZ", 0).await.expect("row"), None);
+        assert_eq!(store.realtime_row(&v, 1, M, "AAA", 10 * M, 0).await.expect("row"), Some(a2.row.agg), "{name}");
+        assert_eq!(store.realtime_row(&v, 1, M, "ZZZ", 0, 0).await.expect("row"), None);
         assert!(store.realtime_rows_of_partition(&v, 1, 0, i64::MIN).await.expect("rows").is_empty(), "{name}: by partition");
         assert!(store.realtime_rows_of_partition(&v, 1, 1, 11 * M).await.expect("rows").is_empty(), "{name}");
         assert_eq!(store.realtime_keys(&v, 1).await.expect("keys"), Vec::<String>::new(), "{name}: no daily rows yet");
         // Dropping behind H deletes the rows whose bucket ended by H, at every interval.
         let h = 61 * M;
         store
-            .commit_realtime(&v, "c", 1, &[rt(M, "AAA", 62, agg(62, 1_000_000, 1, 10))], &[], &[], Some(DropBehind { batch_horizon_ms: h }))
+            .commit_realtime(
+                &v,
+                "c",
+                1,
+                &[rt(M, "AAA", 62, agg(62, 1_000_000, 1, 10))],
+                &[],
+                &[],
+                Some(DropBehind { batch_horizon_ms: h }),
+                &[],
+            )
             .await
             .expect("drop");
         let rows = store.realtime_rows_of_partition(&v, 1, 1, i64::MIN).await.expect("rows");
@@ -106,7 +115,16 @@ async fn a_claimed_partition_fences_its_former_owner() {
         let a = store.claim_partitions("c", t, &[0, 1], "instance-a", 1_000).await.expect("claim a");
         assert_eq!(a, vec![PartitionLease { partition: 0, epoch: 1 }, PartitionLease { partition: 1, epoch: 1 }], "{name}");
         store
-            .commit_realtime(&v, "c", 1, &[rt(M, "AAA", 1, agg(1, 1_000_000, 1, 0))], &[off(0, 1, Some(60_001)), off(1, 0, None)], &a, None)
+            .commit_realtime(
+                &v,
+                "c",
+                1,
+                &[rt(M, "AAA", 1, agg(1, 1_000_000, 1, 0))],
+                &[off(0, 1, Some(60_001)), off(1, 0, None)],
+                &a,
+                None,
+                &[],
+            )
             .await
             .expect("owner commits");
 
@@ -122,6 +140,7 @@ async fn a_claimed_partition_fences_its_former_owner() {
                 &[off(0, 2, Some(60_001)), off(1, 4, Some(60_001))],
                 &a,
                 None,
+                &[],
             )
             .await;
         assert!(matches!(refused, Err(StoreError::Fenced { held: 1, expected: 2, .. })), "{name}: {refused:?}");
@@ -131,8 +150,8 @@ async fn a_claimed_partition_fences_its_former_owner() {
         assert_eq!(store.lost_leases("c", t, &a).await.expect("lost"), vec![1], "{name}");
 
         // A keeps partition 0; B commits partition 1.
-        store.commit_realtime(&v, "c", 1, &[], &[off(0, 2, Some(60_001))], &a[..1], None).await.expect("a keeps partition 0");
-        store.commit_realtime(&v, "c", 1, &[], &[off(1, 4, None)], &b, None).await.expect("b owns partition 1");
+        store.commit_realtime(&v, "c", 1, &[], &[off(0, 2, Some(60_001))], &a[..1], None, &[]).await.expect("a keeps partition 0");
+        store.commit_realtime(&v, "c", 1, &[], &[off(1, 4, None)], &b, None, &[]).await.expect("b owns partition 1");
         let leases = store.leases(t).await.expect("leases");
         let owners: Vec<(i32, i64, &str, i64)> = leases.iter().map(|l| (l.partition, l.epoch, l.owner.as_str(), l.claimed_at_ms)).collect();
         assert_eq!(owners, vec![(0, 1, "instance-a", 1_000), (1, 2, "instance-b", 2_000)], "{name}");
@@ -153,8 +172,8 @@ async fn money_survives_beyond_i64() {
             Decimal6::from_units(999_999_999_999_999_999),
             1_000_000_000_000,
         );
-        store.commit_realtime(&v, "c", 1, &[rt(M, "BIG", 0, big)], &[], &[], None).await.expect("commit");
-        let back = store.realtime_row(&v, 1, M, "BIG", 0).await.expect("row").expect("present");
+        store.commit_realtime(&v, "c", 1, &[rt(M, "BIG", 0, big)], &[], &[], None, &[]).await.expect("commit");
+        let back = store.realtime_row(&v, 1, M, "BIG", 0, 0).await.expect("row").expect("present");
         assert_eq!(back, big, "{name}");
         assert_eq!(back.notional.units(), 999_999_999_999_999_999i128 * 1_000_000_000_000, "{name}");
     }
@@ -192,7 +211,7 @@ async fn batch_versions_publish_atomically_and_expire_after_grace() {
         assert_eq!((published.version, published.fingerprint.as_str(), published.rows, published.events), (1, "fp1", 6, 10), "{name}");
         // Realtime rows from H on; segments overlapping [from, min(to, H)).
         store
-            .commit_realtime(&v, "c", 1, &[rt(M, "AAA", 149, agg(149, 7, 1, 1)), rt(M, "AAA", 150, agg(150, 8, 1, 2))], &[], &[], None)
+            .commit_realtime(&v, "c", 1, &[rt(M, "AAA", 149, agg(149, 7, 1, 1)), rt(M, "AAA", 150, agg(150, 8, 1, 2))], &[], &[], None, &[])
             .await
             .expect("rt");
         let snap = store.view_snapshot(&v, "AAA", M, 0, 1_000 * M, 100).await.expect("snapshot");
@@ -211,6 +230,7 @@ async fn batch_versions_publish_atomically_and_expire_after_grace() {
                 &[],
                 &[],
                 None,
+                &[],
             )
             .await
             .expect("rt");
@@ -380,5 +400,68 @@ async fn idempotency_keys_are_claimed_once() {
         assert_eq!(claim("b", "h", vec![2], now + 1).await, IdempotencyClaim::TakenOver { end_offsets: vec![1] }, "{name}");
         // Past the window, a key is free again.
         assert_eq!(claim("a", "h9", vec![], now + window + 1).await, IdempotencyClaim::Claimed, "{name}");
+    }
+}
+
+/// The `changes` view's store side: a key spread over partitions keeps a row per partition
+/// (read back merged by the hand-off's reader), and entity writes merge by sequence in any order
+/// — the last state wins, a redelivered sequence never moves `seen` back, a tombstone for a
+/// moved key hides the old row, a truncate hides every older row.
+#[tokio::test]
+async fn partition_spread_rows_and_entities_merge_by_sequence() {
+    use prism_core::store::EntityWrites;
+    use prism_core::view::changes::{Changes, ChangesView};
+    use prism_core::view::{EntityChange, EntitySeq, View};
+    let v = ChangesView::from_spec("lab.public.t:rows", 5_000).expect("spec");
+    let seq = |major: i64, minor: i64| EntitySeq { major, minor };
+    let change = |entity: &'static str, s: EntitySeq, state: Option<&'static str>, deleted: bool, moved_from: Option<&'static str>| {
+        EntityChange { entity, seq: s, state, deleted, moved_from }
+    };
+    for (name, store, _dir) in backends().await {
+        let row = |partition: i32, n: i64| RealtimeRow {
+            interval_ms: M,
+            partition,
+            row: ViewRow { key: "c".into(), window_start_ms: 10 * M, agg: Changes { changes: n } },
+        };
+        store.commit_realtime(&v, "s", 1, &[row(0, 2), row(1, 3)], &[], &[], None, &[]).await.expect("rows");
+        store.commit_realtime(&v, "s", 1, &[row(1, 4)], &[], &[], None, &[]).await.expect("rows again");
+        assert_eq!(store.realtime_row(&v, 1, M, "c", 10 * M, 0).await.expect("row"), Some(Changes { changes: 2 }), "{name}");
+        assert_eq!(store.realtime_row(&v, 1, M, "c", 10 * M, 1).await.expect("row"), Some(Changes { changes: 4 }), "{name}");
+        let merged = store.realtime_rows_between(&v, 1, M, 0, 100 * M).await.expect("between");
+        assert_eq!(merged.len(), 1, "{name}");
+        assert_eq!(merged[0].agg, Changes { changes: 6 }, "{name}");
+
+        // Partition 0 applies id 1's insert and update and id 3's insert; on partition 1 an update
+        // moves id 3 to id 4 (the former key lives on partition 0).
+        let mut first = EntityWrites::default();
+        first.record(&change(r#"{"id":1}"#, seq(10, 1), Some(r#"{"id":1,"v":1}"#), false, None), 0);
+        first.record(&change(r#"{"id":1}"#, seq(20, 5), Some(r#"{"id":1,"v":2}"#), false, None), 0);
+        first.record(&change(r#"{"id":3}"#, seq(15, 2), Some(r#"{"id":3}"#), false, None), 0);
+        assert_eq!(first.len(), 2);
+        let mut second = EntityWrites::default();
+        second.record(&change(r#"{"id":4}"#, seq(30, 1), Some(r#"{"id":4}"#), false, Some(r#"{"id":3}"#)), 1);
+        // The tombstone commits before the key's own (older) insert: order must not matter.
+        store.commit_realtime(&v, "s", 1, &[], &[], &[], None, &second.sorted()).await.expect("tombstone first");
+        store.commit_realtime(&v, "s", 1, &[], &[], &[], None, &first.sorted()).await.expect("own writes");
+        let e1 = store.entity(v.name(), 1, r#"{"id":1}"#).await.expect("read").expect("id 1");
+        assert_eq!((e1.state_seq, e1.deleted, e1.state.as_deref()), (seq(20, 5), false, Some(r#"{"id":1,"v":2}"#)), "{name}");
+        let e3 = store.entity(v.name(), 1, r#"{"id":3}"#).await.expect("read").expect("id 3");
+        assert!(e3.deleted && e3.state.is_none(), "{name}: the moved key is gone");
+        let seen0 = store.entity_sequences(&v, 1, 0).await.expect("seen 0");
+        assert_eq!(seen0.get(r#"{"id":3}"#), Some(&seq(15, 2)), "{name}: its own partition still knows what it applied");
+        assert_eq!(seen0.get(r#"{"id":1}"#), Some(&seq(20, 5)), "{name}");
+        // A redelivery of the older insert moves nothing back.
+        let mut again = EntityWrites::default();
+        again.record(&change(r#"{"id":1}"#, seq(10, 1), Some(r#"{"id":1,"v":1}"#), false, None), 0);
+        store.commit_realtime(&v, "s", 1, &[], &[], &[], None, &again.sorted()).await.expect("redelivery");
+        assert_eq!(store.entity(v.name(), 1, r#"{"id":1}"#).await.expect("read").expect("id 1").state_seq, seq(20, 5), "{name}");
+        assert_eq!(store.entity_sequences(&v, 1, 0).await.expect("seen")[r#"{"id":1}"#], seq(20, 5), "{name}");
+        assert_eq!(store.live_entities(v.name(), 1).await.expect("count"), 2, "{name}: ids 1 and 4");
+        // A truncate (entity {}) hides every older row; a later insert is live again.
+        let mut truncate = EntityWrites::default();
+        truncate.record(&change("{}", seq(40, 1), None, true, None), 1);
+        truncate.record(&change(r#"{"id":9}"#, seq(50, 1), Some(r#"{"id":9}"#), false, None), 1);
+        store.commit_realtime(&v, "s", 1, &[], &[], &[], None, &truncate.sorted()).await.expect("truncate");
+        assert_eq!(store.live_entities(v.name(), 1).await.expect("count"), 1, "{name}: only id 9");
     }
 }

@@ -163,7 +163,7 @@ pub async fn get_status<L: EventLog>(State(state): State<ServingState<L>>) -> Re
         None => (None, None, None, 1, None),
     };
     // Every topic a layer consumes: prism.quotes, and each registered view's source.
-    let mut topics: Vec<&'static str> = vec![QUOTES_TOPIC];
+    let mut topics: Vec<&str> = vec![QUOTES_TOPIC];
     for v in state.views.views() {
         if !topics.contains(&v.source_topic()) {
             topics.push(v.source_topic());

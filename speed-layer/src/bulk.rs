@@ -39,8 +39,8 @@ use prism_core::consumer::StoreConsumer;
 use prism_core::event::{LogPosition, DLQ_TOPIC};
 use prism_core::log::EventLog;
 use prism_core::segment::{segment_path, SegmentMeta};
-use prism_core::store::{ConsumerOffset, RealtimeRow, SegmentRecord, ViewStore};
-use prism_core::view::{roll_up, Monoid, View, ViewRow};
+use prism_core::store::{ConsumerOffset, EntityWrites, RealtimeRow, SegmentRecord, ViewStore};
+use prism_core::view::{roll_up, EntitySeq, Monoid, View, ViewRow};
 use prism_core::window::window_start;
 
 use crate::handoff::{build_segment, watermark_of, HandoffConfig, HandoffError};
@@ -54,8 +54,8 @@ const BATCH: usize = 5_000;
 pub struct BulkReport {
     /// Events read (every partition up to the snapshot).
     pub events: i64,
-    /// Events skipped: malformed (sent to the dead-letter topic) or late beyond a segment
-    /// already written.
+    /// Events skipped: malformed (sent to the dead-letter topic), redelivered changes, or late
+    /// beyond a segment already written.
     pub skipped: i64,
     /// The segment horizon published; `None` when nothing was final.
     pub segment_horizon_ms: Option<i64>,
@@ -109,6 +109,10 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
     let mut written_until = i64::MIN;
     let (mut events, mut skipped) = (0i64, 0i64);
     let mut dead = Vec::new();
+    // Views over an at-least-once change stream: the last sequence per entity (an entity's
+    // changes are on one partition, read in order) and what to store of them.
+    let mut seen: foldhash::HashMap<String, EntitySeq> = foldhash::HashMap::default();
+    let mut entities = EntityWrites::default();
     // Each turn reads the partition furthest behind in event time (one not read yet first), so
     // the partitions advance together and memory holds about the windows of the open year.
     while let Some(p) = (0..ends.len()).filter(|p| next[*p] < ends[*p]).min_by_key(|p| max_ts[*p].unwrap_or(i64::MIN)) {
@@ -119,7 +123,7 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
         for r in records.iter().take_while(|r| r.offset < *end) {
             next[p] = r.offset + 1;
             events += 1;
-            let event = match view.parse(&r.value) {
+            let event = match view.parse_record(Some(&r.key), &r.value) {
                 Ok(event) => event,
                 Err(e) => {
                     // As the streaming path: to the dead-letter topic with the reason.
@@ -130,6 +134,15 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
             };
             let ts = view.event_time(&event);
             max_ts[p] = Some(max_ts[p].map_or(ts, |m| m.max(ts)));
+            if let Some(change) = view.entity_change(&event) {
+                if seen.get(change.entity).is_some_and(|last| change.seq <= *last) {
+                    // A redelivery: applied already.
+                    skipped += 1;
+                    continue;
+                }
+                seen.insert(change.entity.to_string(), change.seq);
+                entities.record(&change, partition);
+            }
             let start = window_start(ts, base_ms);
             if start < written_until {
                 skipped += 1;
@@ -190,7 +203,7 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
         .iter()
         .map(|&p| ConsumerOffset { partition: p, next_offset: next[p as usize], max_event_ts_ms: max_ts[p as usize] })
         .collect();
-    store.commit_realtime(&**view, &consumer, rv, &rows, &offsets, &claimed.leases, None).await?;
+    store.commit_realtime(&**view, &consumer, rv, &rows, &offsets, &claimed.leases, None, &entities.sorted()).await?;
     let report = BulkReport { events, skipped, segment_horizon_ms: segment_horizon, segments: written.len(), realtime_rows: rows.len() };
     metrics::counter!(telemetry::BULK_EVENTS_TOTAL, "view" => view.name().to_string()).increment(events as u64);
     tracing::info!(view = %view.name(), version = rv, events, skipped, segments = report.segments, realtime_rows = report.realtime_rows,

@@ -376,7 +376,7 @@ mod tests {
         let claimed = StoreConsumer::claim(&store, &consumer, QUOTES_TOPIC, &[0, 1, 2], "test").await.expect("claim");
         let commit = |offsets: Vec<ConsumerOffset>| {
             let (store, view, consumer, leases) = (store.clone(), view.clone(), consumer.clone(), claimed.leases.clone());
-            async move { store.commit_realtime(&view, &consumer, 1, &[], &offsets, &leases, None).await.expect("commit") }
+            async move { store.commit_realtime(&view, &consumer, 1, &[], &offsets, &leases, None, &[]).await.expect("commit") }
         };
         let day = 86_400_000;
         commit(vec![ConsumerOffset { partition: read_p, next_offset: 1, max_event_ts_ms: Some(10 * day) }]).await;

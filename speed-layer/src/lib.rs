@@ -40,9 +40,9 @@ use prism_core::consumer::StoreConsumer;
 use prism_core::event::{DeadLetter, LogPosition, DLQ_TOPIC};
 use prism_core::log::kafka_group::GroupMembership;
 use prism_core::log::{EventLog, LogError, LogRecord};
-use prism_core::store::{DropBehind, RealtimeRow, StoreError, ViewStore};
+use prism_core::store::{DropBehind, EntityWrites, RealtimeRow, StoreError, ViewStore};
 use prism_core::time::now_ms;
-use prism_core::view::{RowId, View};
+use prism_core::view::{EntitySeq, RowId, View};
 use prism_core::window::{window_start, Watermark};
 use tokio_util::sync::CancellationToken;
 use window_cache::{cache_floor, WindowCache};
@@ -156,6 +156,11 @@ struct SpeedState<V: View> {
     consumer: StoreConsumer,
     /// One window cache per owned partition.
     caches: BTreeMap<i32, WindowCache<V::Agg>>,
+    /// Views tracking entities ([`View::tracks_entities`]): per owned partition, the last
+    /// sequence applied per entity (committed or pending).
+    seen: BTreeMap<i32, HashMap<String, EntitySeq>>,
+    /// Entity writes since the last commit.
+    entities: EntityWrites,
     /// Partitions come from a consumer group (a lost lease is then routine, not an error).
     in_group: bool,
     events_since_commit: usize,
@@ -273,6 +278,8 @@ impl<V: View> SpeedState<V> {
             view,
             config,
             caches: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            entities: EntityWrites::default(),
             in_group,
             events_since_commit: 0,
             dropped_through_ms: None,
@@ -283,7 +290,7 @@ impl<V: View> SpeedState<V> {
         }
     }
 
-    fn topic(&self) -> &'static str {
+    fn topic(&self) -> &str {
         self.view.source_topic()
     }
 
@@ -301,7 +308,13 @@ impl<V: View> SpeedState<V> {
         let lateness = self.view.allowed_lateness_ms();
         let intervals = self.view.intervals_ms().to_vec();
         self.caches.clear();
+        self.seen.clear();
+        self.entities.clear();
         for o in self.consumer.offsets.clone() {
+            if self.view.tracks_entities() {
+                let seen = store.entity_sequences(&*self.view, self.config.view_version, o.partition).await?;
+                self.seen.insert(o.partition, seen);
+            }
             // A partition that never saw an event has nothing stored; the others need their rows
             // from each interval's floor on.
             let floors: Vec<Option<i64>> = intervals.iter().map(|i| o.max_event_ts_ms.map(|m| cache_floor(m, lateness, *i))).collect();
@@ -325,6 +338,8 @@ impl<V: View> SpeedState<V> {
     fn release(&mut self, partitions: &[i32]) {
         self.consumer.release(partitions);
         self.caches.retain(|p, _| !partitions.contains(p));
+        self.seen.retain(|p, _| !partitions.contains(p));
+        self.entities.forget(partitions);
         self.assigned_at = Instant::now();
         metrics::gauge!(telemetry::ASSIGNED_PARTITIONS, "view" => self.view.name().to_string()).set(self.caches.len() as f64);
     }
@@ -335,10 +350,23 @@ impl<V: View> SpeedState<V> {
         let mut dead = Vec::new();
         let mut late = 0u64;
         let mut behind_horizon = 0u64;
+        let mut duplicates = 0u64;
         for r in records {
             let pos = LogPosition { partition: r.partition, offset: r.offset };
-            match view.parse(&r.value) {
+            match view.parse_record(Some(&r.key), &r.value) {
                 Ok(event) => {
+                    if let Some(change) = view.entity_change(&event) {
+                        let seen = self.seen.entry(r.partition).or_default();
+                        if seen.get(change.entity).is_some_and(|last| change.seq <= *last) {
+                            // A redelivery (at-least-once source): applied already.
+                            duplicates += 1;
+                            self.consumer.advance(r, Some(view.event_time(&event)));
+                            self.events_since_commit += 1;
+                            continue;
+                        }
+                        seen.insert(change.entity.to_string(), change.seq);
+                        self.entities.record(&change, r.partition);
+                    }
                     let ts = view.event_time(&event);
                     // Late = behind its own partition's progress (stream time per partition, as
                     // in Kafka Streams); partitions advance at their own pace.
@@ -361,7 +389,7 @@ impl<V: View> SpeedState<V> {
                         ))));
                     };
                     if !cache.knows_base(key, start) {
-                        let stored = store.realtime_row(&*view, self.config.view_version, base_ms, key, start).await?;
+                        let stored = store.realtime_row(&*view, self.config.view_version, base_ms, key, start, r.partition).await?;
                         cache.load_base(key, start, stored);
                     }
                     cache.apply(key, start, &view.contribution(&event, pos));
@@ -380,7 +408,10 @@ impl<V: View> SpeedState<V> {
             metrics::counter!(telemetry::LATE_EVENTS_TOTAL, "view" => name.clone()).increment(late);
         }
         if behind_horizon > 0 {
-            metrics::counter!(telemetry::BEHIND_HORIZON_EVENTS_TOTAL, "view" => name).increment(behind_horizon);
+            metrics::counter!(telemetry::BEHIND_HORIZON_EVENTS_TOTAL, "view" => name.clone()).increment(behind_horizon);
+        }
+        if duplicates > 0 {
+            metrics::counter!(telemetry::DUPLICATE_EVENTS_TOTAL, "view" => name).increment(duplicates);
         }
         if !dead.is_empty() {
             log.append(DLQ_TOPIC, dead).await?;
@@ -403,7 +434,8 @@ impl<V: View> SpeedState<V> {
         for (p, cache) in &self.caches {
             let d = cache.rolled_deltas();
             for id in cache.rolled_misses(&d) {
-                if let Some(agg) = store.realtime_row(&*view, self.config.view_version, id.interval_ms, &id.key, id.window_start_ms).await?
+                if let Some(agg) =
+                    store.realtime_row(&*view, self.config.view_version, id.interval_ms, &id.key, id.window_start_ms, *p).await?
                 {
                     stored.insert(id, agg);
                 }
@@ -431,9 +463,12 @@ impl<V: View> SpeedState<V> {
         }
         let c = &self.consumer;
         let drop_behind = drop_before.map(|h| DropBehind { batch_horizon_ms: h });
-        match store.commit_realtime(&*view, &self.consumer_name, self.config.view_version, &rows, &c.offsets, &c.leases, drop_behind).await
+        let entities = self.entities.sorted();
+        match store
+            .commit_realtime(&*view, &self.consumer_name, self.config.view_version, &rows, &c.offsets, &c.leases, drop_behind, &entities)
+            .await
         {
-            Ok(()) => {}
+            Ok(()) => self.entities.clear(),
             Err(StoreError::Fenced { .. }) => return self.fenced(store).await,
             Err(e) => return Err(e.into()),
         }

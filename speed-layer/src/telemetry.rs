@@ -10,6 +10,8 @@ pub const LATE_EVENTS_TOTAL: &str = "prism_speed_late_events_total";
 pub const BEHIND_HORIZON_EVENTS_TOTAL: &str = "prism_speed_behind_horizon_events_total";
 /// Malformed records sent to `prism.dlq`.
 pub const DEAD_LETTERS_TOTAL: &str = "prism_speed_dead_letters_total";
+/// Counter: redelivered changes dropped (sequence not above the entity's last), by view.
+pub const DUPLICATE_EVENTS_TOTAL: &str = "prism_speed_duplicate_events_total";
 /// Store transactions committed (rows + offsets).
 pub const COMMITS_TOTAL: &str = "prism_speed_commits_total";
 /// Duration of one commit, seconds.
@@ -60,6 +62,10 @@ pub fn describe() {
         "Events skipped because their window starts before the segment horizon (Lambda: served from the batch view; Kappa: late beyond the allowed lateness, not applied)."
     );
     describe_counter!(DEAD_LETTERS_TOTAL, "Malformed records the speed layer sent to the dead-letter topic.");
+    describe_counter!(
+        DUPLICATE_EVENTS_TOTAL,
+        "Redelivered changes dropped: their sequence (commit LSN, LSN) was not above the last one applied for their row."
+    );
     describe_counter!(COMMITS_TOTAL, "Store transactions the speed layer committed (realtime rows and offsets together).");
     describe_histogram!(COMMIT_SECONDS, Unit::Seconds, "Duration of one speed-layer commit.");
     describe_gauge!(WATERMARK_MS, Unit::Milliseconds, "The realtime watermark, UTC milliseconds since the epoch.");

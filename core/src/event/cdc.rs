@@ -44,6 +44,11 @@ pub struct CdcSource {
     /// The change's WAL position (LSN as a number); for snapshot rows the slot's consistent
     /// point.
     pub lsn: u64,
+    /// The LSN of the transaction's commit record (pgoutput `Begin`'s final LSN); for snapshot
+    /// rows the consistent point. With `lsn` it orders changes: (commit LSN, LSN) grows strictly
+    /// per row (DESIGN §4). Absent in envelopes written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_lsn: Option<u64>,
     /// Transaction id; null for snapshot rows.
     #[serde(rename = "txId")]
     pub tx_id: Option<u32>,

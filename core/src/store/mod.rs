@@ -13,6 +13,7 @@
 //! transaction (exactly-once, DESIGN §5).
 
 mod dialect;
+pub(crate) mod entities;
 mod feed;
 mod handoff;
 mod idempotency;
@@ -31,6 +32,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use dialect::Dialect;
+pub use entities::{EntityWrite, EntityWrites, StoredEntity};
 pub use feed::{FeedCheckpoint, IngestCounters};
 pub use handoff::HandoffState;
 pub use idempotency::IdempotencyClaim;

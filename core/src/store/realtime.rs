@@ -8,12 +8,13 @@
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
+use super::entities::{write_entities, EntityWrite};
 use super::leases::{check_leases, PartitionLease};
 use super::offsets::{col, write_offsets, ConsumerOffset};
 use super::{db, with_pool, Dialect, StoreError, ViewStore};
 use crate::decimal::Decimal6;
 use crate::view::columns::{Column, ColumnType, Value};
-use crate::view::{View, ViewRow};
+use crate::view::{Monoid, View, ViewRow};
 
 /// Most bound values per statement (SQLite allows 32,766).
 const MAX_BINDS: usize = 30_000;
@@ -72,9 +73,12 @@ fn upsert_sql<V: View>(d: Dialect, view: &V, rows: usize) -> String {
     one.push(')');
     let values = vec![one; rows].join(", ");
     let updates: Vec<String> = names.iter().map(|n| format!("{n} = excluded.{n}")).collect();
+    // A key spread over partitions has a row per partition (its table's primary key says so).
+    let (target, partition_update) =
+        if view.key_spans_partitions() { (", partition", "") } else { ("", "partition = excluded.partition, ") };
     d.sql(&format!(
         "INSERT INTO {table} (view, view_version, interval_ms, {key}, window_start, partition, {cols}) VALUES {values}
-         ON CONFLICT (view, view_version, interval_ms, {key}, window_start) DO UPDATE SET partition = excluded.partition, {updates}",
+         ON CONFLICT (view, view_version, interval_ms, {key}, window_start{target}) DO UPDATE SET {partition_update}{updates}",
         table = view.realtime_table(),
         key = view.key_column(),
         cols = names.join(", "),
@@ -146,10 +150,11 @@ macro_rules! upsert_rows {
 }
 
 impl ViewStore {
-    /// The speed layer's commit for `view`: upserts changed realtime rows of `version`, drops
-    /// rows whose bucket ends at or before the batch horizon when `drop_behind` is given, and
-    /// writes `consumer`'s offsets — all in one transaction, which first checks that the
-    /// committing instance still holds `leases` (the partitions whose offsets it writes).
+    /// The speed layer's commit for `view`: upserts changed realtime rows of `version` and the
+    /// entity writes of its events (`entities`, [`super::EntityWrites::sorted`]), drops rows whose bucket
+    /// ends at or before the batch horizon when `drop_behind` is given, and writes `consumer`'s
+    /// offsets — all in one transaction, which first checks that the committing instance still
+    /// holds `leases` (the partitions whose offsets it writes).
     ///
     /// Errors: [`StoreError::Fenced`] (nothing written) when another instance claimed one of
     /// those partitions since; [`StoreError::Db`].
@@ -163,6 +168,7 @@ impl ViewStore {
         offsets: &[ConsumerOffset],
         leases: &[PartitionLease],
         drop_behind: Option<DropBehind>,
+        entities: &[(String, EntityWrite)],
     ) -> Result<(), StoreError> {
         let d = self.dialect();
         let topic = view.source_topic();
@@ -175,6 +181,7 @@ impl ViewStore {
             let mut tx = pool.begin_with(self.dialect().begin_write()).await.map_err(db("beginning a realtime commit"))?;
             check_leases!(&mut tx, d, consumer, topic, leases);
             upsert_rows!(&mut tx, d, view, version, rows);
+            write_entities!(&mut tx, d, view.name(), version, entities);
             if let Some(DropBehind { batch_horizon_ms: h }) = drop_behind {
                 for &interval in view.intervals_ms() {
                     sqlx::query(&drop_sql)
@@ -224,7 +231,8 @@ impl ViewStore {
         })
     }
 
-    /// One realtime row's aggregate, if stored.
+    /// One realtime row's aggregate, if stored: `partition`'s own row when the view's keys span
+    /// partitions ([`View::key_spans_partitions`]), else the key's row.
     ///
     /// Errors: [`StoreError`].
     pub async fn realtime_row<V: View>(
@@ -234,22 +242,24 @@ impl ViewStore {
         interval_ms: i64,
         key: &str,
         window_start_ms: i64,
+        partition: i32,
     ) -> Result<Option<V::Agg>, StoreError> {
         let d = self.dialect();
+        let spans = view.key_spans_partitions();
         let sql = d.sql(&format!(
-            "SELECT {} FROM {} WHERE view = ? AND view_version = ? AND interval_ms = ? AND {} = ? AND window_start = {}",
+            "SELECT {} FROM {} WHERE view = ? AND view_version = ? AND interval_ms = ? AND {} = ? AND window_start = {}{}",
             select_columns(d, view),
             view.realtime_table(),
             view.key_column(),
-            d.time_param()
+            d.time_param(),
+            if spans { " AND partition = ?" } else { "" }
         ));
         with_pool!(self, pool => {
-            let row = sqlx::query(&sql)
-                .bind(view.name())
-                .bind(version)
-                .bind(interval_ms)
-                .bind(key)
-                .bind(window_start_ms)
+            let mut q = sqlx::query(&sql).bind(view.name()).bind(version).bind(interval_ms).bind(key).bind(window_start_ms);
+            if spans {
+                q = q.bind(partition as i64);
+            }
+            let row = q
                 .fetch_optional(pool)
                 .await
                 .map_err(db("reading a realtime row"))?;
@@ -258,7 +268,8 @@ impl ViewStore {
     }
 
     /// Realtime rows of `view` `version` at `interval_ms` with window start in `[from_ms, to_ms)`,
-    /// every key, sorted by (key, window start) (the Kappa hand-off reads finalized windows).
+    /// every key, sorted by (key, window start), one row per (key, window) — the rows of a key
+    /// spread over partitions merged (the Kappa hand-off reads finalized windows).
     /// Rows are decoded as they stream from the database (read in window order through the
     /// window index, sorted here), so memory holds the decoded rows only.
     ///
@@ -297,6 +308,17 @@ impl ViewStore {
         });
         // Stable: each key's rows stay in window order.
         out.sort_by(|a, b| a.key.cmp(&b.key));
+        if view.key_spans_partitions() {
+            // Partitions' rows of one (key, window) are adjacent now: merge them.
+            let mut merged: Vec<ViewRow<V::Agg>> = Vec::with_capacity(out.len());
+            for r in out {
+                match merged.last_mut() {
+                    Some(last) if last.key == r.key && last.window_start_ms == r.window_start_ms => last.agg.merge_from(&r.agg),
+                    _ => merged.push(r),
+                }
+            }
+            return Ok(merged);
+        }
         Ok(out)
     }
 

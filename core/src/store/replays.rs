@@ -222,6 +222,7 @@ impl ViewStore {
             "SELECT realtime_version FROM realtime_versions WHERE view = ? AND state IN ('retired', 'cancelled') AND retired_at < {t}"
         ));
         let rows = d.sql(&format!("DELETE FROM {} WHERE view = ? AND view_version = ?", view.realtime_table()));
+        let entities = d.sql("DELETE FROM view_entities WHERE view = ? AND view_version = ?");
         let offsets = d.sql("DELETE FROM consumer_offsets WHERE consumer = ?");
         let leases = d.sql("DELETE FROM consumer_leases WHERE consumer = ?");
         let expire = d.sql("UPDATE realtime_versions SET state = 'expired' WHERE view = ? AND realtime_version = ?");
@@ -232,6 +233,7 @@ impl ViewStore {
                 let consumer = speed_consumer(view.name(), version);
                 let mut tx = pool.begin_with(self.dialect().begin_write()).await.map_err(db("beginning a version expiry"))?;
                 sqlx::query(&rows).bind(view.name()).bind(version).execute(&mut *tx).await.map_err(db("deleting a version's rows"))?;
+                sqlx::query(&entities).bind(view.name()).bind(version).execute(&mut *tx).await.map_err(db("deleting a version's entities"))?;
                 sqlx::query(&offsets).bind(&consumer).execute(&mut *tx).await.map_err(db("deleting a version's offsets"))?;
                 sqlx::query(&leases).bind(&consumer).execute(&mut *tx).await.map_err(db("deleting a version's leases"))?;
                 sqlx::query(&expire).bind(view.name()).bind(version).execute(&mut *tx).await.map_err(db("expiring a version"))?;

@@ -100,7 +100,7 @@ impl View for AccessView {
         "access"
     }
 
-    fn source_topic(&self) -> &'static str {
+    fn source_topic(&self) -> &str {
         ACCESS_LOGS_TOPIC
     }
 

@@ -11,6 +11,7 @@
 //! speed layers, roll-ups pre-rolled or at read time, one instance or many.
 
 pub mod access;
+pub mod changes;
 pub mod columns;
 pub mod latency;
 pub mod ohlcv;
@@ -47,7 +48,7 @@ pub trait View: Send + Sync + 'static {
     /// Registered name (`ohlcv`); used in store rows, segment paths, consumer names, metrics.
     fn name(&self) -> &str;
     /// The topic the view reads.
-    fn source_topic(&self) -> &'static str;
+    fn source_topic(&self) -> &str;
     /// The realtime table that holds this view's rows (created by a migration; several views of
     /// one row shape may share a table, told apart by the `view` column).
     fn realtime_table(&self) -> &'static str;
@@ -57,6 +58,15 @@ pub trait View: Send + Sync + 'static {
     ///
     /// Errors: [`EventError`].
     fn parse(&self, value: &[u8]) -> Result<Self::Event, EventError>;
+    /// Parses a log record from its key and value; the layers call this. Default: the value
+    /// alone ([`View::parse`]); a view whose events need the record key (CDC: the primary key)
+    /// overrides it.
+    ///
+    /// Errors: [`EventError`].
+    fn parse_record(&self, key: Option<&[u8]>, value: &[u8]) -> Result<Self::Event, EventError> {
+        let _ = key;
+        self.parse(value)
+    }
     /// The event's key (text; composite keys are joined by the view).
     fn key<'e>(&self, event: &'e Self::Event) -> &'e str;
     /// The event's event time, UTC ms.
@@ -84,6 +94,55 @@ pub trait View: Send + Sync + 'static {
     /// of the aggregate. Stored with every view version; a version built under another
     /// fingerprint is not served.
     fn fingerprint(&self) -> String;
+    /// Whether one key's events may arrive on several partitions (`changes`: its key is the
+    /// operation, its topic is keyed by primary key). Realtime rows then carry their partition
+    /// in their primary key, each partition's owner updates its own row, and reads merge the
+    /// partitions' rows (the aggregate is a commutative monoid). Default: `false` (a key lives on
+    /// one partition: DESIGN §3's topics are keyed by the view key).
+    fn key_spans_partitions(&self) -> bool {
+        false
+    }
+    /// Whether events carry [`EntityChange`]s ([`View::entity_change`]); the speed layer then
+    /// loads and keeps each partition's entity sequences. Default: `false`.
+    fn tracks_entities(&self) -> bool {
+        false
+    }
+    /// For views over a change stream delivered at least once (CDC): the entity (row) the event
+    /// changes and the change's sequence. Every layer drops an event whose sequence is not above
+    /// the last one applied for its entity (a redelivery: the source's sequence grows strictly
+    /// per entity), so the view counts each change once; and the last state per entity (last
+    /// write by sequence wins) is kept in the view store. Default: `None` (every event counts).
+    fn entity_change<'e>(&self, event: &'e Self::Event) -> Option<EntityChange<'e>> {
+        let _ = event;
+        None
+    }
+}
+
+/// The position of a change in its source, compared as a pair: for PostgreSQL (commit LSN, LSN)
+/// (DESIGN §4: last write by (commit LSN, event LSN) wins). Grows strictly per entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct EntitySeq {
+    /// The transaction's position (PostgreSQL: the commit record's LSN).
+    pub major: i64,
+    /// The change's position inside it (PostgreSQL: the change's LSN).
+    pub minor: i64,
+}
+
+/// The entity an event changes ([`View::entity_change`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntityChange<'e> {
+    /// The entity's key (CDC: the primary key as canonical JSON, `{"id":7}`).
+    pub entity: &'e str,
+    /// The change's sequence.
+    pub seq: EntitySeq,
+    /// The entity's state after the change: `Some(row JSON)`, or `None` when the view keeps no
+    /// state for it or it was deleted (see `deleted`).
+    pub state: Option<&'e str>,
+    /// The change deleted the entity (or, for the entity `{}`, truncated the whole table).
+    pub deleted: bool,
+    /// The entity's former key when the change moved it to a new one (a primary-key update): the
+    /// former key is deleted as of `seq`.
+    pub moved_from: Option<&'e str>,
 }
 
 /// One row of a view: a key × window and its aggregate, at one interval.
@@ -143,6 +202,8 @@ pub enum RegisteredView {
     Ohlcv(Arc<ohlcv::OhlcvView>),
     /// The `access` view of `prism.access_logs`.
     Access(Arc<access::AccessView>),
+    /// A `changes` view of one CDC table's topic.
+    Changes(Arc<changes::ChangesView>),
 }
 
 /// Runs `$body` with `$view` bound to the concrete `&Arc<V>` of a [`RegisteredView`], expanding
@@ -153,6 +214,7 @@ macro_rules! with_view {
         match $registered {
             $crate::view::RegisteredView::Ohlcv($view) => $body,
             $crate::view::RegisteredView::Access($view) => $body,
+            $crate::view::RegisteredView::Changes($view) => $body,
         }
     };
 }
@@ -164,7 +226,7 @@ impl RegisteredView {
     }
 
     /// The topic the view reads.
-    pub fn source_topic(&self) -> &'static str {
+    pub fn source_topic(&self) -> &str {
         with_view!(self, v => v.source_topic())
     }
 }
@@ -184,7 +246,9 @@ impl ViewRegistry {
     /// The registry of the views named in `names`, each with `allowed_lateness_ms`: `ohlcv`
     /// (1-minute bars), `ohlcv_30s` (30-second bars, also served at 1m…1d; a second view of
     /// the same source, to show that the bar length is part of a view's definition) and
-    /// `access` (access-log requests per host and status class).
+    /// `access` (access-log requests per host and status class) and
+    /// `changes:<db>.<schema>.<table>[:rows]` (a CDC table's changes per operation, `:rows` also
+    /// keeping its current rows).
     ///
     /// Errors: a message naming an unknown view, a repeated one, or an empty list.
     pub fn from_names(names: &[String], allowed_lateness_ms: i64) -> Result<ViewRegistry, String> {
@@ -194,10 +258,23 @@ impl ViewRegistry {
                 "ohlcv" => RegisteredView::Ohlcv(Arc::new(ohlcv::OhlcvView::standard(allowed_lateness_ms))),
                 "ohlcv_30s" => RegisteredView::Ohlcv(Arc::new(ohlcv::OhlcvView::with_window("ohlcv_30s", 30_000, allowed_lateness_ms))),
                 "access" => RegisteredView::Access(Arc::new(access::AccessView::standard(allowed_lateness_ms))),
-                other => return Err(format!("view {other:?} is not known: use ohlcv, ohlcv_30s, access")),
+                other => match other.strip_prefix("changes:") {
+                    Some(spec) => RegisteredView::Changes(Arc::new(changes::ChangesView::from_spec(spec, allowed_lateness_ms)?)),
+                    None => {
+                        return Err(format!(
+                            "view {other:?} is not known: use ohlcv, ohlcv_30s, access, changes:<db>.<schema>.<table>[:rows]"
+                        ))
+                    }
+                },
             };
+            let name = view.name();
             if views.iter().any(|v| v.name() == name) {
                 return Err(format!("view {name:?} is listed twice"));
+            }
+            if let RegisteredView::Changes(c) = &view {
+                if views.iter().any(|v| matches!(v, RegisteredView::Changes(o) if o.table() == c.table())) {
+                    return Err(format!("table {} is listed twice (one database's CDC per deployment)", c.table()));
+                }
             }
             views.push(view);
         }
@@ -226,6 +303,33 @@ impl ViewRegistry {
             RegisteredView::Access(a) => Some(a.clone()),
             _ => None,
         })
+    }
+
+    /// The `changes` view of `table` (`<schema>.<table>`), if registered.
+    pub fn changes(&self, table: &str) -> Option<Arc<changes::ChangesView>> {
+        self.views.iter().find_map(|v| match v {
+            RegisteredView::Changes(c) if c.table() == table => Some(c.clone()),
+            _ => None,
+        })
+    }
+
+    /// Every registered `changes` view.
+    pub fn changes_views(&self) -> Vec<Arc<changes::ChangesView>> {
+        self.views
+            .iter()
+            .filter_map(|v| match v {
+                RegisteredView::Changes(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Adds a `changes` view unless one of its table is registered already.
+    pub fn with_changes(mut self, view: changes::ChangesView) -> ViewRegistry {
+        if self.changes(&view.table()).is_none() {
+            self.views.push(RegisteredView::Changes(Arc::new(view)));
+        }
+        self
     }
 
     /// Adds the `access` view (with `allowed_lateness_ms`) unless it is registered already.

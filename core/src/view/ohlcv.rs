@@ -203,7 +203,7 @@ impl View for OhlcvView {
         &self.name
     }
 
-    fn source_topic(&self) -> &'static str {
+    fn source_topic(&self) -> &str {
         QUOTES_TOPIC
     }
 

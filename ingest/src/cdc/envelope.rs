@@ -76,6 +76,8 @@ pub struct Origin<'a> {
     pub db: &'a str,
     /// The change's LSN (the snapshot's consistent point for snapshot rows).
     pub lsn: u64,
+    /// The transaction's commit LSN (the consistent point for snapshot rows).
+    pub commit_lsn: u64,
     /// Transaction id (none for snapshot rows).
     pub tx_id: Option<u32>,
     /// Commit time, UTC ms (the snapshot's time for snapshot rows).
@@ -99,6 +101,7 @@ pub fn envelope(shape: &TableShape, origin: Origin<'_>, op: &str, before: Value,
             schema: shape.schema.clone(),
             table: shape.table.clone(),
             lsn: origin.lsn,
+            commit_lsn: Some(origin.commit_lsn),
             tx_id: origin.tx_id,
             ts_ms: origin.commit_ms,
             snapshot: origin.snapshot,
@@ -131,11 +134,11 @@ mod tests {
         let s = shape();
         assert_eq!(s.key(&values), br#"{"id":7}"#);
         assert_eq!(s.row(&values, false), json!({"id": 7, "note": null}));
-        let origin = Origin { db: "d", lsn: 42, tx_id: Some(9), commit_ms: 5, snapshot: false };
+        let origin = Origin { db: "d", lsn: 42, commit_lsn: 50, tx_id: Some(9), commit_ms: 5, snapshot: false };
         let env: Value = serde_json::from_slice(&envelope(&s, origin, "c", Value::Null, s.row(&values, false))).expect("json");
         assert_eq!(
             env["source"],
-            json!({"connector": "postgresql", "db": "d", "schema": "s", "table": "t", "lsn": 42, "txId": 9, "ts_ms": 5, "snapshot": false})
+            json!({"connector": "postgresql", "db": "d", "schema": "s", "table": "t", "lsn": 42, "commit_lsn": 50, "txId": 9, "ts_ms": 5, "snapshot": false})
         );
         assert_eq!((env["op"].clone(), env["before"].clone()), (json!("c"), Value::Null));
         assert_eq!(topic_of("d", "s", "t"), "prism.cdc.d.s.t");

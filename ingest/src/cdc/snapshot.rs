@@ -113,7 +113,14 @@ pub async fn read_snapshot<L: EventLog>(
             for row in &rows {
                 let values: Vec<Column> =
                     (0..shape.columns.len()).map(|i| row.get::<Option<String>, _>(i).map_or(Column::Null, Column::Text)).collect();
-                let origin = Origin { db: read.db, lsn: consistent_point, tx_id: None, commit_ms: started_ms, snapshot: true };
+                let origin = Origin {
+                    db: read.db,
+                    lsn: consistent_point,
+                    commit_lsn: consistent_point,
+                    tx_id: None,
+                    commit_ms: started_ms,
+                    snapshot: true,
+                };
                 batch.push(NewRecord::new(shape.key(&values), envelope(&shape, origin, "r", Value::Null, shape.row(&values, false))));
             }
             read.path.commit(&topic, batch).await?;

@@ -47,6 +47,8 @@ pub struct Streamer<'a, L> {
 /// The transaction being received.
 struct Tx {
     xid: u32,
+    /// The commit record's LSN (`Begin`'s final LSN).
+    commit_lsn: u64,
     commit_ms: i64,
     /// Envelopes by topic.
     buffered: BTreeMap<String, Batch>,
@@ -74,8 +76,14 @@ impl<L: EventLog> Streamer<'_, L> {
             };
             let Some(event) = event else { return Err(CdcError::Replication("the server ended the replication stream".into())) };
             match event {
-                ReplicationEvent::Begin { xid, commit_time_micros, .. } => {
-                    tx = Some(Tx { xid, commit_ms: pg_micros_to_ms(commit_time_micros), buffered: BTreeMap::new(), len: 0 });
+                ReplicationEvent::Begin { xid, commit_time_micros, final_lsn } => {
+                    tx = Some(Tx {
+                        xid,
+                        commit_lsn: final_lsn.as_u64(),
+                        commit_ms: pg_micros_to_ms(commit_time_micros),
+                        buffered: BTreeMap::new(),
+                        len: 0,
+                    });
                 }
                 ReplicationEvent::XLogData { wal_start, data, .. } => {
                     let message = decode(&data).map_err(|e| CdcError::Decode(format!("at {wal_start}: {e}")))?;
@@ -155,7 +163,7 @@ impl<L: EventLog> Streamer<'_, L> {
             return Ok(());
         }
         let Some(tx) = tx else { return Ok(()) };
-        let origin = |db| Origin { db, lsn, tx_id: Some(tx.xid), commit_ms: tx.commit_ms, snapshot: false };
+        let origin = |db| Origin { db, lsn, commit_lsn: tx.commit_lsn, tx_id: Some(tx.xid), commit_ms: tx.commit_ms, snapshot: false };
         let (rel, op, before, after): (u32, &'static str, Option<OldTuple>, Option<Vec<Column>>) = match message {
             Message::Insert { relation, new } => (relation, "c", None, Some(new)),
             Message::Update { relation, old, new } => (relation, "u", old, Some(new)),
