@@ -26,7 +26,8 @@ use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
 use prism_core::log::{check_log_complete, EventLog};
 use prism_core::replay::ReplayControl;
 use prism_core::store::ViewStore;
-use prism_ingest::cdc::{run_cdc, CdcArgs};
+use prism_core::view::changes::ChangesView;
+use prism_ingest::cdc::{changes_view_specs, run_cdc, CdcArgs};
 use prism_ingest::feed::{run_feed, FeedArgs};
 use prism_ingest::http::IngestArgs;
 use prism_ingest::logs::{run_log_tailer, LogsArgs};
@@ -149,6 +150,14 @@ pub async fn run_up(
     let poller = if config.poll.enabled() { Some(config.poll.config(dirs.poller_checkpoint.clone(), partitions)?) } else { None };
     if !logs.globs.is_empty() {
         views = views.with_access(config.deployment.allowed_lateness_ms);
+    }
+    if let Some(cdc) = &cdc {
+        // A changes view per published table (tables published later need a restart).
+        for spec in changes_view_specs(cdc, &config.cdc.cdc_keep_rows).await.context("listing the tables to capture")? {
+            let view = ChangesView::from_spec(spec.trim_start_matches("changes:"), config.deployment.allowed_lateness_ms)
+                .map_err(|e| anyhow::anyhow!("cannot serve the changes of a published table: {e}"))?;
+            views = views.with_changes(view);
+        }
     }
     log.ensure_topic(QUOTES_TOPIC, partitions).await?;
     log.ensure_topic(DLQ_TOPIC, 1).await?;

@@ -6,18 +6,19 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use prism_core::config::Architecture;
-use prism_core::event::{MAX_HOST_LEN, MAX_TS_MS, MIN_TS_MS};
+use prism_core::event::MAX_HOST_LEN;
 use prism_core::log::EventLog;
 use prism_core::time::format_rfc3339;
 use prism_core::view::access::{split_access_key, Access};
 use prism_core::view::{View, ViewRow};
-use prism_core::window::window_start;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::bars::{key_rows, known_keys, parse_bound, realtime_watermark, sized_json, BarInterval, KeyRows, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::bars::{
+    bucket_range, cut_page, key_rows, known_keys, layer_name, realtime_watermark, sized_json, BarInterval, BucketRange, KeyRows,
+};
 use crate::error::ApiError;
-use crate::merge::{merge_bars, Layer};
+use crate::merge::merge_bars;
 use crate::ServingState;
 
 /// Most (host, status class) keys one answer merges; narrow the filters past it.
@@ -129,25 +130,8 @@ pub async fn get_access<L: EventLog>(
             return Err(ApiError::bad_request(format!("status_class {class:?}: use 1xx, 2xx, 3xx, 4xx or 5xx")));
         }
     }
-    let interval = q.interval.unwrap_or(BarInterval::M1);
-    let size = interval.size_ms();
-    if !view.intervals_ms().contains(&size) {
-        return Err(ApiError::bad_request(format!("interval {}: the access view does not serve it", interval.name())));
-    }
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_request(format!("limit {limit}: use 1..={MAX_LIMIT}")));
-    }
-    let from = parse_bound("from", q.from.as_deref(), false)?;
-    let to = parse_bound("to", q.to.as_deref(), true)?;
-    if let (Some(f), Some(t)) = (from, to) {
-        if f > t {
-            return Err(ApiError::bad_request("from is after to"));
-        }
-    }
-    let row_from = from.map_or(MIN_TS_MS, |f| window_start(f.saturating_add(size - 1), size));
-    let row_to = to.map_or(MAX_TS_MS, |t| window_start(t, size).saturating_add(size));
-    let max_rows = limit + 1 + (size / view.window_ms()) as usize;
+    let BucketRange { interval, size, limit, row_from, row_to, max_rows } =
+        bucket_range(&*view, q.interval, q.limit, q.from.as_deref(), q.to.as_deref())?;
 
     let keys: Vec<String> = known_keys(&state, &*view)
         .await?
@@ -178,12 +162,7 @@ pub async fn get_access<L: EventLog>(
     };
     let mut merged = merge_bars(&batch, &realtime, size);
     let watermark = realtime_watermark(&state.store, &*view, pointer.realtime_version).await?;
-    let next_from = if merged.len() > limit {
-        merged.truncate(limit);
-        merged.last().map(|b| format_rfc3339(b.start_ms + size))
-    } else {
-        None
-    };
+    let next_from = cut_page(&mut merged, limit, size);
     let buckets = merged
         .into_iter()
         .map(|b| AccessBucket {
@@ -194,10 +173,7 @@ pub async fn get_access<L: EventLog>(
             p50_ms: b.agg.latency.quantile(500),
             p95_ms: b.agg.latency.quantile(950),
             p99_ms: b.agg.latency.quantile(990),
-            layer: match (b.layer, state.architecture) {
-                (Layer::Batch, Architecture::Kappa) => "segment".to_string(),
-                (layer, _) => layer.name().to_string(),
-            },
+            layer: layer_name(b.layer, state.architecture),
         })
         .collect();
     let answer = AccessResponse {

@@ -201,42 +201,15 @@ pub async fn get_bars<L: EventLog>(
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     validate_symbol(&symbol).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let view = view_named(&state, q.view.as_deref())?;
-    let interval = q.interval.unwrap_or(BarInterval::M1);
-    let size = interval.size_ms();
-    if !view.intervals_ms().contains(&size) {
-        return Err(ApiError::bad_request(format!("interval {}: view {} does not serve it", interval.name(), view.name())));
-    }
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_request(format!("limit {limit}: use 1..={MAX_LIMIT}")));
-    }
-    let from = parse_bound("from", q.from.as_deref(), false)?;
-    let to = parse_bound("to", q.to.as_deref(), true)?;
-    if let (Some(f), Some(t)) = (from, to) {
-        if f > t {
-            return Err(ApiError::bad_request("from is after to"));
-        }
-    }
-    // Whole bars only: the first bucket starting at or after `from`, through the bucket that
-    // starts at or before `to`.
-    let row_from = from.map_or(MIN_TS_MS, |f| window_start(f.saturating_add(size - 1), size));
-    let row_to = to.map_or(MAX_TS_MS, |t| window_start(t, size).saturating_add(size));
-    // Every read returns at most one row per bucket at the interval, plus the base rows of the
-    // one bucket that straddles H: a cap that keeps at least `limit + 1` buckets of each part.
-    let max_rows = limit + 1 + (size / view.window_ms()) as usize;
-
+    let BucketRange { interval, size, limit, row_from, row_to, max_rows } =
+        bucket_range(&*view, q.interval, q.limit, q.from.as_deref(), q.to.as_deref())?;
     let KeyRows { pointer, batch, realtime } = key_rows(&state, &*view, &symbol, size, row_from, row_to, max_rows).await?;
     let mut merged = merge_bars(&batch, &realtime, size);
     if merged.is_empty() && !known_keys(&state, &*view).await?.contains(&symbol) {
         return Err(ApiError::not_found(format!("no bars for symbol {symbol:?}; see /v1/symbols")));
     }
     let watermark = realtime_watermark(&state.store, &*view, pointer.realtime_version).await?;
-    let next_from = if merged.len() > limit {
-        merged.truncate(limit);
-        merged.last().map(|b| format_rfc3339(b.start_ms + size))
-    } else {
-        None
-    };
+    let next_from = cut_page(&mut merged, limit, size);
     let bars = merged
         .into_iter()
         .filter_map(|b| {
@@ -251,10 +224,7 @@ pub async fn get_bars<L: EventLog>(
                 notional: a.notional.to_string(),
                 vwap: a.vwap()?.to_string(),
                 trades: a.trades,
-                layer: match (b.layer, state.architecture) {
-                    (Layer::Batch, Architecture::Kappa) => "segment".to_string(),
-                    (layer, _) => layer.name().to_string(),
-                },
+                layer: layer_name(b.layer, state.architecture),
             })
         })
         .collect();
@@ -273,6 +243,76 @@ pub async fn get_bars<L: EventLog>(
         next_from,
     };
     sized_json(&answer, 256 + answer.bars.len() * BAR_JSON_BYTES)
+}
+
+/// The buckets a request asks for, validated.
+pub(crate) struct BucketRange {
+    /// The interval.
+    pub interval: BarInterval,
+    /// Its length, ms.
+    pub size: i64,
+    /// Most buckets to answer.
+    pub limit: usize,
+    /// First row start to read (the first whole bucket at or after `from`), UTC ms.
+    pub row_from: i64,
+    /// End (exclusive) of the row starts to read, UTC ms.
+    pub row_to: i64,
+    /// Most rows to read per part: at least `limit + 1` buckets, plus the base rows of the one
+    /// bucket that straddles H.
+    pub max_rows: usize,
+}
+
+/// Validates a request's `interval` (default `1m`, one `view` serves), `limit` (default
+/// [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`]) and `from`/`to` bounds ([`parse_bound`]).
+///
+/// Errors: [`ApiError`] 400 with the reason.
+pub(crate) fn bucket_range<V: View>(
+    view: &V,
+    interval: Option<BarInterval>,
+    limit: Option<usize>,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<BucketRange, ApiError> {
+    let interval = interval.unwrap_or(BarInterval::M1);
+    let size = interval.size_ms();
+    if !view.intervals_ms().contains(&size) {
+        return Err(ApiError::bad_request(format!("interval {}: view {} does not serve it", interval.name(), view.name())));
+    }
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(format!("limit {limit}: use 1..={MAX_LIMIT}")));
+    }
+    let from = parse_bound("from", from, false)?;
+    let to = parse_bound("to", to, true)?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if f > t {
+            return Err(ApiError::bad_request("from is after to"));
+        }
+    }
+    // Whole buckets only: the first bucket starting at or after `from`, through the bucket that
+    // starts at or before `to`.
+    let row_from = from.map_or(MIN_TS_MS, |f| window_start(f.saturating_add(size - 1), size));
+    let row_to = to.map_or(MAX_TS_MS, |t| window_start(t, size).saturating_add(size));
+    let max_rows = limit + 1 + (size / view.window_ms()) as usize;
+    Ok(BucketRange { interval, size, limit, row_from, row_to, max_rows })
+}
+
+/// Cuts `merged` to `limit` buckets; when it cut, the `next_from` to go on from (RFC 3339).
+pub(crate) fn cut_page<A>(merged: &mut Vec<crate::merge::MergedBar<A>>, limit: usize, size: i64) -> Option<String> {
+    if merged.len() > limit {
+        merged.truncate(limit);
+        merged.last().map(|b| format_rfc3339(b.start_ms + size))
+    } else {
+        None
+    }
+}
+
+/// A bucket's `layer` as answered: `segment` for batch-layer rows in Kappa mode.
+pub(crate) fn layer_name(layer: Layer, architecture: Architecture) -> String {
+    match (layer, architecture) {
+        (Layer::Batch, Architecture::Kappa) => "segment".to_string(),
+        (layer, _) => layer.name().to_string(),
+    }
 }
 
 /// One key's rows of a view, read in one consistent snapshot: the batch part (segments, before

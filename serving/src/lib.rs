@@ -3,6 +3,7 @@
 //!
 //! - [`bars`]: `GET /v1/bars/{symbol}`, `GET /v1/symbols`.
 //! - [`access`]: `GET /v1/access` (the access-log view).
+//! - [`changes`]: `GET /v1/changes/{table}`, `GET /v1/changes/{table}/rows/{key}` (CDC tables).
 //! - [`schemas`]: `GET /v1/schemas[/{topic}]`, each topic's JSON Schema.
 //! - [`status`]: `GET /v1/status`.
 //! - [`admin`]: `POST /v1/admin/batch-runs`.
@@ -15,6 +16,7 @@
 pub mod access;
 pub mod admin;
 pub mod bars;
+pub mod changes;
 pub mod error;
 pub mod merge;
 pub mod ops;
@@ -72,11 +74,11 @@ impl<L> Clone for ServingState<L> {
 #[derive(OpenApi)]
 #[openapi(
     paths(
-        bars::get_bars, bars::get_symbols, access::get_access, schemas::get_schemas, schemas::get_schema, status::get_status, admin::post_batch_run, replays::post_replay, replays::get_replays,
+        bars::get_bars, bars::get_symbols, access::get_access, changes::get_changes, changes::get_current_row, schemas::get_schemas, schemas::get_schema, status::get_status, admin::post_batch_run, replays::post_replay, replays::get_replays,
         replays::get_replay, replays::delete_replay
     ),
     components(schemas(
-        bars::BarsResponse, bars::Bar, bars::BarInterval, bars::SymbolsResponse, access::AccessResponse, access::AccessBucket, schemas::SchemasResponse, schemas::TopicSchema, error::ApiError,
+        bars::BarsResponse, bars::Bar, bars::BarInterval, bars::SymbolsResponse, access::AccessResponse, access::AccessBucket, changes::ChangesResponse, changes::ChangesBucket, changes::CurrentRow, schemas::SchemasResponse, schemas::TopicSchema, error::ApiError,
         status::StatusResponse, status::ViewStatus, status::PartitionStatus, status::ConsumerLag, status::IngestStatus,
         status::FeedStatus, admin::BatchRunResponse, admin::ViewBatchRun, replays::Replay, replays::ReplaysResponse
     )),
@@ -90,6 +92,8 @@ pub fn router<L: EventLog>(state: ServingState<L>) -> Router {
         .route("/v1/bars/{symbol}", get(bars::get_bars::<L>))
         .route("/v1/symbols", get(bars::get_symbols::<L>))
         .route("/v1/access", get(access::get_access::<L>))
+        .route("/v1/changes/{table}", get(changes::get_changes::<L>))
+        .route("/v1/changes/{table}/rows/{key}", get(changes::get_current_row::<L>))
         .route("/v1/schemas", get(schemas::get_schemas))
         .route("/v1/schemas/{topic}", get(schemas::get_schema))
         .route("/v1/status", get(status::get_status::<L>))

@@ -30,7 +30,8 @@ impl Layer {
         }
     }
 
-    fn with(self, other: Layer) -> Layer {
+    /// The layer of a bucket merged from rows of `self` and `other`.
+    pub fn with(self, other: Layer) -> Layer {
         if self == other {
             self
         } else {

@@ -74,6 +74,11 @@ pub struct CdcArgs {
     /// Schemas to capture (comma-separated), for a publication created here.
     #[arg(long, env = "PRISM_CDC_SCHEMAS", default_value = "public", value_delimiter = ',')]
     pub cdc_schemas: Vec<String>,
+    /// Tables (`schema.table`, comma-separated) whose `changes` view keeps the current row per
+    /// primary key, served at `/v1/changes/{table}/rows/{key}` (`prism up` registers a `changes`
+    /// view for every published table).
+    #[arg(long, env = "PRISM_CDC_KEEP_ROWS", value_delimiter = ',')]
+    pub cdc_keep_rows: Vec<String>,
 }
 
 impl std::fmt::Debug for CdcArgs {
@@ -82,6 +87,7 @@ impl std::fmt::Debug for CdcArgs {
             .field("cdc_slot", &self.cdc_slot)
             .field("cdc_publication", &self.cdc_publication)
             .field("cdc_schemas", &self.cdc_schemas)
+            .field("cdc_keep_rows", &self.cdc_keep_rows)
             .finish_non_exhaustive()
     }
 }
@@ -94,6 +100,7 @@ impl Default for CdcArgs {
             cdc_slot: "prism_cdc".into(),
             cdc_publication: "prism_cdc".into(),
             cdc_schemas: vec!["public".into()],
+            cdc_keep_rows: Vec::new(),
         }
     }
 }
@@ -117,6 +124,26 @@ impl CdcArgs {
         config.validate()?;
         Ok(config)
     }
+}
+
+/// The `changes` view specs (`changes:<db>.<schema>.<table>[:rows]`, see
+/// `prism_core::view::changes`) of every table `config`'s publication holds (created first when
+/// absent), `:rows` for those in `keep_rows` (`schema.table`).
+///
+/// Errors: [`CdcError`] when PostgreSQL cannot be reached or refuses.
+pub async fn changes_view_specs(config: &CdcConfig, keep_rows: &[String]) -> Result<Vec<String>, CdcError> {
+    config.validate()?;
+    let db = PgUrl::parse(&config.database_url)?.database;
+    let mut sql = pg::connect(&config.database_url).await?;
+    pg::ensure_publication(&mut sql, &config.publication, &config.schemas).await?;
+    let tables = pg::published_tables(&mut sql, &config.publication).await?;
+    Ok(tables
+        .into_iter()
+        .map(|(schema, table)| {
+            let rows = keep_rows.iter().any(|k| k.trim() == format!("{schema}.{table}"));
+            format!("changes:{db}.{schema}.{table}{}", if rows { ":rows" } else { "" })
+        })
+        .collect())
 }
 
 /// The CDC source's settings.
