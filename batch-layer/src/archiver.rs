@@ -27,13 +27,13 @@ use std::time::{Duration, Instant};
 use futures_util::{StreamExt, TryStreamExt};
 use prism_core::config::ARCHIVER_CONSUMER;
 use prism_core::consumer::StoreConsumer;
-use prism_core::event::{LogPosition, Quote, QUOTES_TOPIC};
+use prism_core::event::{LogPosition, QUOTES_TOPIC};
 use prism_core::log::EventLog;
 use prism_core::store::{ConsumerOffset, ViewStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::compaction::{compact, DEFAULT_GRACE};
-use crate::master::{day_start, ArchivedQuote, MasterDataset};
+use crate::master::{day_start, Archived, MasterDataset, MasterRecord, RecordKind};
 use crate::{telemetry, BatchError};
 
 /// Records read per poll.
@@ -48,6 +48,8 @@ const ROWS_IN_FLIGHT: usize = 50_000;
 /// Settings of the archiver.
 #[derive(Debug, Clone)]
 pub struct ArchiverConfig {
+    /// The topic to archive (`prism.quotes`, `prism.access_logs` or a CDC table's topic).
+    pub topic: String,
     /// The master dataset (a local folder or object storage).
     pub master: MasterDataset,
     /// Flush when this many rows are buffered.
@@ -64,10 +66,17 @@ pub struct ArchiverConfig {
 }
 
 impl ArchiverConfig {
-    /// The defaults for `master` and `partitions`: flush at 200 000 rows or every second,
-    /// compact every 60 s, delete superseded files after 10 minutes.
+    /// These settings for `topic`.
+    pub fn for_topic(mut self, topic: &str) -> ArchiverConfig {
+        self.topic = topic.to_string();
+        self
+    }
+
+    /// The defaults for `master` and `partitions`: archive `prism.quotes`, flush at 200 000 rows
+    /// or every second, compact every 60 s, delete superseded files after 10 minutes.
     pub fn new(master: MasterDataset, partitions: i32) -> ArchiverConfig {
         ArchiverConfig {
+            topic: QUOTES_TOPIC.to_string(),
             master,
             flush_rows: 200_000,
             flush_interval: Duration::from_secs(1),
@@ -110,17 +119,17 @@ impl ArchiverArgs {
 /// would otherwise empty.
 ///
 /// Errors: [`BatchError::ForeignMasterDataset`], or the store or dataset failing.
-async fn claim_master_dataset(master: &MasterDataset, store: &ViewStore, partitions: i32) -> Result<(), BatchError> {
-    if !store.consumer_offsets(ARCHIVER_CONSUMER, QUOTES_TOPIC).await?.is_empty() {
+async fn claim_master_dataset(master: &MasterDataset, topic: &str, store: &ViewStore, partitions: i32) -> Result<(), BatchError> {
+    if !store.consumer_offsets(ARCHIVER_CONSUMER, topic).await?.is_empty() {
         return Ok(());
     }
-    let files = master.list_all_files(QUOTES_TOPIC).await?.len();
+    let files = master.list_all_files(topic).await?.len();
     if files > 0 {
         return Err(BatchError::ForeignMasterDataset { dataset: master.url().to_string(), files });
     }
     let start: Vec<ConsumerOffset> =
         (0..partitions).map(|partition| ConsumerOffset { partition, next_offset: 0, max_event_ts_ms: None }).collect();
-    store.commit_offsets(ARCHIVER_CONSUMER, QUOTES_TOPIC, &start).await?;
+    store.commit_offsets(ARCHIVER_CONSUMER, topic, &start).await?;
     Ok(())
 }
 
@@ -135,19 +144,61 @@ pub async fn run_archiver<L: EventLog>(
     store: ViewStore,
     cancel: CancellationToken,
 ) -> Result<(), BatchError> {
+    let kind =
+        RecordKind::of(&config.topic).ok_or_else(|| BatchError::Task(format!("topic {} has no master-dataset format", config.topic)))?;
+    crate::with_record!(kind, R => archive::<R, L>(config, log, store, cancel).await)
+}
+
+/// Runs one archiver per topic of `topics` (each with `config`'s settings) until `cancel` fires
+/// or one fails.
+///
+/// Errors: the first [`BatchError`] of any of them (the others are then stopped).
+pub async fn run_archivers<L: EventLog>(
+    config: ArchiverConfig,
+    topics: Vec<String>,
+    log: Arc<L>,
+    store: ViewStore,
+    cancel: CancellationToken,
+) -> Result<(), BatchError> {
+    let stop = cancel.child_token();
+    let mut tasks = tokio::task::JoinSet::new();
+    for topic in &topics {
+        tasks.spawn(run_archiver(config.clone().for_topic(topic), log.clone(), store.clone(), stop.clone()));
+    }
+    let mut result = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        let done = done.map_err(|e| BatchError::Task(e.to_string())).and_then(|r| r);
+        if let Err(e) = done {
+            stop.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    result
+}
+
+async fn archive<R: MasterRecord, L: EventLog>(
+    config: ArchiverConfig,
+    log: Arc<L>,
+    store: ViewStore,
+    cancel: CancellationToken,
+) -> Result<(), BatchError> {
     telemetry::describe();
-    let partitions = log.ensure_topic(QUOTES_TOPIC, config.partitions).await?;
-    claim_master_dataset(&config.master, &store, partitions).await?;
-    let mut consumer = StoreConsumer::resume(&store, ARCHIVER_CONSUMER, QUOTES_TOPIC, partitions).await?;
+    let topic = config.topic.clone();
+    let topic = topic.as_str();
+    let partitions = log.ensure_topic(topic, config.partitions).await?;
+    claim_master_dataset(&config.master, topic, &store, partitions).await?;
+    let mut consumer = StoreConsumer::resume(&store, ARCHIVER_CONSUMER, topic, partitions).await?;
     // Per partition (index = partition): what the master dataset holds committed.
     let mut committed = consumer.next_offsets();
-    let removed = config.master.remove_uncommitted(QUOTES_TOPIC, &committed).await?;
+    let removed = config.master.remove_uncommitted(topic, &committed).await?;
     if removed > 0 {
         tracing::warn!(removed, "archiver removed files written after its last commit; they will be written again");
     }
     tracing::info!(partitions, offsets = ?committed, "archiver starting");
 
-    let mut buffer: Vec<ArchivedQuote> = Vec::new();
+    let mut buffer: Vec<Archived<R>> = Vec::new();
     let mut consumed_since_flush = 0usize;
     let mut last_flush = Instant::now();
     let mut last_compaction = Instant::now();
@@ -162,13 +213,13 @@ pub async fn run_archiver<L: EventLog>(
         empty_polls = if records.is_empty() { empty_polls + 1 } else { 0 };
         for r in &records {
             // Malformed records are the speed layer's to dead-letter; the archive skips them.
-            match Quote::from_json(&r.value) {
-                Ok(quote) => {
-                    consumer.advance(r, Some(quote.ts));
-                    buffer.push(ArchivedQuote { quote, pos: LogPosition { partition: r.partition, offset: r.offset } });
+            match R::from_log(&r.key, &r.value) {
+                Ok(record) => {
+                    consumer.advance(r, Some(record.event_time()));
+                    buffer.push(Archived { record, pos: LogPosition { partition: r.partition, offset: r.offset } });
                 }
                 Err(_) => {
-                    metrics::counter!(telemetry::ARCHIVER_SKIPPED_TOTAL).increment(1);
+                    metrics::counter!(telemetry::ARCHIVER_SKIPPED_TOTAL, "topic" => topic.to_string()).increment(1);
                     consumer.advance(r, None);
                 }
             }
@@ -189,7 +240,7 @@ pub async fn run_archiver<L: EventLog>(
         }
         behind = false;
         let pass = tokio::select! {
-            r = compact(&config.master, QUOTES_TOPIC, &committed, config.compact_grace) => r,
+            r = compact(&config.master, topic, &committed, config.compact_grace) => r,
             _ = cancel.cancelled() => {
                 tracing::info!("compaction pass abandoned on shutdown (safe: it resumes at the next start)");
                 break;
@@ -213,31 +264,31 @@ pub async fn run_archiver<L: EventLog>(
 }
 
 /// Writes the buffer as one file per (partition, UTC day), then commits the offsets.
-async fn flush(
+async fn flush<R: MasterRecord>(
     config: &ArchiverConfig,
     store: &ViewStore,
-    buffer: &mut Vec<ArchivedQuote>,
+    buffer: &mut Vec<Archived<R>>,
     offsets: &[ConsumerOffset],
 ) -> Result<(), BatchError> {
     let started = Instant::now();
     let rows = std::mem::take(buffer);
     let count = rows.len();
-    let mut groups: BTreeMap<(i32, i64), Vec<ArchivedQuote>> = BTreeMap::new();
+    let mut groups: BTreeMap<(i32, i64), Vec<Archived<R>>> = BTreeMap::new();
     for row in rows {
-        groups.entry((row.pos.partition, day_start(row.quote.ts))).or_default().push(row);
+        groups.entry((row.pos.partition, day_start(row.record.event_time()))).or_default().push(row);
     }
     let files = groups.len();
     // Files are independent until the offsets commit below makes them all count at once, so
     // their encoding and fsyncs overlap; a crash part way leaves uncommitted files, which the
     // next start removes.
     futures_util::stream::iter(groups.into_values())
-        .map(|group| config.master.write_file(QUOTES_TOPIC, group))
+        .map(|group| config.master.write_file(&config.topic, group))
         .buffer_unordered((ROWS_IN_FLIGHT / (count / files.max(1)).max(1)).clamp(1, WRITES_IN_FLIGHT))
         .try_collect::<Vec<_>>()
         .await?;
-    store.commit_offsets(ARCHIVER_CONSUMER, QUOTES_TOPIC, offsets).await?;
-    metrics::counter!(telemetry::ARCHIVED_EVENTS_TOTAL).increment(count as u64);
-    metrics::counter!(telemetry::ARCHIVED_FILES_TOTAL).increment(files as u64);
+    store.commit_offsets(ARCHIVER_CONSUMER, &config.topic, offsets).await?;
+    metrics::counter!(telemetry::ARCHIVED_EVENTS_TOTAL, "topic" => config.topic.clone()).increment(count as u64);
+    metrics::counter!(telemetry::ARCHIVED_FILES_TOTAL, "topic" => config.topic.clone()).increment(files as u64);
     metrics::histogram!(telemetry::ARCHIVER_FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
     tracing::debug!(rows = count, files, elapsed_ms = started.elapsed().as_millis() as u64, "archiver flushed");
     Ok(())

@@ -20,11 +20,9 @@ use std::time::{Duration, Instant};
 
 use prism_core::batch_run::{BatchRunReport, BatchRunRequest};
 use prism_core::config::ARCHIVER_CONSUMER;
-use prism_core::event::Quote;
 use prism_core::log::EventLog;
 use prism_core::store::{ConsumerOffset, SegmentRecord, ViewStore};
 use prism_core::time::now_ms;
-use prism_core::view::View;
 use prism_core::window::window_start;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 use crate::build::{build_chunk, BuiltSegment, ChunkBuild};
 use crate::chunks::{Chunk, ChunkInputs};
 use crate::master::MasterDataset;
+use crate::views::BatchView;
 use crate::{telemetry, BatchError};
+use prism_core::view::RegisteredView;
 
 /// Settings of the batch job.
 #[derive(Debug, Clone)]
@@ -138,7 +138,7 @@ pub async fn run_batch_once<V, L>(
     full: bool,
 ) -> Result<Option<BatchRunReport>, BatchError>
 where
-    V: View<Event = Quote>,
+    V: BatchView,
     L: EventLog,
 {
     let started = Instant::now();
@@ -217,7 +217,7 @@ pub async fn build_and_publish<V>(
     started: Instant,
 ) -> Result<BatchRunReport, BatchError>
 where
-    V: View<Event = Quote>,
+    V: BatchView,
 {
     let fingerprint = view.fingerprint();
     let published = store.published_batch_version(view.name()).await?;
@@ -302,7 +302,7 @@ async fn build_chunks<V>(
     builds: Vec<ChunkBuild>,
 ) -> Result<Vec<BuiltSegment>, BatchError>
 where
-    V: View<Event = Quote>,
+    V: BatchView,
 {
     let total = builds.len();
     let mut pending = builds.into_iter();
@@ -338,8 +338,8 @@ async fn archive_caught_up<L: EventLog>(log: &L, store: &ViewStore, topic: &str)
 /// `requests`, until `cancel` fires.
 ///
 /// Errors: [`BatchError`] from a scheduled run (a requested run's error goes to its requester).
-pub async fn run_batch_layer<V, L>(
-    views: Vec<Arc<V>>,
+pub async fn run_batch_layer<L>(
+    views: Vec<RegisteredView>,
     config: BatchConfig,
     log: Arc<L>,
     store: ViewStore,
@@ -347,7 +347,6 @@ pub async fn run_batch_layer<V, L>(
     cancel: CancellationToken,
 ) -> Result<(), BatchError>
 where
-    V: View<Event = Quote>,
     L: EventLog,
 {
     let mut previous: Vec<Option<RunProgress>> = vec![None; views.len()];
@@ -359,13 +358,17 @@ where
     let abandoned = || tracing::info!("batch run abandoned on shutdown; nothing of it was published");
     let mut catch_up = tokio::time::interval(config.catch_up_check.unwrap_or(Duration::from_secs(3600)));
     catch_up.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let topic = views.first().map(|v| v.source_topic()).filter(|_| config.catch_up_check.is_some());
+    let topics: Vec<String> = views.iter().map(|v| v.source_topic().to_string()).collect();
+    let topic = (!topics.is_empty() && config.catch_up_check.is_some()).then_some(&topics);
     let mut lagging = false;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = catch_up.tick(), if topic.is_some() => {
-                let caught_up = archive_caught_up(&*log, &store, topic.unwrap_or_default()).await?;
+                let mut caught_up = true;
+                for t in topics.iter() {
+                    caught_up &= archive_caught_up(&*log, &store, t).await?;
+                }
                 if !caught_up {
                     lagging = true;
                 } else if lagging {
@@ -407,8 +410,8 @@ fn scheduled_run_done(result: Result<Vec<BatchRunReport>, BatchError>) {
 }
 
 /// Runs every view's batch job once, in registry order.
-async fn run_all<V, L>(
-    views: &[Arc<V>],
+async fn run_all<L>(
+    views: &[RegisteredView],
     config: &BatchConfig,
     log: &L,
     store: &ViewStore,
@@ -417,12 +420,12 @@ async fn run_all<V, L>(
     full: bool,
 ) -> Result<Vec<BatchRunReport>, BatchError>
 where
-    V: View<Event = Quote>,
     L: EventLog,
 {
     let mut reports = Vec::new();
     for (view, prev) in views.iter().zip(previous.iter_mut()) {
-        if let Some(r) = run_batch_once(view, config, log, store, prev, force, full).await? {
+        let report = prism_core::with_view!(view, v => run_batch_once(v, config, log, store, prev, force, full).await?);
+        if let Some(r) = report {
             reports.push(r);
         }
     }

@@ -6,14 +6,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use prism_core::event::Quote;
 use prism_core::segment::{segment_path, SegmentMeta, SegmentWriter};
 use prism_core::store::SegmentRecord;
-use prism_core::view::{roll_up, Monoid, View, ViewRow};
+use prism_core::view::{roll_up, EntitySeq, Monoid, ViewRow};
 use prism_core::window::window_start;
 
 use crate::chunks::Chunk;
 use crate::master::{MasterDataset, MasterFile};
+use crate::views::BatchView;
 use crate::BatchError;
 
 /// Master-dataset files of one chunk fetched, decoded and folded at once.
@@ -49,11 +49,15 @@ struct KeyedWindows<A> {
     index: HashMap<String, usize, foldhash::fast::RandomState>,
     keys: Vec<(String, Vec<(i64, A)>)>,
     events: i64,
+    /// Views over an at-least-once change stream: each distinct change (entity, sequence) once,
+    /// with its (key, window start, contribution); a redelivered change is an exact repeat in
+    /// the same window, so in the same chunk.
+    changes: HashMap<(String, EntitySeq), (String, i64, A), foldhash::fast::RandomState>,
 }
 
 impl<A: Monoid> KeyedWindows<A> {
     fn new() -> Self {
-        KeyedWindows { index: HashMap::default(), keys: Vec::new(), events: 0 }
+        KeyedWindows { index: HashMap::default(), keys: Vec::new(), events: 0, changes: HashMap::default() }
     }
 
     fn windows_of(&mut self, key: &str) -> &mut Vec<(i64, A)> {
@@ -79,7 +83,15 @@ impl<A: Monoid> KeyedWindows<A> {
     }
 
     /// Appends another fold's windows (of later files) after these.
+    /// Records one change (the first of its redeliveries counts).
+    fn add_change(&mut self, entity: &str, seq: EntitySeq, key: &str, start: i64, contribution: A) {
+        self.changes.entry((entity.to_string(), seq)).or_insert_with(|| (key.to_string(), start, contribution));
+    }
+
     fn absorb(&mut self, other: KeyedWindows<A>) {
+        for (id, change) in other.changes {
+            self.changes.entry(id).or_insert(change);
+        }
         self.events += other.events;
         for (key, windows) in other.keys {
             self.windows_of(&key).extend(windows);
@@ -87,7 +99,10 @@ impl<A: Monoid> KeyedWindows<A> {
     }
 
     /// The base rows, sorted by (key, window start), each window merged once.
-    fn into_rows(self) -> Vec<ViewRow<A>> {
+    fn into_rows(mut self) -> Vec<ViewRow<A>> {
+        for (_, (key, start, contribution)) in std::mem::take(&mut self.changes) {
+            self.add(&key, start, contribution);
+        }
         let mut keys = self.keys;
         keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut rows: Vec<ViewRow<A>> = Vec::with_capacity(keys.iter().map(|(_, w)| w.len()).sum());
@@ -123,7 +138,7 @@ pub fn build_chunk<V>(
     build: &ChunkBuild,
 ) -> Result<BuiltSegment, BatchError>
 where
-    V: View<Event = Quote>,
+    V: BatchView,
 {
     let base_ms = view.window_ms();
     let (chunk_start, covered_until) = (build.chunk.start_ms, build.covered_until_ms);
@@ -132,11 +147,18 @@ where
             let (master, view) = (master.clone(), view.clone());
             runtime.spawn(async move {
                 master
-                    .fold_file(&file, KeyedWindows::new(), move |acc, quote, pos| {
-                        let ts = view.event_time(quote);
-                        if ts < covered_until && ts >= chunk_start {
-                            acc.add(view.key(quote), window_start(ts, base_ms), view.contribution(quote, pos));
-                        }
+                    .fold_file(&file, KeyedWindows::new(), move |acc, record: &V::Record, pos| {
+                        // A record the view refuses is dead-lettered by the speed layer: skipped.
+                        let _ = view.with_event(record, |event| {
+                            let ts = view.event_time(event);
+                            if ts < covered_until && ts >= chunk_start {
+                                let (key, start) = (view.key(event), window_start(ts, base_ms));
+                                match view.entity_change(event) {
+                                    Some(change) => acc.add_change(change.entity, change.seq, key, start, view.contribution(event, pos)),
+                                    None => acc.add(key, start, view.contribution(event, pos)),
+                                }
+                            }
+                        });
                     })
                     .await
             })
@@ -147,7 +169,8 @@ where
         windows.absorb(joined.map_err(|e| BatchError::Task(format!("folding a master-dataset file: {e}")))??);
     }
     drop(folds);
-    let events = windows.events;
+    let changes = windows.changes.len() as i64;
+    let events = windows.events + changes;
     let base = windows.into_rows();
     let meta = SegmentMeta::for_chunk(&**view, &build.chunk, build.covered_until_ms);
     // Interval by interval: each one is written, rolled up into the next (from the previous

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use object_store::path::Path as ObjectPath;
 
-use crate::master::{day_start, file_location, next_offset, ListedFile, MasterDataset, MasterError, MasterFile};
+use crate::master::{
+    day_start, file_location, next_offset, Archived, ListedFile, MasterDataset, MasterError, MasterFile, MasterRecord, RecordKind,
+};
 use crate::telemetry;
 
 /// Default time a superseded file stays readable after the file that supersedes it appeared.
@@ -193,18 +195,32 @@ fn plan_from(files: &[ListedFile], committed_next: &[i64]) -> Vec<CompactionGrou
 /// partition, day or offset range, or an offset appears twice (nothing is written then);
 /// [`MasterError::Store`]/[`MasterError::Io`] when reading or writing fails.
 pub async fn write_compacted(master: &MasterDataset, topic: &str, group: &CompactionGroup) -> Result<Compacted, MasterError> {
+    let kind = RecordKind::of(topic).ok_or_else(|| MasterError::Location(format!("topic {topic} is not archived")))?;
+    crate::with_record!(kind, R => write_compacted_as::<R>(master, topic, group).await)
+}
+
+async fn write_compacted_as<R: MasterRecord>(
+    master: &MasterDataset,
+    topic: &str,
+    group: &CompactionGroup,
+) -> Result<Compacted, MasterError> {
     let target = group.target(topic);
-    let mut rows = Vec::new();
+    let mut rows: Vec<Archived<R>> = Vec::new();
     for f in &group.files {
-        let file_rows = master.read_file(f).await?;
+        let file_rows: Vec<Archived<R>> = master.read_file(f).await?;
         if let Some(r) = file_rows.iter().find(|r| {
             r.pos.partition != f.partition
-                || day_start(r.quote.ts) != f.day_start_ms
+                || day_start(r.record.event_time()) != f.day_start_ms
                 || !(f.first_offset..=f.last_offset).contains(&r.pos.offset)
         }) {
             return Err(MasterError::Format {
                 file: f.location.to_string(),
-                reason: format!("row {}@{} (ts {}) does not belong in a file of this name", r.pos.partition, r.pos.offset, r.quote.ts),
+                reason: format!(
+                    "row {}@{} (ts {}) does not belong in a file of this name",
+                    r.pos.partition,
+                    r.pos.offset,
+                    r.record.event_time()
+                ),
             });
         }
         rows.extend(file_rows);

@@ -1,7 +1,8 @@
 //! Prism batch layer (DESIGN §5): the [`archiver`] (log → Parquet master dataset, with
 //! [`compaction`]) and the [`batch_job`] (master dataset → batch views as versioned segments,
 //! published with the batch horizon; [`chunks`] and [`build`] are its time chunks and its
-//! segment builder). [`master`] holds the master dataset's layout and file format.
+//! segment builder). [`master`] holds the master dataset's layout and file formats; [`views`]
+//! says which archived records each view type is built from.
 
 pub mod archiver;
 pub mod batch_job;
@@ -10,6 +11,7 @@ pub mod chunks;
 pub mod compaction;
 pub mod master;
 pub mod telemetry;
+pub mod views;
 
 use prism_core::log::LogError;
 use prism_core::store::StoreError;

@@ -1,14 +1,18 @@
-//! The master dataset: immutable Parquet files of every quote, Hive-partitioned by UTC event
-//! date (DESIGN §3, §5):
+//! The master dataset: immutable Parquet files of every event of every archived topic,
+//! Hive-partitioned by UTC event date (DESIGN §3, §5):
 //!
-//! `<root>/quotes/date=YYYY-MM-DD/<topic>-<partition>-<first offset>-<last offset>.parquet`
+//! `<root>/<folder>/date=YYYY-MM-DD/<topic>-<partition>-<first offset>-<last offset>.parquet`
+//!
+//! with `<folder>` = `quotes`, `access_logs` or `cdc.<db>.<schema>.<table>` ([`prefix_of`]).
+//! Each topic's event type is a [`MasterRecord`] with its own typed schema: quotes below, access
+//! logs in `access_codec`, CDC changes in `cdc_codec` ([`access_schema`], [`cdc_schema`]).
 //!
 //! One file holds rows of one log partition and one UTC day, sorted by offset; its name is its
 //! identity, so rewriting it after a crash is idempotent. `<root>` is a local folder or an
 //! S3-compatible bucket/prefix (an [`ObjectLocation`]); every file appears atomically. Other
 //! prefixes of the root (the batch job's `segments/`) are not the dataset's and are ignored.
 //!
-//! **Schema** (lossless: every field of [`Quote`] plus its log position; zstd):
+//! **Quotes schema** (lossless: every field of [`Quote`] plus its log position; zstd):
 //!
 //! | column | Arrow type | null |
 //! |---|---|---|
@@ -35,7 +39,10 @@
 //! hour files never supersede anything: one flush wrote one file per hour, so ranges of one day's
 //! hour files interleave without containing each other's rows.
 
+mod access_codec;
+mod cdc_codec;
 mod codec;
+pub mod record;
 
 use std::cmp::Reverse;
 use std::path::Path;
@@ -43,11 +50,14 @@ use std::path::Path;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use object_store::path::Path as ObjectPath;
-use prism_core::event::{LogPosition, Quote};
+use prism_core::event::{LogPosition, Quote, ACCESS_LOGS_TOPIC, CDC_TOPIC_PREFIX, QUOTES_TOPIC};
 use prism_core::objects::{ObjectError, ObjectLocation};
 use prism_core::time::DAY_MS;
 
+pub use access_codec::access_schema;
+pub use cdc_codec::{cdc_schema, CdcRecord};
 pub use codec::quotes_schema;
+pub use record::{Archived, MasterRecord, RecordKind};
 
 /// The prefix of every quotes file in the dataset's root.
 pub const QUOTES_PREFIX: &str = "quotes";
@@ -133,13 +143,20 @@ impl MasterError {
 }
 
 /// One archived quote with its log position.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArchivedQuote {
-    /// The quote, every field (bid/ask/exchange are `None` when the event had none, or when the
-    /// file is of the first schema, which did not store them).
-    pub quote: Quote,
-    /// Where it was read from.
-    pub pos: LogPosition,
+pub type ArchivedQuote = Archived<Quote>;
+
+/// The dataset folder of `topic`'s files: `quotes` for `prism.quotes`, `access_logs` for
+/// `prism.access_logs`, `cdc.<db>.<schema>.<table>` for `prism.cdc.<db>.<schema>.<table>`, else
+/// the topic's name.
+pub fn prefix_of(topic: &str) -> String {
+    match topic {
+        QUOTES_TOPIC => QUOTES_PREFIX.to_string(),
+        ACCESS_LOGS_TOPIC => "access_logs".to_string(),
+        t => match t.strip_prefix(CDC_TOPIC_PREFIX) {
+            Some(table) => format!("cdc.{table}"),
+            None => t.to_string(),
+        },
+    }
 }
 
 /// A quotes file, as its location names it.
@@ -182,7 +199,11 @@ pub fn day_start(ts_ms: i64) -> i64 {
 pub fn file_location(topic: &str, partition: i32, day_start_ms: i64, first_offset: i64, last_offset: i64) -> ObjectPath {
     // Event times are validated to years 0001–9999, which chrono represents.
     let day = DateTime::<Utc>::from_timestamp_millis(day_start_ms).unwrap_or_default();
-    ObjectPath::from(format!("{QUOTES_PREFIX}/date={}/{topic}-{partition}-{first_offset}-{last_offset}.parquet", day.format("%Y-%m-%d")))
+    ObjectPath::from(format!(
+        "{}/date={}/{topic}-{partition}-{first_offset}-{last_offset}.parquet",
+        prefix_of(topic),
+        day.format("%Y-%m-%d")
+    ))
 }
 
 /// The master dataset: a thin layer over an [`ObjectLocation`] (local folder or S3-compatible
@@ -238,19 +259,28 @@ impl MasterDataset {
     ///
     /// Errors: [`MasterError::Format`] when `rows` is empty or spans partitions or days;
     /// [`MasterError::Store`]/[`MasterError::Io`] when the write fails.
-    pub async fn write_file(&self, topic: &str, rows: Vec<ArchivedQuote>) -> Result<ObjectPath, MasterError> {
+    pub async fn write_file<R: MasterRecord>(&self, topic: &str, rows: Vec<Archived<R>>) -> Result<ObjectPath, MasterError> {
         Ok(self.write_rows(topic, rows).await?.0)
     }
 
     /// [`write_file`](Self::write_file), also returning the file's size in bytes.
-    pub(crate) async fn write_rows(&self, topic: &str, mut rows: Vec<ArchivedQuote>) -> Result<(ObjectPath, u64), MasterError> {
+    pub(crate) async fn write_rows<R: MasterRecord>(
+        &self,
+        topic: &str,
+        mut rows: Vec<Archived<R>>,
+    ) -> Result<(ObjectPath, u64), MasterError> {
         let bad = |reason: String| MasterError::Format { file: format!("{} ({topic})", self.url()), reason };
         let Some(first) = rows.first() else { return Err(bad("no rows to write".into())) };
-        let (partition, day) = (first.pos.partition, day_start(first.quote.ts));
-        if let Some(r) = rows.iter().find(|r| r.pos.partition != partition || day_start(r.quote.ts) != day) {
+        let (partition, day) = (first.pos.partition, day_start(first.record.event_time()));
+        if let Some(r) = rows.iter().find(|r| r.pos.partition != partition || day_start(r.record.event_time()) != day) {
             return Err(bad(format!(
                 "one file holds one partition and one UTC day: {}@{} (ts {}) does not go with {}@{} (ts {})",
-                r.pos.partition, r.pos.offset, r.quote.ts, partition, first.pos.offset, first.quote.ts
+                r.pos.partition,
+                r.pos.offset,
+                r.record.event_time(),
+                partition,
+                first.pos.offset,
+                first.record.event_time()
             )));
         }
         rows.sort_unstable_by_key(|r| r.pos.offset);
@@ -261,7 +291,7 @@ impl MasterDataset {
         let location = file_location(topic, partition, day, first_offset, last_offset);
         // Encoding (zstd) is CPU work: off the async threads.
         let name = location.to_string();
-        let bytes = tokio::task::spawn_blocking(move || codec::encode(&rows, &name))
+        let bytes = tokio::task::spawn_blocking(move || R::encode(&rows, &name))
             .await
             .map_err(|e| MasterError::Format { file: location.to_string(), reason: format!("encoder task: {e}") })??;
         let size = bytes.len() as u64;
@@ -284,7 +314,7 @@ impl MasterDataset {
     pub async fn list_all_files(&self, topic: &str) -> Result<Vec<ListedFile>, MasterError> {
         let mut files: Vec<ListedFile> = self
             .objects
-            .list(QUOTES_PREFIX)
+            .list(&prefix_of(topic))
             .await?
             .into_iter()
             .filter_map(|meta| {
@@ -308,7 +338,7 @@ impl MasterDataset {
     /// Errors: [`MasterError::Store`].
     pub async fn remove_uncommitted(&self, topic: &str, committed_next: &[i64]) -> Result<usize, MasterError> {
         let mut removed = 0;
-        for meta in self.objects.list(QUOTES_PREFIX).await? {
+        for meta in self.objects.list(&prefix_of(topic)).await? {
             let uncommitted = match parse_location(&meta.location, topic) {
                 Some(f) => f.first_offset >= next_offset(committed_next, f.partition),
                 None => meta.location.as_ref().ends_with(".tmp"),
@@ -326,12 +356,16 @@ impl MasterDataset {
     ///
     /// Errors: [`MasterError::Store`] when it cannot be read, [`MasterError::Format`] when it is
     /// not a quotes file.
-    pub async fn read_file(&self, file: &MasterFile) -> Result<Vec<ArchivedQuote>, MasterError> {
+    pub async fn read_file<R: MasterRecord>(&self, file: &MasterFile) -> Result<Vec<Archived<R>>, MasterError> {
         let bytes = self.objects.get(&file.location).await?;
         let name = file.location.to_string();
-        tokio::task::spawn_blocking(move || codec::decode(bytes, &name))
-            .await
-            .map_err(|e| MasterError::Format { file: file.location.to_string(), reason: format!("decoder task: {e}") })?
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            R::for_each_row(bytes, &name, &mut |record, pos| out.push(Archived { record: record.clone(), pos }))?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| MasterError::Format { file: file.location.to_string(), reason: format!("decoder task: {e}") })?
     }
 
     /// Folds every row of a quotes file, in file order, into `acc` with `f` on a blocking thread,
@@ -339,15 +373,16 @@ impl MasterDataset {
     /// returns `acc`.
     ///
     /// Errors: as [`MasterDataset::read_file`].
-    pub async fn fold_file<T, F>(&self, file: &MasterFile, mut acc: T, mut f: F) -> Result<T, MasterError>
+    pub async fn fold_file<R, T, F>(&self, file: &MasterFile, mut acc: T, mut f: F) -> Result<T, MasterError>
     where
+        R: MasterRecord,
         T: Send + 'static,
-        F: FnMut(&mut T, &Quote, LogPosition) + Send + 'static,
+        F: FnMut(&mut T, &R, LogPosition) + Send + 'static,
     {
         let bytes = self.objects.get(&file.location).await?;
         let name = file.location.to_string();
         tokio::task::spawn_blocking(move || {
-            codec::for_each_row(bytes, &name, |quote, pos| f(&mut acc, quote, pos))?;
+            R::for_each_row(bytes, &name, &mut |record, pos| f(&mut acc, record, pos))?;
             Ok(acc)
         })
         .await
@@ -397,9 +432,10 @@ fn mark_superseded(files: &mut [ListedFile]) {
 /// `quotes/date=YYYY-MM-DD[/hour=HH]/<topic>-<partition>-<first>-<last>.parquet` → its parts.
 fn parse_location(location: &ObjectPath, topic: &str) -> Option<MasterFile> {
     let parts: Vec<String> = location.parts().map(|p| p.as_ref().to_string()).collect();
+    let prefix = prefix_of(topic);
     let (date, hour, name) = match parts.as_slice() {
-        [quotes, date, name] if quotes == QUOTES_PREFIX => (date, None, name),
-        [quotes, date, hour, name] if quotes == QUOTES_PREFIX => (date, Some(hour), name),
+        [folder, date, name] if *folder == prefix => (date, None, name),
+        [folder, date, hour, name] if *folder == prefix => (date, Some(hour), name),
         _ => return None,
     };
     let day = chrono::NaiveDate::parse_from_str(date.strip_prefix("date=")?, "%Y-%m-%d").ok()?;

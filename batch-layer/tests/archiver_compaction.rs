@@ -65,7 +65,7 @@ impl Rig {
         let mut records: Vec<NewRecord> = quotes.iter().map(|q| NewRecord::new(q.symbol.clone(), q.to_json())).collect();
         records.push(NewRecord::new("AAA", b"not a quote".to_vec()));
         let positions = self.log.append(QUOTES_TOPIC, records).await.expect("append");
-        self.expected.extend(quotes.into_iter().zip(positions).map(|(quote, pos)| ArchivedQuote { quote, pos }));
+        self.expected.extend(quotes.into_iter().zip(positions).map(|(quote, pos)| ArchivedQuote { record: quote, pos }));
     }
 
     fn start(&self, config: ArchiverConfig) -> (CancellationToken, JoinHandle<Result<(), BatchError>>) {
@@ -105,7 +105,7 @@ impl Rig {
         let files = self.master.list_files(QUOTES_TOPIC).await.expect("list");
         assert!(files.iter().all(|f| f.legacy_hour.is_none()), "{when}");
         let groups: std::collections::BTreeSet<(i32, i64)> =
-            self.expected.iter().map(|r| (r.pos.partition, r.quote.ts.div_euclid(DAY) * DAY)).collect();
+            self.expected.iter().map(|r| (r.pos.partition, r.record.ts.div_euclid(DAY) * DAY)).collect();
         assert_eq!(files.len(), groups.len(), "{when}: one file per (partition, day) with events");
     }
 }

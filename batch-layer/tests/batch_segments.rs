@@ -81,7 +81,7 @@ impl Rig {
             ..BatchConfig::new(master.clone())
         };
         let (requests, mut incoming) = mpsc::channel(1);
-        let (l, s, c, views) = (log.clone(), store.clone(), stop.clone(), vec![view.clone()]);
+        let (l, s, c, views) = (log.clone(), store.clone(), stop.clone(), vec![prism_core::view::RegisteredView::Ohlcv(view.clone())]);
         tokio::spawn(async move { run_batch_layer(views, batch, l, s, &mut incoming, c).await });
         Rig { dir, log, store, master, view, requests, stop }
     }

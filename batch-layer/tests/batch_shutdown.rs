@@ -38,7 +38,7 @@ async fn a_batch_run_in_progress_is_abandoned_on_shutdown() {
     }
     let master = MasterDataset::open("s3://silent/master").expect("dataset");
     let config = BatchConfig { interval: Duration::from_secs(3600), ..BatchConfig::new(master) };
-    let views = vec![Arc::new(prism_core::view::ohlcv::OhlcvView::standard(5_000))];
+    let views = vec![prism_core::view::RegisteredView::Ohlcv(Arc::new(prism_core::view::ohlcv::OhlcvView::standard(5_000)))];
 
     let (trigger, mut requests) = tokio::sync::mpsc::channel(1);
     let stop = CancellationToken::new();

@@ -83,7 +83,7 @@ async fn small_files_become_one_visible_file_per_partition_and_day_and_uncommitt
         );
         assert_eq!(visible[0].day_start_ms, day1, "{name}");
         assert_eq!(visible_rows(&master).await, everything, "{name}: the same rows, each once");
-        let merged = master.read_file(&visible[0]).await.expect("read merged");
+        let merged = master.read_file::<prism_core::event::Quote>(&visible[0]).await.expect("read merged");
         assert!(merged.windows(2).all(|w| w[0].pos.offset < w[1].pos.offset), "{name}: sorted by offset");
         // Within the grace period the small files are still there, superseded.
         assert_eq!(master.list_all_files(TOPIC).await.expect("list all").len(), 21, "{name}");

@@ -51,8 +51,8 @@ async fn files_round_trip_losslessly_list_by_day_and_uncommitted_ones_are_remove
         assert_eq!(master.read_file(&files[1]).await.expect("read b"), p1_day1, "{name}");
         assert_eq!(master.read_file(&files[2]).await.expect("read c"), p1_day2, "{name}");
         let all = sorted([p0_day1.clone(), p1_day1, p1_day2].concat());
-        assert!(all.iter().any(|r| r.quote.bid.is_some() && r.quote.exchange.is_some()), "the data has every field");
-        assert!(all.iter().any(|r| r.quote.bid.is_none() && r.quote.ask.is_none() && r.quote.exchange.is_none()), "and none");
+        assert!(all.iter().any(|r| r.record.bid.is_some() && r.record.exchange.is_some()), "the data has every field");
+        assert!(all.iter().any(|r| r.record.bid.is_none() && r.record.ask.is_none() && r.record.exchange.is_none()), "and none");
         assert_eq!(visible_rows(&master).await, all, "{name}");
 
         // Partition 1 never committed anything: its files go; partition 0's and the segment stay.
@@ -71,7 +71,7 @@ async fn an_unreadable_file_is_a_format_error_naming_it() {
         master.location().put_atomic(&path, Bytes::from_static(b"PAR1 garbage")).await.expect("put");
         let files = master.list_files(TOPIC).await.expect("list");
         assert_eq!(files.len(), 1, "{name}");
-        match master.read_file(&files[0]).await {
+        match master.read_file::<prism_core::event::Quote>(&files[0]).await {
             Err(MasterError::Format { file, .. }) => assert_eq!(file, path.as_ref(), "{name}"),
             other => panic!("{name}: expected a format error, got {other:?}"),
         }

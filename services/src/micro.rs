@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::Router;
 use clap::Args;
-use prism_batch::archiver::{run_archiver, ArchiverArgs};
+use prism_batch::archiver::{run_archivers, ArchiverArgs};
 use prism_batch::batch_job::{run_batch_layer, BatchArgs};
 use prism_batch::master::MasterDataset;
 use prism_core::config::{parse_duration, Architecture, Component, DeploymentArgs, MasterDatasetArgs};
@@ -358,9 +358,12 @@ pub async fn run_archiver_service(config: ArchiverServiceConfig, shutdown: Cance
     let (log, store) = connect(&config.deps).await?;
     let master = open_master(&config.master.master_dataset).await?;
     let archiver = config.archiver.config(master.clone(), config.deps.deployment.partitions);
+    // Every topic a registered view reads is archived (each into its own dataset folder).
+    let topics = config.deps.deployment.registry().map_err(anyhow::Error::msg)?.source_topics();
     let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
-    let component =
-        async move { supervise("archiver", stop.clone(), || run_archiver(archiver.clone(), l.clone(), s.clone(), stop.clone())).await };
+    let component = async move {
+        supervise("archiver", stop.clone(), || run_archivers(archiver.clone(), topics.clone(), l.clone(), s.clone(), stop.clone())).await
+    };
     let done = run_service("archiver", config.http_addr, ops(&store, &log, Some(&master)), shutdown, Some(component)).await;
     store.close().await;
     done
@@ -388,13 +391,13 @@ pub async fn run_batch_layer_service(config: BatchLayerConfig, shutdown: Cancell
         .with_state(admin_state)
         .merge(ops(&store, &log, Some(&master)));
     let batch = config.batch.config(master);
-    let ohlcv_views = views.ohlcv_views();
+    let batch_views = views.views().to_vec();
     let requests = Arc::new(tokio::sync::Mutex::new(requests));
     let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
     let component = async move {
         supervise("batch layer", stop.clone(), || {
             let (batch, l, s, stop, requests, views) =
-                (batch.clone(), l.clone(), s.clone(), stop.clone(), requests.clone(), ohlcv_views.clone());
+                (batch.clone(), l.clone(), s.clone(), stop.clone(), requests.clone(), batch_views.clone());
             async move {
                 let mut requests = requests.lock().await;
                 run_batch_layer(views, batch, l, s, &mut requests, stop).await

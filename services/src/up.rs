@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use prism_batch::archiver::{run_archiver, ArchiverArgs};
+use prism_batch::archiver::{run_archivers, ArchiverArgs};
 use prism_batch::batch_job::{run_batch_layer, BatchArgs};
 use prism_batch::master::MasterDataset;
 use prism_core::config::{Architecture, Component, DeploymentArgs};
@@ -177,7 +177,8 @@ pub async fn run_up(
     let architecture = config.deployment.architecture;
     let speed = config.speed.config(partitions, architecture);
     let master = MasterDataset::local(&dirs.master).context("opening the master dataset")?;
-    let ohlcv_views = views.ohlcv_views();
+    let batch_views = views.views().to_vec();
+    let archived_topics = views.source_topics();
     let mut replays = ReplayControl::new();
     for v in views.views() {
         // Each view's realtime versions: the serving one, and replays (DESIGN §6).
@@ -196,7 +197,7 @@ pub async fn run_up(
     }
     if architecture.runs(Component::Archiver) {
         let archiver = config.archiver.config(master.clone(), partitions);
-        layer_tasks.spawn(named("archiver", run_archiver(archiver, log.clone(), store.clone(), layers.clone())));
+        layer_tasks.spawn(named("archiver", run_archivers(archiver, archived_topics, log.clone(), store.clone(), layers.clone())));
     }
     let segments = SegmentReader::new(master.location().clone(), SEGMENT_CACHE_ROWS);
     let mut batch_trigger = None;
@@ -209,7 +210,7 @@ pub async fn run_up(
         // HTTP server's graceful shutdown for minutes.
         let (batch_log, batch_store, batch_stop) = (log.clone(), store.clone(), intake.clone());
         layer_tasks.spawn(named("batch layer", async move {
-            run_batch_layer(ohlcv_views, batch, batch_log, batch_store, &mut batch_rx, batch_stop).await
+            run_batch_layer(batch_views, batch, batch_log, batch_store, &mut batch_rx, batch_stop).await
         }));
     }
     if let FsyncPolicy::Interval(every) = config.fsync {

@@ -7,14 +7,11 @@ use arrow::array::{Array, ArrayRef, Decimal128Array, Int32Array, Int64Array, Str
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use prism_core::decimal::Decimal6;
 use prism_core::event::{LogPosition, Quote};
 
-use super::{ArchivedQuote, MasterError};
+use super::record::{column, for_each_batch, format_err, required, write_parquet, Archived};
+use super::MasterError;
 
 /// The Arrow schema of a quotes file (see the [module docs](super) for the columns).
 pub fn quotes_schema() -> SchemaRef {
@@ -32,47 +29,26 @@ pub fn quotes_schema() -> SchemaRef {
     ]))
 }
 
-fn format_err(file: &str) -> impl Fn(&dyn std::fmt::Display) -> MasterError + '_ {
-    move |e| MasterError::Format { file: file.to_string(), reason: e.to_string() }
-}
-
 /// Encodes rows as one zstd Parquet file of [`quotes_schema`] (rows in the given order).
 ///
 /// Errors: [`MasterError::Format`] naming `file` when a price does not fit `Decimal128(18,6)`.
-pub(super) fn encode(rows: &[ArchivedQuote], file: &str) -> Result<Vec<u8>, MasterError> {
+pub(super) fn encode(rows: &[Archived<Quote>], file: &str) -> Result<Vec<u8>, MasterError> {
     let err = format_err(file);
     let decimals = |values: Vec<Option<i128>>| -> Result<ArrayRef, MasterError> {
         Ok(Arc::new(Decimal128Array::from(values).with_precision_and_scale(18, 6).map_err(|e| err(&e))?))
     };
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.quote.symbol.as_str()))),
-        Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.quote.ts)).with_timezone("UTC")),
-        decimals(rows.iter().map(|r| Some(r.quote.price.units())).collect())?,
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.quote.size))),
-        decimals(rows.iter().map(|r| r.quote.bid.map(Decimal6::units)).collect())?,
-        decimals(rows.iter().map(|r| r.quote.ask.map(Decimal6::units)).collect())?,
-        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.quote.exchange.as_deref()))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.record.symbol.as_str()))),
+        Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.record.ts)).with_timezone("UTC")),
+        decimals(rows.iter().map(|r| Some(r.record.price.units())).collect())?,
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.record.size))),
+        decimals(rows.iter().map(|r| r.record.bid.map(Decimal6::units)).collect())?,
+        decimals(rows.iter().map(|r| r.record.ask.map(Decimal6::units)).collect())?,
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.record.exchange.as_deref()))),
         Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.pos.partition))),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.pos.offset))),
     ];
-    let batch = RecordBatch::try_new(quotes_schema(), columns).map_err(|e| err(&e))?;
-    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), quotes_schema(), Some(props)).map_err(|e| err(&e))?;
-    writer.write(&batch).map_err(|e| err(&e))?;
-    writer.into_inner().map_err(|e| err(&e))
-}
-
-/// The column `name` of `batch` as `T`; `None` when absent (only for optional columns).
-fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str, file: &str) -> Result<Option<&'a T>, MasterError> {
-    let Some(col) = batch.column_by_name(name) else { return Ok(None) };
-    col.as_any()
-        .downcast_ref::<T>()
-        .map(Some)
-        .ok_or_else(|| format_err(file)(&format!("column {name} has type {}, not the quotes schema's", col.data_type())))
-}
-
-fn required<'a, T: 'static>(batch: &'a RecordBatch, name: &str, file: &str) -> Result<&'a T, MasterError> {
-    column(batch, name, file)?.ok_or_else(|| format_err(file)(&format!("no column {name}")))
+    write_parquet(quotes_schema(), columns, file)
 }
 
 fn money<'a>(batch: &'a RecordBatch, name: &str, file: &str) -> Result<Option<&'a Decimal128Array>, MasterError> {
@@ -83,35 +59,25 @@ fn money<'a>(batch: &'a RecordBatch, name: &str, file: &str) -> Result<Option<&'
     Ok(col)
 }
 
-/// Rows decoded per Arrow record batch.
-const DECODE_BATCH_ROWS: usize = 8192;
-
 /// Calls `f` with every row of a quotes file, in file order, through one reused [`Quote`] (no
 /// allocation per row) and its log position; returns the number of rows. Files of the first
 /// schema (without `bid`, `ask` and `exchange`) decode with those fields `None`.
 ///
 /// Errors: [`MasterError::Format`] naming `file` when it is not Parquet or lacks a required
 /// column of the right type.
-pub(super) fn for_each_row(bytes: Bytes, file: &str, mut f: impl FnMut(&Quote, LogPosition)) -> Result<u64, MasterError> {
+pub(super) fn for_each_row(bytes: Bytes, file: &str, f: &mut dyn FnMut(&Quote, LogPosition)) -> Result<u64, MasterError> {
     let err = format_err(file);
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(|e| err(&e))?
-        .with_batch_size(DECODE_BATCH_ROWS)
-        .build()
-        .map_err(|e| err(&e))?;
     let mut quote = Quote { symbol: String::new(), ts: 0, price: Decimal6::ZERO, size: 0, bid: None, ask: None, exchange: None };
-    let mut rows = 0u64;
-    for batch in reader {
-        let batch = batch.map_err(|e| err(&e))?;
-        let symbol: &StringArray = required(&batch, "symbol", file)?;
-        let ts: &TimestampMillisecondArray = required(&batch, "ts", file)?;
-        let price = money(&batch, "price", file)?.ok_or_else(|| err(&"no column price"))?;
-        let size: &Int64Array = required(&batch, "size", file)?;
-        let bid = money(&batch, "bid", file)?;
-        let ask = money(&batch, "ask", file)?;
-        let exchange: Option<&StringArray> = column(&batch, "exchange", file)?;
-        let partition: &Int32Array = required(&batch, "partition", file)?;
-        let offset: &Int64Array = required(&batch, "offset", file)?;
+    for_each_batch(bytes, file, |batch| {
+        let symbol: &StringArray = required(batch, "symbol", file)?;
+        let ts: &TimestampMillisecondArray = required(batch, "ts", file)?;
+        let price = money(batch, "price", file)?.ok_or_else(|| err(&"no column price"))?;
+        let size: &Int64Array = required(batch, "size", file)?;
+        let bid = money(batch, "bid", file)?;
+        let ask = money(batch, "ask", file)?;
+        let exchange: Option<&StringArray> = column(batch, "exchange", file)?;
+        let partition: &Int32Array = required(batch, "partition", file)?;
+        let offset: &Int64Array = required(batch, "offset", file)?;
         let opt_money = |c: Option<&Decimal128Array>, i: usize| c.filter(|c| c.is_valid(i)).map(|c| Decimal6::from_units(c.value(i)));
         for i in 0..batch.num_rows() {
             quote.symbol.clear();
@@ -130,16 +96,6 @@ pub(super) fn for_each_row(bytes: Bytes, file: &str, mut f: impl FnMut(&Quote, L
             }
             f(&quote, LogPosition { partition: partition.value(i), offset: offset.value(i) });
         }
-        rows += batch.num_rows() as u64;
-    }
-    Ok(rows)
-}
-
-/// Decodes a quotes file's rows, in file order ([`for_each_row`], each row cloned).
-///
-/// Errors: as [`for_each_row`].
-pub(super) fn decode(bytes: Bytes, file: &str) -> Result<Vec<ArchivedQuote>, MasterError> {
-    let mut out = Vec::new();
-    for_each_row(bytes, file, |quote, pos| out.push(ArchivedQuote { quote: quote.clone(), pos }))?;
-    Ok(out)
+        Ok(())
+    })
 }

@@ -29,7 +29,7 @@ pub fn quote(partition: i32, offset: i64, ts: i64, units: i128) -> ArchivedQuote
         _ => (Some(Decimal6::from_units(999_999_999_999_999_999)), None, Some(String::new())),
     };
     ArchivedQuote {
-        quote: Quote { symbol: format!("S{partition}"), ts, price: Decimal6::from_units(units), size: 100 + offset, bid, ask, exchange },
+        record: Quote { symbol: format!("S{partition}"), ts, price: Decimal6::from_units(units), size: 100 + offset, bid, ask, exchange },
         pos: LogPosition { partition, offset },
     }
 }
@@ -88,12 +88,14 @@ pub fn first_schema_file(rows: &[ArchivedQuote]) -> Bytes {
         Field::new("offset", DataType::Int64, false),
     ]));
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.quote.symbol.as_str()))),
-        Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.quote.ts)).with_timezone("UTC")),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.record.symbol.as_str()))),
+        Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.record.ts)).with_timezone("UTC")),
         Arc::new(
-            Decimal128Array::from_iter_values(rows.iter().map(|r| r.quote.price.units())).with_precision_and_scale(18, 6).expect("decimal"),
+            Decimal128Array::from_iter_values(rows.iter().map(|r| r.record.price.units()))
+                .with_precision_and_scale(18, 6)
+                .expect("decimal"),
         ),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.quote.size))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.record.size))),
         Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.pos.partition))),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.pos.offset))),
     ];
@@ -108,7 +110,7 @@ pub fn first_schema_file(rows: &[ArchivedQuote]) -> Bytes {
 pub async fn put_hour_file(master: &MasterDataset, rows: &[ArchivedQuote]) -> ObjectPath {
     let first = rows.iter().map(|r| r.pos.offset).min().expect("rows");
     let last = rows.iter().map(|r| r.pos.offset).max().expect("rows");
-    let t = chrono::DateTime::from_timestamp_millis(rows[0].quote.ts).expect("ts");
+    let t = chrono::DateTime::from_timestamp_millis(rows[0].record.ts).expect("ts");
     let path = ObjectPath::from(format!(
         "quotes/date={}/hour={}/{TOPIC}-{}-{first}-{last}.parquet",
         t.format("%Y-%m-%d"),
@@ -124,7 +126,7 @@ pub fn without_extras(rows: &[ArchivedQuote]) -> Vec<ArchivedQuote> {
     rows.iter()
         .cloned()
         .map(|mut r| {
-            (r.quote.bid, r.quote.ask, r.quote.exchange) = (None, None, None);
+            (r.record.bid, r.record.ask, r.record.exchange) = (None, None, None);
             r
         })
         .collect()

@@ -289,6 +289,17 @@ impl ViewRegistry {
         &self.views
     }
 
+    /// The topics the registered views read, each once, in registry order.
+    pub fn source_topics(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for v in &self.views {
+            if !out.iter().any(|t| t == v.source_topic()) {
+                out.push(v.source_topic().to_string());
+            }
+        }
+        out
+    }
+
     /// The `ohlcv`-shaped view named `name`, if registered.
     pub fn ohlcv(&self, name: &str) -> Option<Arc<ohlcv::OhlcvView>> {
         self.views.iter().find_map(|v| match v {

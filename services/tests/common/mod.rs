@@ -120,9 +120,9 @@ fn caught_up(status: &Value, expect_feed: bool) -> bool {
     let consumers_done = partitions.iter().all(|p| {
         let consumers = p["consumers"].as_array().cloned().unwrap_or_default();
         let end = p["log_end_offset"].as_i64().unwrap_or(-1);
-        // Both the speed layer and the archiver must have committed, and be at the end.
-        // prism.quotes has the speed layer and the archiver; other topics the speed layer only.
-        let readers = if p["topic"] == "prism.quotes" { 2 } else { 1 };
+        // Both the speed layer and the archiver must have committed, and be at the end: in
+        // Lambda mode every view's topic has both; prism.quotes always has two readers.
+        let readers = if p["topic"] == "prism.quotes" || status["architecture"] == "lambda" { 2 } else { 1 };
         (end == 0 || consumers.len() >= readers) && consumers.iter().all(|c| c["lag"] == 0)
     });
     feeds_done && consumers_done
