@@ -469,7 +469,7 @@ mod tests {
     use super::*;
 
     fn listed(name: &str, modified_s: i64) -> ListedFile {
-        let file = parse_location(&ObjectPath::from(name), "t").expect("a quotes file name");
+        let file = parse_location(&ObjectPath::from(name), QUOTES_TOPIC).expect("a quotes file name");
         let last_modified = DateTime::<Utc>::from_timestamp(modified_s, 0).expect("time");
         ListedFile { file, size: 1, last_modified, superseded_since: None }
     }
@@ -482,24 +482,33 @@ mod tests {
 
     #[test]
     fn locations_parse_in_both_layouts_and_nothing_else() {
-        let day = parse_location(&ObjectPath::from("quotes/date=2024-01-02/t-3-10-20.parquet"), "t").expect("day file");
+        let day = parse_location(&ObjectPath::from("quotes/date=2024-01-02/prism.quotes-3-10-20.parquet"), QUOTES_TOPIC).expect("day file");
         assert_eq!((day.partition, day.first_offset, day.last_offset, day.legacy_hour), (3, 10, 20, None));
         assert_eq!(day.day_start_ms, 1_704_153_600_000);
-        let hour = parse_location(&ObjectPath::from("quotes/date=2024-01-02/hour=14/t-0-1-2.parquet"), "t").expect("hour file");
+        let hour = parse_location(&ObjectPath::from("quotes/date=2024-01-02/hour=14/prism.quotes-0-1-2.parquet"), QUOTES_TOPIC)
+            .expect("hour file");
         assert_eq!((hour.day_start_ms, hour.legacy_hour), (1_704_153_600_000, Some(14)));
         for other in [
             "quotes/date=2024-01-02/u-0-1-2.parquet",
-            "quotes/date=2024-01-02/t-0-2-1.parquet",
-            "quotes/date=2024-01-02/hour=24/t-0-1-2.parquet",
-            "quotes/date=2024-13-02/t-0-1-2.parquet",
-            "segments/date=2024-01-02/t-0-1-2.parquet",
-            "quotes/t-0-1-2.parquet",
+            "quotes/date=2024-01-02/prism.quotes-0-2-1.parquet",
+            "quotes/date=2024-01-02/hour=24/prism.quotes-0-1-2.parquet",
+            "quotes/date=2024-13-02/prism.quotes-0-1-2.parquet",
+            "segments/date=2024-01-02/prism.quotes-0-1-2.parquet",
+            "access_logs/date=2024-01-02/prism.quotes-0-1-2.parquet",
+            "quotes/prism.quotes-0-1-2.parquet",
         ] {
-            assert_eq!(parse_location(&ObjectPath::from(other), "t"), None, "{other}");
+            assert_eq!(parse_location(&ObjectPath::from(other), QUOTES_TOPIC), None, "{other}");
         }
-        assert_eq!(file_location("t", 3, day.day_start_ms, 10, 20), day.location);
+        assert_eq!(file_location(QUOTES_TOPIC, 3, day.day_start_ms, 10, 20), day.location);
         assert_eq!(day_start(1_704_205_800_000), 1_704_153_600_000);
         assert_eq!(day_start(-1), -DAY_MS);
+        // Every archived topic has its own folder; a file parses only under its topic's.
+        assert_eq!(prefix_of("prism.access_logs"), "access_logs");
+        let cdc = "prism.cdc.lab.public.flights";
+        let at = file_location(cdc, 1, day.day_start_ms, 5, 9);
+        assert_eq!(at.as_ref(), "cdc.lab.public.flights/date=2024-01-02/prism.cdc.lab.public.flights-1-5-9.parquet");
+        assert_eq!(parse_location(&at, cdc).map(|f| (f.partition, f.first_offset, f.last_offset)), Some((1, 5, 9)));
+        assert_eq!(parse_location(&at, QUOTES_TOPIC), None);
     }
 
     #[test]
@@ -524,13 +533,13 @@ mod tests {
         let d = "quotes/date=2024-01-02";
         assert_eq!(
             superseded(&[
-                (&format!("{d}/t-0-0-4.parquet"), 50),
-                (&format!("{d}/t-0-0-9.parquet"), 100),
-                (&format!("{d}/t-0-5-9.parquet"), 60),
-                (&format!("{d}/t-0-10-12.parquet"), 70),
-                (&format!("{d}/t-1-0-4.parquet"), 70),
-                (&format!("{d}/t-0-0-19.parquet"), 90),
-                ("quotes/date=2024-01-03/t-0-1-2.parquet", 70),
+                (&format!("{d}/prism.quotes-0-0-4.parquet"), 50),
+                (&format!("{d}/prism.quotes-0-0-9.parquet"), 100),
+                (&format!("{d}/prism.quotes-0-5-9.parquet"), 60),
+                (&format!("{d}/prism.quotes-0-10-12.parquet"), 70),
+                (&format!("{d}/prism.quotes-1-0-4.parquet"), 70),
+                (&format!("{d}/prism.quotes-0-0-19.parquet"), 90),
+                ("quotes/date=2024-01-03/prism.quotes-0-1-2.parquet", 70),
             ]),
             // The earliest superseding file counts: 0-4 is inside 0-9 (100) and 0-19 (90).
             vec![Some(90), Some(90), Some(90), Some(90), None, None, None]
@@ -538,14 +547,14 @@ mod tests {
         // Hour files of one day interleave and never supersede; a day file with an equal or
         // larger range supersedes them.
         assert_eq!(
-            superseded(&[(&format!("{d}/hour=14/t-0-0-2.parquet"), 1), (&format!("{d}/hour=15/t-0-1-1.parquet"), 1)]),
+            superseded(&[(&format!("{d}/hour=14/prism.quotes-0-0-2.parquet"), 1), (&format!("{d}/hour=15/prism.quotes-0-1-1.parquet"), 1)]),
             vec![None, None]
         );
         assert_eq!(
             superseded(&[
-                (&format!("{d}/hour=14/t-0-0-2.parquet"), 1),
-                (&format!("{d}/hour=15/t-0-1-1.parquet"), 1),
-                (&format!("{d}/t-0-0-2.parquet"), 5),
+                (&format!("{d}/hour=14/prism.quotes-0-0-2.parquet"), 1),
+                (&format!("{d}/hour=15/prism.quotes-0-1-1.parquet"), 1),
+                (&format!("{d}/prism.quotes-0-0-2.parquet"), 5),
             ]),
             vec![Some(5), Some(5), None]
         );

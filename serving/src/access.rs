@@ -5,7 +5,6 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::Response;
-use prism_core::config::Architecture;
 use prism_core::event::MAX_HOST_LEN;
 use prism_core::log::EventLog;
 use prism_core::time::format_rfc3339;
@@ -15,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::bars::{
-    bucket_range, cut_page, key_rows, known_keys, layer_name, realtime_watermark, sized_json, BarInterval, BucketRange, KeyRows,
+    bucket_range, cut_page, horizons, key_rows, known_keys, layer_name, sized_json, BarInterval, BucketRange, Horizons, KeyRows,
 };
 use crate::error::ApiError;
 use crate::merge::merge_bars;
@@ -79,14 +78,9 @@ pub struct AccessResponse {
     pub status_class: Option<String>,
     /// The interval.
     pub interval: String,
-    /// `lambda` or `kappa`.
-    pub architecture: String,
-    /// Batch horizon H, RFC 3339 (Lambda; null before the first batch view and in Kappa mode).
-    pub batch_horizon: Option<String>,
-    /// Segment horizon, RFC 3339: buckets before it are read from immutable segments.
-    pub segment_horizon: Option<String>,
-    /// Realtime watermark (max event time − allowed lateness), RFC 3339; null before any event.
-    pub realtime_watermark: Option<String>,
+    /// Where the answer's buckets come from.
+    #[serde(flatten)]
+    pub horizons: Horizons,
     /// How many (host, status class) keys the buckets merge.
     pub keys: usize,
     /// Buckets ascending by start (only buckets with requests).
@@ -161,7 +155,6 @@ pub async fn get_access<L: EventLog>(
         None => state.store.view_pointer(view.name()).await?,
     };
     let mut merged = merge_bars(&batch, &realtime, size);
-    let watermark = realtime_watermark(&state.store, &*view, pointer.realtime_version).await?;
     let next_from = cut_page(&mut merged, limit, size);
     let buckets = merged
         .into_iter()
@@ -181,13 +174,7 @@ pub async fn get_access<L: EventLog>(
         host: q.host,
         status_class: q.status_class,
         interval: interval.name().to_string(),
-        architecture: state.architecture.name().to_string(),
-        batch_horizon: match state.architecture {
-            Architecture::Lambda => pointer.batch_horizon_ms.map(format_rfc3339),
-            Architecture::Kappa => None,
-        },
-        segment_horizon: pointer.batch_horizon_ms.map(format_rfc3339),
-        realtime_watermark: watermark.map(format_rfc3339),
+        horizons: horizons(&state, &*view, &pointer).await?,
         keys: keys.len(),
         buckets,
         next_from,

@@ -132,21 +132,50 @@ pub struct BarsResponse {
     pub symbol: String,
     /// The interval.
     pub interval: String,
+    /// Where the answer's buckets come from.
+    #[serde(flatten)]
+    pub horizons: Horizons,
+    /// Bars ascending by start.
+    pub bars: Vec<Bar>,
+    /// Present when `limit` cut the answer: pass it as `from` for the next page.
+    pub next_from: Option<String>,
+}
+
+/// The merge metadata every view answer carries (DESIGN §5): which architecture, and the
+/// horizons that say which buckets come from which layer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Horizons {
     /// `lambda` or `kappa`.
     pub architecture: String,
-    /// Batch horizon H, RFC 3339: bars before it come from the batch view. Null before the first
-    /// batch run, and in Kappa mode (which has no batch layer).
+    /// Batch horizon H, RFC 3339: buckets before it come from the batch view. Null before the
+    /// first batch run, and in Kappa mode (which has no batch layer).
     pub batch_horizon: Option<String>,
-    /// Segment horizon, RFC 3339: bars before it are read from immutable segments — the batch
+    /// Segment horizon, RFC 3339: buckets before it are read from immutable segments — the batch
     /// views' in Lambda mode (equal to `batch_horizon`), the finalized windows the stream job
     /// handed off in Kappa mode. Null before the first segments.
     pub segment_horizon: Option<String>,
     /// Realtime watermark (max event time − allowed lateness), RFC 3339; null before any event.
     pub realtime_watermark: Option<String>,
-    /// Bars ascending by start.
-    pub bars: Vec<Bar>,
-    /// Present when `limit` cut the answer: pass it as `from` for the next page.
-    pub next_from: Option<String>,
+}
+
+/// The [`Horizons`] of an answer of `view` read under `pointer`.
+///
+/// Errors: [`ApiError`] when the store fails.
+pub(crate) async fn horizons<L, V: View>(
+    state: &ServingState<L>,
+    view: &V,
+    pointer: &prism_core::store::ViewPointer,
+) -> Result<Horizons, ApiError> {
+    let watermark = realtime_watermark(&state.store, view, pointer.realtime_version).await?;
+    Ok(Horizons {
+        architecture: state.architecture.name().to_string(),
+        batch_horizon: match state.architecture {
+            Architecture::Lambda => pointer.batch_horizon_ms.map(format_rfc3339),
+            Architecture::Kappa => None,
+        },
+        segment_horizon: pointer.batch_horizon_ms.map(format_rfc3339),
+        realtime_watermark: watermark.map(format_rfc3339),
+    })
 }
 
 /// Answer of `/v1/symbols`.
@@ -208,7 +237,6 @@ pub async fn get_bars<L: EventLog>(
     if merged.is_empty() && !known_keys(&state, &*view).await?.contains(&symbol) {
         return Err(ApiError::not_found(format!("no bars for symbol {symbol:?}; see /v1/symbols")));
     }
-    let watermark = realtime_watermark(&state.store, &*view, pointer.realtime_version).await?;
     let next_from = cut_page(&mut merged, limit, size);
     let bars = merged
         .into_iter()
@@ -232,13 +260,7 @@ pub async fn get_bars<L: EventLog>(
         view: view.name().to_string(),
         symbol,
         interval: interval.name().to_string(),
-        architecture: state.architecture.name().to_string(),
-        batch_horizon: match state.architecture {
-            Architecture::Lambda => pointer.batch_horizon_ms.map(format_rfc3339),
-            Architecture::Kappa => None,
-        },
-        segment_horizon: pointer.batch_horizon_ms.map(format_rfc3339),
-        realtime_watermark: watermark.map(format_rfc3339),
+        horizons: horizons(&state, &*view, &pointer).await?,
         bars,
         next_from,
     };

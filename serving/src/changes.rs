@@ -9,7 +9,6 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::Json;
-use prism_core::config::Architecture;
 use prism_core::log::EventLog;
 use prism_core::time::format_rfc3339;
 use prism_core::view::changes::{canonical_key, ChangesView, CHANGE_OPS};
@@ -17,7 +16,7 @@ use prism_core::view::View;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::bars::{bucket_range, cut_page, key_rows, layer_name, realtime_watermark, sized_json, BarInterval, BucketRange};
+use crate::bars::{bucket_range, cut_page, horizons, key_rows, layer_name, sized_json, BarInterval, BucketRange, Horizons};
 use crate::error::ApiError;
 use crate::merge::{merge_bars, Layer, MergedBar};
 use crate::ServingState;
@@ -67,14 +66,9 @@ pub struct ChangesResponse {
     pub op: Option<String>,
     /// The interval.
     pub interval: String,
-    /// `lambda` or `kappa`.
-    pub architecture: String,
-    /// Batch horizon H, RFC 3339 (Lambda; null before the first batch view and in Kappa mode).
-    pub batch_horizon: Option<String>,
-    /// Segment horizon, RFC 3339: buckets before it are read from immutable segments.
-    pub segment_horizon: Option<String>,
-    /// Realtime watermark (max commit time − allowed lateness), RFC 3339; null before any change.
-    pub realtime_watermark: Option<String>,
+    /// Where the answer's buckets come from.
+    #[serde(flatten)]
+    pub horizons: Horizons,
     /// Buckets ascending by start (only buckets with changes).
     pub buckets: Vec<ChangesBucket>,
     /// Present when `limit` cut the answer: pass it as `from` for the next page.
@@ -159,7 +153,6 @@ pub async fn get_changes<L: EventLog>(
     let mut merged: Vec<MergedBar<BTreeMap<String, i64>>> =
         by_start.into_iter().map(|(start_ms, (agg, layer))| MergedBar { start_ms, agg, layer }).collect();
     let next_from = cut_page(&mut merged, limit, size);
-    let watermark = realtime_watermark(&state.store, &*view, pointer.realtime_version).await?;
     let buckets = merged
         .into_iter()
         .map(|b| ChangesBucket {
@@ -174,13 +167,7 @@ pub async fn get_changes<L: EventLog>(
         table: view.table(),
         op: q.op,
         interval: interval.name().to_string(),
-        architecture: state.architecture.name().to_string(),
-        batch_horizon: match state.architecture {
-            Architecture::Lambda => pointer.batch_horizon_ms.map(format_rfc3339),
-            Architecture::Kappa => None,
-        },
-        segment_horizon: pointer.batch_horizon_ms.map(format_rfc3339),
-        realtime_watermark: watermark.map(format_rfc3339),
+        horizons: horizons(&state, &*view, &pointer).await?,
         buckets,
         next_from,
     };

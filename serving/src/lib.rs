@@ -78,7 +78,7 @@ impl<L> Clone for ServingState<L> {
         replays::get_replay, replays::delete_replay
     ),
     components(schemas(
-        bars::BarsResponse, bars::Bar, bars::BarInterval, bars::SymbolsResponse, access::AccessResponse, access::AccessBucket, changes::ChangesResponse, changes::ChangesBucket, changes::CurrentRow, schemas::SchemasResponse, schemas::TopicSchema, error::ApiError,
+        bars::BarsResponse, bars::Horizons, bars::Bar, bars::BarInterval, bars::SymbolsResponse, access::AccessResponse, access::AccessBucket, changes::ChangesResponse, changes::ChangesBucket, changes::CurrentRow, schemas::SchemasResponse, schemas::TopicSchema, error::ApiError,
         status::StatusResponse, status::ViewStatus, status::PartitionStatus, status::ConsumerLag, status::IngestStatus,
         status::FeedStatus, admin::BatchRunResponse, admin::ViewBatchRun, replays::Replay, replays::ReplaysResponse
     )),
