@@ -30,6 +30,8 @@ pub const POLLER_UNCHANGED_TOTAL: &str = "prism_poller_unchanged_total";
 pub const POLLER_ERRORS_TOTAL: &str = "prism_poller_errors_total";
 /// When the quote poller last got a valid quote (UTC seconds since the epoch).
 pub const POLLER_LAST_SUCCESS_TIMESTAMP_SECONDS: &str = "prism_poller_last_success_timestamp_seconds";
+/// Seconds since the quote poller last saved its checkpoint (when a poll starts).
+pub const POLLER_CHECKPOINT_AGE_SECONDS: &str = "prism_poller_checkpoint_age_seconds";
 /// Changes the CDC source appended (label `op`: `r` snapshot rows, `c`, `u`, `d`, `t`).
 pub const CDC_CHANGES_TOTAL: &str = "prism_cdc_changes_total";
 /// The WAL position (LSN, as a number) the CDC source last confirmed on its replication slot.
@@ -38,6 +40,8 @@ pub const CDC_CONFIRMED_LSN: &str = "prism_cdc_confirmed_lsn";
 pub const CDC_TRANSACTIONS_TOTAL: &str = "prism_cdc_transactions_total";
 /// WAL the CDC source's replication slot holds back (current WAL − confirmed flush LSN), bytes.
 pub const CDC_SLOT_LAG_BYTES: &str = "prism_cdc_slot_lag_bytes";
+/// How long the CDC slot's confirmed flush LSN (the source's checkpoint) has not moved, seconds.
+pub const CDC_CHECKPOINT_AGE_SECONDS: &str = "prism_cdc_checkpoint_age_seconds";
 
 /// Registers the HELP text of every ingest metric with the installed recorder (a no-op without
 /// one; calling it again is harmless).
@@ -86,5 +90,15 @@ pub fn describe() {
         CDC_SLOT_LAG_BYTES,
         Unit::Bytes,
         "WAL the CDC source's replication slot holds back (current WAL position minus its confirmed flush LSN)."
+    );
+    describe_gauge!(
+        POLLER_CHECKPOINT_AGE_SECONDS,
+        Unit::Seconds,
+        "Seconds since the quote poller last saved its checkpoint, when a poll starts (it saves after every poll's appends)."
+    );
+    describe_gauge!(
+        CDC_CHECKPOINT_AGE_SECONDS,
+        Unit::Seconds,
+        "How long the CDC slot's confirmed flush LSN (the source's checkpoint) has not moved, to 5 s; it grows only while confirming stalls."
     );
 }

@@ -139,6 +139,8 @@ async fn ingest_cdc_survives_a_sigkill_and_delivers_every_change() {
         let metrics = client.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
         if metrics.lines().any(|l| l.starts_with("prism_cdc_slot_lag_bytes ")) {
             assert!(metrics.contains("# HELP prism_cdc_slot_lag_bytes"), "{metrics}");
+            let age = metrics.lines().find_map(|l| l.strip_prefix("prism_cdc_checkpoint_age_seconds ")).map(str::parse::<f64>);
+            assert!(matches!(age, Some(Ok(a)) if a < 60.0), "the checkpoint age is measured with the lag: {metrics}");
             break;
         }
         assert!(Instant::now() < deadline, "no prism_cdc_slot_lag_bytes: {metrics}");

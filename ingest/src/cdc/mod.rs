@@ -326,9 +326,14 @@ const SLOT_LAG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5)
 /// back, `pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)` (PostgreSQL docs,
 /// "pg_replication_slots"). A failed look is logged at debug and tried again; it never stops the
 /// source.
+///
+/// Also sets `prism_cdc_checkpoint_age_seconds`: how long the slot's confirmed flush LSN (the
+/// source's checkpoint) has not moved, to this interval's resolution (an idle stream confirms
+/// keepalives, so it grows only while confirming stalls).
 async fn watch_slot_lag(url: String, slot: String, cancel: CancellationToken) {
     let mut ticker = tokio::time::interval(SLOT_LAG_INTERVAL);
     let mut sql = None;
+    let mut checkpoint: Option<(String, std::time::Instant)> = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -339,7 +344,15 @@ async fn watch_slot_lag(url: String, slot: String, cancel: CancellationToken) {
         }
         let Some(connection) = sql.as_mut() else { continue };
         match pg::slot_lag_bytes(connection, &slot).await {
-            Ok(Some(lag)) => metrics::gauge!(crate::telemetry::CDC_SLOT_LAG_BYTES).set(lag as f64),
+            Ok(Some((lag, confirmed))) => {
+                metrics::gauge!(crate::telemetry::CDC_SLOT_LAG_BYTES).set(lag as f64);
+                let since = match checkpoint.take() {
+                    Some((lsn, since)) if lsn == confirmed => since,
+                    _ => std::time::Instant::now(),
+                };
+                metrics::gauge!(crate::telemetry::CDC_CHECKPOINT_AGE_SECONDS).set(since.elapsed().as_secs_f64());
+                checkpoint = Some((confirmed, since));
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "could not measure the replication slot's lag");

@@ -95,18 +95,23 @@ pub async fn connect(url: &str) -> Result<PgConnection, CdcError> {
 }
 
 /// The WAL `slot` holds back, bytes: `pg_wal_lsn_diff(pg_current_wal_lsn(),
-/// confirmed_flush_lsn)`; `None` when the slot does not exist or has confirmed nothing yet.
+/// confirmed_flush_lsn)`, with the confirmed flush LSN (as PostgreSQL writes it); `None` when
+/// the slot does not exist or has confirmed nothing yet.
 ///
 /// Errors: [`CdcError`] without the URL or password.
-pub async fn slot_lag_bytes(sql: &mut PgConnection, slot: &str) -> Result<Option<i64>, CdcError> {
-    let lag: Option<Option<i64>> = sqlx::query_scalar(
-        "SELECT CAST(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) AS bigint) FROM pg_replication_slots WHERE slot_name = $1",
+pub async fn slot_lag_bytes(sql: &mut PgConnection, slot: &str) -> Result<Option<(i64, String)>, CdcError> {
+    let lag: Option<(Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT CAST(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) AS bigint), confirmed_flush_lsn::text
+         FROM pg_replication_slots WHERE slot_name = $1",
     )
     .bind(slot)
     .fetch_optional(&mut *sql)
     .await
     .map_err(sql_error("measuring the slot's lag"))?;
-    Ok(lag.flatten())
+    Ok(match lag {
+        Some((Some(bytes), Some(confirmed))) => Some((bytes, confirmed)),
+        _ => None,
+    })
 }
 
 /// Checks that the captured database answers (for `/readyz`): connects and closes.

@@ -122,6 +122,7 @@ pub async fn run_quote_poller<L: EventLog>(
         config,
         targets,
         stats: PollerStats::default(),
+        saved_at: std::time::Instant::now(),
     };
     poller.save().await?;
     tracing::info!(
@@ -163,6 +164,8 @@ struct Poller<L> {
     /// Per polled symbol, the last quote the log acknowledged.
     last: BTreeMap<String, LastQuote>,
     stats: PollerStats,
+    /// When the checkpoint was last saved.
+    saved_at: std::time::Instant,
 }
 
 impl<L: EventLog> Poller<L> {
@@ -176,6 +179,7 @@ impl<L: EventLog> Poller<L> {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = ticker.tick() => {}
             }
+            metrics::gauge!(telemetry::POLLER_CHECKPOINT_AGE_SECONDS).set(self.saved_at.elapsed().as_secs_f64());
             let answers = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(()),
@@ -296,7 +300,9 @@ impl<L: EventLog> Poller<L> {
             symbols: self.last.clone(),
             log_end_offsets: self.log.end_offsets(QUOTES_TOPIC).await?,
         };
-        checkpoint.save(&self.config.checkpoint_path).map_err(PollerError::Checkpoint)
+        checkpoint.save(&self.config.checkpoint_path).map_err(PollerError::Checkpoint)?;
+        self.saved_at = std::time::Instant::now();
+        Ok(())
     }
 }
 
