@@ -36,6 +36,8 @@ pub struct AppParts<L> {
     pub max_body_bytes: usize,
     /// How long HTTP ingest remembers an `Idempotency-Key`.
     pub idempotency_window: std::time::Duration,
+    /// API tokens enforced on the ingest, view and admin routes.
+    pub auth: prism_serving::auth::AuthArgs,
 }
 
 /// The whole OpenAPI document: serving + ingest.
@@ -48,6 +50,7 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
         "Lambda/Kappa reference platform: ingest quotes, query bars merged from the batch and realtime views at the batch horizon.".into(),
     );
     doc.info.license = Some(utoipa::openapi::License::new("Apache-2.0"));
+    prism_serving::auth::document(&mut doc);
     doc
 }
 
@@ -89,9 +92,9 @@ pub fn build_app<L: EventLog>(parts: AppParts<L>) -> Router {
         replays: parts.replays,
     };
     let ingest = IngestState::new(parts.log, parts.store.clone(), parts.idempotency_window);
+    let api = Router::new().merge(prism_serving::router(serving)).merge(prism_ingest::http::router(ingest, parts.max_body_bytes));
     Router::new()
-        .merge(prism_serving::router(serving))
-        .merge(prism_ingest::http::router(ingest, parts.max_body_bytes))
+        .merge(prism_serving::auth::protect(api, &parts.auth))
         .merge(prism_serving::ops::router(OpsState { store: parts.store, extra_check: None, metrics: metrics_renderer() }))
         .merge(docs_router())
 }

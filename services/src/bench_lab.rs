@@ -264,6 +264,7 @@ async fn bench(dir: &std::path::Path, config: &LabBenchConfig) -> anyhow::Result
         },
         poll: prism_ingest::poller::PollerArgs::default(),
         cdc: prism_ingest::cdc::CdcArgs::default(),
+        auth: prism_serving::auth::AuthArgs::default(),
     };
     let started = Instant::now();
     let (shutdown, handle, base) = start_up(up.clone()).await?;

@@ -26,6 +26,7 @@ use prism_core::log::kafka::{KafkaLog, KafkaLogConfig};
 use prism_core::log::{check_log_complete, EventLog};
 use prism_core::store::ViewStore;
 use prism_ingest::http::IngestArgs;
+use prism_serving::auth::{protect, AuthArgs};
 use prism_serving::ops::{OpsState, ReadinessCheck};
 use prism_serving::segments::SegmentReader;
 use prism_serving::ServingState;
@@ -54,6 +55,9 @@ pub struct Deps {
     /// Architecture, partitions, allowed lateness.
     #[command(flatten)]
     pub deployment: DeploymentArgs,
+    /// API tokens of the services with write, admin or read endpoints.
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 /// Flags of `prism ingest-api`.
@@ -272,7 +276,9 @@ where
 pub async fn run_ingest_api(config: IngestApiConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (log, store) = connect(&config.deps).await?;
     let ingest = prism_ingest::http::IngestState::new(log.clone(), store.clone(), config.ingest.idempotency_window);
-    let app = prism_ingest::http::router(ingest, config.ingest.max_body_bytes).merge(ops(&store, &log, None)).merge(docs_router());
+    let app = protect(prism_ingest::http::router(ingest, config.ingest.max_body_bytes), &config.deps.auth)
+        .merge(ops(&store, &log, None))
+        .merge(docs_router());
     let done = run_service::<std::future::Ready<anyhow::Result<()>>>("ingest-api", config.http_addr, app, shutdown, None).await;
     log.flush().await.context("flushing the producer")?;
     store.close().await;
@@ -386,10 +392,10 @@ pub async fn run_batch_layer_service(config: BatchLayerConfig, shutdown: Cancell
         batch_trigger: Some(trigger),
         replays: None,
     };
-    let app = Router::new()
+    let admin = Router::new()
         .route("/v1/admin/batch-runs", axum::routing::post(prism_serving::admin::post_batch_run::<KafkaLog>))
-        .with_state(admin_state)
-        .merge(ops(&store, &log, Some(&master)));
+        .with_state(admin_state);
+    let app = protect(admin, &config.deps.auth).merge(ops(&store, &log, Some(&master)));
     let batch = config.batch.config(master);
     let batch_views = views.views().to_vec();
     let requests = Arc::new(tokio::sync::Mutex::new(requests));
@@ -425,7 +431,7 @@ pub async fn run_serving_service(config: ServingServiceConfig, shutdown: Cancell
         // Replays are recorded in the store; the speed-layer instances build them.
         replays: Some(crate::replay_agent::spawn_store_agents(&views, log.clone(), store.clone(), shutdown.child_token())),
     };
-    let app = prism_serving::router(state).merge(ops(&store, &log, Some(&master))).merge(docs_router());
+    let app = protect(prism_serving::router(state), &config.deps.auth).merge(ops(&store, &log, Some(&master))).merge(docs_router());
     let done = run_service::<std::future::Ready<anyhow::Result<()>>>("serving", config.http_addr, app, shutdown, None).await;
     store.close().await;
     done

@@ -85,6 +85,9 @@ pub struct UpConfig {
     /// PostgreSQL change data capture into `prism.cdc.*` (with `--cdc-database-url`).
     #[command(flatten)]
     pub cdc: CdcArgs,
+    /// API tokens (`PRISM_API_TOKEN` for writes and admin, `PRISM_READ_TOKEN` for reads).
+    #[command(flatten)]
+    pub auth: prism_serving::auth::AuthArgs,
 }
 
 /// How long a retired or cancelled realtime version's rows stay after a replay (longer than any
@@ -234,6 +237,7 @@ pub async fn run_up(
         replays: Some(replays),
         max_body_bytes: config.ingest.max_body_bytes,
         idempotency_window: config.ingest.idempotency_window,
+        auth: config.auth.clone(),
     });
     // After `build_app`, which installs the metrics recorder: the poller counts from its first poll.
     if let Some(poller) = poller {

@@ -36,6 +36,7 @@ async fn fixture() -> Fixture {
         replays: None,
         max_body_bytes: 64 << 10,
         idempotency_window: std::time::Duration::from_secs(3600),
+        auth: prism_serving::auth::AuthArgs::default(),
     });
     Fixture { app, log, _dir: dir }
 }

@@ -164,3 +164,50 @@ fn committed_openapi_document_matches_the_code() {
         first_difference.unwrap_or_else(|| "lengths differ".into())
     );
 }
+
+/// With `PRISM_API_TOKEN` and `PRISM_READ_TOKEN` set, `prism up` answers writes and admin calls
+/// only with the API token, reads with either token, operations endpoints without one, and its
+/// OpenAPI document declares the bearer scheme.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_tokens_guard_writes_admin_and_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.feed.no_feed = true;
+    config.auth.api_token = Some("write-s3cret".into());
+    config.auth.read_token = Some("read-s3cret".into());
+    let up = start(config).await;
+    let body = r#"{"symbol":"ACME","ts":"2024-01-02T14:30:00Z","price":"10.50","size":100}"#;
+    let send = |method: reqwest::Method, path: &str, token: Option<&str>| {
+        let mut request = up.client.request(method, format!("{}{path}", up.base)).header("content-type", "application/x-ndjson");
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        request
+    };
+    let code = |r: reqwest::Response| r.status().as_u16();
+    let post = send(reqwest::Method::POST, "/v1/events/quotes", None).body(body).send().await.expect("POST");
+    assert_eq!(post.status().as_u16(), 401);
+    assert!(post.headers().get("www-authenticate").is_some_and(|v| v.to_str().unwrap_or("").starts_with("Bearer")));
+    let reason: Value = post.json().await.expect("JSON");
+    assert!(reason["error"].as_str().unwrap_or("").contains("Bearer"), "{reason}");
+    for (token, want) in [(Some("read-s3cret"), 401), (Some("write-s3cret"), 202)] {
+        let r = send(reqwest::Method::POST, "/v1/events/quotes", token).body(body).send().await.expect("POST");
+        assert_eq!(code(r), want, "POST with {token:?}");
+    }
+    for (token, want) in [(None, 401), (Some("read-s3cret"), 401), (Some("write-s3cret"), 201)] {
+        let r = send(reqwest::Method::POST, "/v1/admin/batch-runs", token).send().await.expect("POST");
+        assert_eq!(code(r), want, "admin with {token:?}");
+    }
+    for (token, want) in [(None, 401), (Some("nope"), 401), (Some("read-s3cret"), 200), (Some("write-s3cret"), 200)] {
+        let r = send(reqwest::Method::GET, "/v1/status", token).send().await.expect("GET");
+        assert_eq!(code(r), want, "read with {token:?}");
+    }
+    for open in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        assert_eq!(code(send(reqwest::Method::GET, open, None).send().await.expect("GET")), 200, "{open}");
+    }
+    let doc: Value = send(reqwest::Method::GET, "/openapi.json", None).send().await.expect("GET").json().await.expect("JSON");
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer", "{}", doc["components"]);
+    assert_eq!(doc["paths"]["/v1/admin/batch-runs"]["post"]["security"], json!([{"bearer": []}]));
+    assert_eq!(doc["paths"]["/v1/status"]["get"]["security"], json!([{}, {"bearer": []}]));
+    up.stop().await;
+}

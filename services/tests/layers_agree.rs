@@ -189,6 +189,7 @@ async fn served_bars<L: EventLog>(
         replays: None,
         max_body_bytes: 1 << 20,
         idempotency_window: std::time::Duration::from_secs(3600),
+        auth: prism_serving::auth::AuthArgs::default(),
     });
     let mut served = BTreeMap::new();
     for symbol in SYMBOLS {

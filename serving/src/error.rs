@@ -36,6 +36,11 @@ impl ApiError {
         ApiError { error: msg.into(), status: 400 }
     }
 
+    /// 401 Unauthorized (a missing or wrong bearer token).
+    pub fn unauthorized(msg: impl Into<String>) -> Self {
+        ApiError { error: msg.into(), status: 401 }
+    }
+
     /// 404 Not Found.
     pub fn not_found(msg: impl Into<String>) -> Self {
         ApiError { error: msg.into(), status: 404 }

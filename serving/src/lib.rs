@@ -9,12 +9,14 @@
 //! - [`admin`]: `POST /v1/admin/batch-runs`.
 //! - [`replays`]: `POST`/`GET /v1/admin/replays`, `GET`/`DELETE /v1/admin/replays/{id}`.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`auth`]: API tokens (`PRISM_API_TOKEN`, `PRISM_READ_TOKEN`).
 //! - [`merge`]: the merge rule at the batch horizon.
 //! - [`segments`]: cached reads of batch-view segments.
 //! - [`error`]: the JSON error body every endpoint answers with.
 
 pub mod access;
 pub mod admin;
+pub mod auth;
 pub mod bars;
 pub mod changes;
 pub mod error;

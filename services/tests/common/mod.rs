@@ -59,6 +59,7 @@ pub fn test_config(data_dir: &Path) -> UpConfig {
         },
         poll: prism_ingest::poller::PollerArgs::default(),
         cdc: prism_ingest::cdc::CdcArgs::default(),
+        auth: prism_serving::auth::AuthArgs::default(),
     }
 }
 
