@@ -32,6 +32,10 @@ enum Command {
     QuotePoller(prism::sources::QuotePollerConfig),
     /// Serve a simulated exchange quote API (random walks) for the quote poller to poll.
     QuoteSim(prism::sources::QuoteSimConfig),
+    /// Replay daily-bar files (the stock-quote lab by default) as trades into Kafka.
+    Feed(prism::sources::FeedServiceConfig),
+    /// Exit 0 when a URL (a service's /readyz) answers 2xx: container healthchecks.
+    Healthcheck(prism::sources::HealthcheckArgs),
     /// The speed layer: Kafka → realtime views in PostgreSQL.
     SpeedLayer(prism::micro::SpeedLayerConfig),
     /// The archiver: Kafka → the Parquet master dataset.
@@ -77,6 +81,8 @@ fn run() -> anyhow::Result<()> {
             Command::IngestLogs(config) => prism::sources::run_ingest_logs(config, signal_token()).await,
             Command::QuotePoller(config) => prism::sources::run_quote_poller(config, signal_token()).await,
             Command::QuoteSim(config) => prism::sources::run_quote_sim(config, signal_token()).await,
+            Command::Feed(config) => prism::sources::run_feed_service(config, signal_token()).await,
+            Command::Healthcheck(args) => prism::sources::run_healthcheck(args).await,
             Command::SpeedLayer(config) => prism::micro::run_speed_layer_service(config, signal_token()).await,
             Command::Archiver(config) => prism::micro::run_archiver_service(config, signal_token()).await,
             Command::BatchLayer(config) => prism::micro::run_batch_layer_service(config, signal_token()).await,

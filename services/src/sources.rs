@@ -9,8 +9,11 @@
 //! - `prism quote-poller`: polls a JSON quote API into `prism.quotes`
 //!   ([`prism_ingest::poller`]).
 //!
+//! - `prism feed`: the historical feed (the stock-quote lab's daily bars as trades) into
+//!   `prism.quotes` ([`prism_ingest::feed`]).
+//!
 //! And `prism quote-sim`, a simulated exchange quote API to poll ([`prism_ingest::quote_sim`];
-//! no Kafka, no view store).
+//! no Kafka, no view store), and `prism healthcheck`, a container healthcheck.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -252,4 +255,67 @@ mod tests {
         assert_eq!(glob_folder("access.log"), PathBuf::from("."));
         assert_eq!(glob_folder("logs/access.log"), PathBuf::from("logs"));
     }
+}
+
+/// Flags of `prism feed`.
+#[derive(Debug, Clone, Args)]
+pub struct FeedServiceConfig {
+    /// Brokers, view store and shared settings.
+    #[command(flatten)]
+    pub deps: Deps,
+    /// HTTP address (ops endpoints).
+    #[arg(long, env = "PRISM_HTTP_ADDR", default_value = "127.0.0.1:8088")]
+    pub http_addr: SocketAddr,
+    /// Where the lab's daily bars are unpacked when `--feed` names no file.
+    #[arg(long, env = "PRISM_DATA_DIR", default_value = "./prism-feed")]
+    pub data_dir: PathBuf,
+    /// The files to replay as trades.
+    #[command(flatten)]
+    pub feed: prism_ingest::feed::FeedArgs,
+}
+
+/// `prism feed`: the historical feed (daily-bar CSV files replayed as trades; the stock-quote
+/// lab's data by default) into `prism.quotes` in Kafka, resuming from its checkpoint in the view
+/// store; the process stays up (ops endpoints) once the files are done.
+///
+/// Errors: Kafka or the view store unreachable, an unreadable file, or a failure of the feed.
+pub async fn run_feed_service(config: FeedServiceConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
+    let files = if config.feed.feed.is_empty() { vec![crate::lab::install_lab_data(&config.data_dir)?] } else { config.feed.feed.clone() };
+    let feed = config.feed.config(files, config.deps.deployment.partitions).map_err(anyhow::Error::msg)?;
+    let (log, store) = connect(&config.deps).await?;
+    let (l, s, stop) = (log.clone(), store.clone(), shutdown.clone());
+    let component = async move {
+        let trades = prism_ingest::feed::run_feed(feed, l, s, stop.clone()).await.context("historical feed")?;
+        tracing::info!(trades, "historical feed done; serving ops endpoints until stopped");
+        stop.cancelled().await;
+        Ok(())
+    };
+    let done = run_service("feed", config.http_addr, ops_with(&store, &log, Vec::new()), shutdown, Some(component)).await;
+    store.close().await;
+    done
+}
+
+/// Flags of `prism healthcheck`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The URL to GET (a service's `/readyz`).
+    #[arg(default_value = "http://127.0.0.1:8080/readyz")]
+    pub url: String,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "3s", value_parser = prism_core::config::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// `prism healthcheck URL`: exits 0 when `URL` answers 2xx within the timeout (container
+/// healthchecks without curl in the image).
+///
+/// Errors: no answer, or a non-2xx status (the body's first 200 bytes say why).
+pub async fn run_healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(args.timeout).build()?;
+    let answer = client.get(&args.url).send().await.with_context(|| format!("GET {}", args.url))?;
+    let status = answer.status();
+    let body = answer.text().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "{} answered {status}: {}", args.url, body.chars().take(200).collect::<String>());
+    Ok(())
 }

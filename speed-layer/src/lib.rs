@@ -47,6 +47,9 @@ use prism_core::window::{window_start, Watermark};
 use tokio_util::sync::CancellationToken;
 use window_cache::{cache_floor, WindowCache};
 
+/// How often the speed layer reports its consumer lag.
+const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Settings of the speed layer.
 #[derive(Debug, Clone)]
 pub struct SpeedConfig {
@@ -161,6 +164,8 @@ struct SpeedState<V: View> {
     seen: BTreeMap<i32, HashMap<String, EntitySeq>>,
     /// Entity writes since the last commit.
     entities: EntityWrites,
+    /// Append time (UTC ms) of the oldest record applied since the last commit.
+    oldest_uncommitted_ms: Option<i64>,
     /// Partitions come from a consumer group (a lost lease is then routine, not an error).
     in_group: bool,
     events_since_commit: usize,
@@ -225,6 +230,7 @@ async fn run<V: View, L: EventLog>(
         group = membership.is_some(), "speed layer starting");
     let mut last_commit = Instant::now();
     let mut last_orphan_check = Instant::now();
+    let mut last_lag_report = Instant::now();
     let result = loop {
         if let Some(m) = membership.as_mut() {
             if let Err(e) = state.follow_group(m, &store).await {
@@ -251,6 +257,10 @@ async fn run<V: View, L: EventLog>(
             if state.events_since_commit >= state.config.commit_max_events || last_commit.elapsed() >= state.config.commit_interval {
                 state.commit(&store).await?;
                 last_commit = Instant::now();
+            }
+            if last_lag_report.elapsed() >= LAG_REPORT_INTERVAL {
+                last_lag_report = Instant::now();
+                state.report_lag(&*log).await?;
             }
             Ok::<(), SpeedError>(())
         };
@@ -280,6 +290,7 @@ impl<V: View> SpeedState<V> {
             caches: BTreeMap::new(),
             seen: BTreeMap::new(),
             entities: EntityWrites::default(),
+            oldest_uncommitted_ms: None,
             in_group,
             events_since_commit: 0,
             dropped_through_ms: None,
@@ -334,6 +345,19 @@ impl<V: View> SpeedState<V> {
         Ok(())
     }
 
+    /// Sets `prism_speed_consumer_lag_events{view, partition}`: the log end offset minus the
+    /// next offset to read, per owned partition.
+    async fn report_lag<L: EventLog>(&self, log: &L) -> Result<(), SpeedError> {
+        let ends = log.end_offsets(self.topic()).await?;
+        for o in &self.consumer.offsets {
+            let end = usize::try_from(o.partition).ok().and_then(|p| ends.get(p)).copied().unwrap_or(0);
+            let next = o.next_offset;
+            metrics::gauge!(telemetry::CONSUMER_LAG_EVENTS, "view" => self.view.name().to_string(), "partition" => o.partition.to_string())
+                .set((end - next).max(0) as f64);
+        }
+        Ok(())
+    }
+
     /// Forgets `partitions` and their uncommitted windows.
     fn release(&mut self, partitions: &[i32]) {
         self.consumer.release(partitions);
@@ -351,6 +375,9 @@ impl<V: View> SpeedState<V> {
         let mut late = 0u64;
         let mut behind_horizon = 0u64;
         let mut duplicates = 0u64;
+        if let Some(first) = records.iter().map(|r| r.timestamp_ms).min() {
+            self.oldest_uncommitted_ms = Some(self.oldest_uncommitted_ms.map_or(first, |o| o.min(first)));
+        }
         for r in records {
             let pos = LogPosition { partition: r.partition, offset: r.offset };
             match view.parse_record(Some(&r.key), &r.value) {
@@ -479,6 +506,10 @@ impl<V: View> SpeedState<V> {
         }
         let name = view.name().to_string();
         metrics::counter!(telemetry::COMMITS_TOTAL, "view" => name.clone()).increment(1);
+        if let Some(oldest) = self.oldest_uncommitted_ms.take() {
+            let seconds = (now_ms() - oldest).max(0) as f64 / 1000.0;
+            metrics::histogram!(telemetry::END_TO_END_SECONDS, "view" => name.clone()).record(seconds);
+        }
         metrics::histogram!(telemetry::COMMIT_SECONDS, "view" => name.clone()).record(started.elapsed().as_secs_f64());
         let max_ts = self.consumer.offsets.iter().filter_map(|o| o.max_event_ts_ms).max();
         if let Some(w) = Watermark::new(max_ts, view.allowed_lateness_ms()).current_ms() {

@@ -10,6 +10,10 @@ pub const LATE_EVENTS_TOTAL: &str = "prism_speed_late_events_total";
 pub const BEHIND_HORIZON_EVENTS_TOTAL: &str = "prism_speed_behind_horizon_events_total";
 /// Malformed records sent to `prism.dlq`.
 pub const DEAD_LETTERS_TOTAL: &str = "prism_speed_dead_letters_total";
+/// Gauge: log end offset − next offset to read, per view and partition (owned by this instance).
+pub const CONSUMER_LAG_EVENTS: &str = "prism_speed_consumer_lag_events";
+/// Histogram: seconds from the log append of the oldest event a commit covers to that commit.
+pub const END_TO_END_SECONDS: &str = "prism_speed_end_to_end_seconds";
 /// Counter: redelivered changes dropped (sequence not above the entity's last), by view.
 pub const DUPLICATE_EVENTS_TOTAL: &str = "prism_speed_duplicate_events_total";
 /// Store transactions committed (rows + offsets).
@@ -62,6 +66,15 @@ pub fn describe() {
         "Events skipped because their window starts before the segment horizon (Lambda: served from the batch view; Kappa: late beyond the allowed lateness, not applied)."
     );
     describe_counter!(DEAD_LETTERS_TOTAL, "Malformed records the speed layer sent to the dead-letter topic.");
+    describe_gauge!(
+        CONSUMER_LAG_EVENTS,
+        "Records of the view's source topic not read yet by this speed layer: log end offset minus next offset, per partition."
+    );
+    describe_histogram!(
+        END_TO_END_SECONDS,
+        Unit::Seconds,
+        "End-to-end latency: from the log append of the oldest event a speed-layer commit covers to that commit (the event is then served)."
+    );
     describe_counter!(
         DUPLICATE_EVENTS_TOTAL,
         "Redelivered changes dropped: their sequence (commit LSN, LSN) was not above the last one applied for their row."
