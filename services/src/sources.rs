@@ -312,8 +312,8 @@ pub struct HealthcheckArgs {
 ///
 /// Errors: no answer, or a non-2xx status (the body's first 200 bytes say why).
 pub async fn run_healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder().timeout(args.timeout).build()?;
-    let answer = client.get(&args.url).send().await.with_context(|| format!("GET {}", args.url))?;
+    let client = crate::http_client();
+    let answer = client.get(&args.url).timeout(args.timeout).send().await.with_context(|| format!("GET {}", args.url))?;
     let status = answer.status();
     let body = answer.text().await.unwrap_or_default();
     anyhow::ensure!(status.is_success(), "{} answered {status}: {}", args.url, body.chars().take(200).collect::<String>());
