@@ -62,6 +62,20 @@ ensure_moto() {
   fi
 }
 
+ensure_browser() { # Debian's chromium and playwright-core (npm), for the dashboard test; prints the package dir
+  if [ ! -x /usr/bin/chromium ]; then
+    log "installing Debian's chromium"
+    (apt-get install -y -qq chromium >&2 || (apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2))
+  fi
+  local cache="${XDG_CACHE_HOME:-$HOME/.cache}/prism-test-data/node"
+  if [ ! -f "$cache/node_modules/playwright-core/package.json" ]; then
+    log "installing playwright-core 1.65.2 with npm"
+    mkdir -p "$cache"
+    (cd "$cache" && npm install --silent --no-audit --no-fund --no-save playwright-core@1.65.2 >&2)
+  fi
+  echo "$cache/node_modules/playwright-core"
+}
+
 ensure_access_log() { # the real access log of Debian's logstalgia (GPL: fetched, never committed)
   local cache="${XDG_CACHE_HOME:-$HOME/.cache}/prism-test-data/logstalgia"
   local file="$cache/usr/share/logstalgia/example.log"
@@ -152,6 +166,7 @@ start() {
   start_broker "$dir"
   start_s3 "$dir"
   local access_log; access_log=$(ensure_access_log)
+  local playwright; playwright=$(ensure_browser)
 
   if [ -n "${1:-}" ]; then
     # A watchdog: if the owner dies without stopping us (killed by a signal), stop the servers.
@@ -163,6 +178,8 @@ start() {
   echo "export PRISM_KAFKA_BROKERS=127.0.0.1:$kafka_port"
   echo "export PRISM_TEST_S3_ENDPOINT=http://127.0.0.1:$(cat "$dir/s3_port")"
   echo "export PRISM_TEST_ACCESS_LOG=$access_log"
+  echo "export PRISM_TEST_PLAYWRIGHT=$playwright"
+  echo "export PRISM_TEST_CHROMIUM=/usr/bin/chromium"
 }
 
 stop() {

@@ -109,3 +109,25 @@ pub fn docs_router() -> Router {
         .fallback(|uri: axum::http::Uri| async move { prism_serving::error::ApiError::not_found(format!("no endpoint {uri}; see /docs")) })
         .layer(TraceLayer::new_for_http())
 }
+
+/// How long a stopping HTTP server waits for requests in flight before closing their connections.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves `app` on `listener` until `stop` fires, then lets requests in flight finish for up to
+/// [`DRAIN_TIMEOUT`] and closes what is still open: an event stream (the dashboard's) never ends
+/// on its own, and a graceful shutdown must not wait for a browser tab.
+///
+/// Errors: the server failed.
+pub async fn serve_until(listener: tokio::net::TcpListener, app: Router, stop: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let graceful = stop.clone();
+    let server =
+        std::future::IntoFuture::into_future(axum::serve(listener, app).with_graceful_shutdown(async move { graceful.cancelled().await }));
+    tokio::select! {
+        served = server => served.context("HTTP server"),
+        () = async { stop.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
+            tracing::warn!(drain_s = DRAIN_TIMEOUT.as_secs(), "HTTP connections still open after the stop (event streams): closing them");
+            Ok(())
+        }
+    }
+}

@@ -243,7 +243,7 @@ where
 async fn serve(addr: SocketAddr, app: Router, stop: CancellationToken, name: &str) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     tracing::info!(service = name, addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await.context("HTTP server")
+    crate::app::serve_until(listener, app, stop).await
 }
 
 /// Runs a service: its HTTP app and, optionally, a supervised component, until `shutdown`.

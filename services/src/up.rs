@@ -257,7 +257,7 @@ pub async fn run_up(
     }
     let server_stop = intake.clone();
     intake_tasks.spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(async move { server_stop.cancelled().await }).await.context("HTTP server")?;
+        crate::app::serve_until(listener, app, server_stop).await?;
         Ok("HTTP server")
     });
 

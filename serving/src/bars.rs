@@ -77,7 +77,7 @@ impl BarInterval {
 }
 
 /// Query parameters of `/v1/bars/{symbol}`.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BarsQuery {
     /// Bar length: `30s` (views with 30-second windows), `1m`, `5m`, `15m`, `1h` or `1d` (UTC
@@ -228,13 +228,21 @@ pub async fn get_bars<L: EventLog>(
 ) -> Result<Response, ApiError> {
     let Path(symbol) = path.map_err(|e| ApiError::bad_request(format!("symbol: {}", e.body_text())))?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let answer = bars_answer(&state, symbol, &q).await?;
+    sized_json(&answer, 256 + answer.bars.len() * BAR_JSON_BYTES)
+}
+
+/// The answer of `/v1/bars/{symbol}` for `q` (also what `/v1/bars/{symbol}/stream` sends).
+///
+/// Errors: as `/v1/bars/{symbol}`.
+pub(crate) async fn bars_answer<L: EventLog>(state: &ServingState<L>, symbol: String, q: &BarsQuery) -> Result<BarsResponse, ApiError> {
     validate_symbol(&symbol).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let view = view_named(&state, q.view.as_deref())?;
+    let view = view_named(state, q.view.as_deref())?;
     let BucketRange { interval, size, limit, row_from, row_to, max_rows } =
         bucket_range(&*view, q.interval, q.limit, q.from.as_deref(), q.to.as_deref())?;
-    let KeyRows { pointer, batch, realtime } = key_rows(&state, &*view, &symbol, size, row_from, row_to, max_rows).await?;
+    let KeyRows { pointer, batch, realtime } = key_rows(state, &*view, &symbol, size, row_from, row_to, max_rows).await?;
     let mut merged = merge_bars(&batch, &realtime, size);
-    if merged.is_empty() && !known_keys(&state, &*view).await?.contains(&symbol) {
+    if merged.is_empty() && !known_keys(state, &*view).await?.contains(&symbol) {
         return Err(ApiError::not_found(format!("no bars for symbol {symbol:?}; see /v1/symbols")));
     }
     let next_from = cut_page(&mut merged, limit, size);
@@ -260,11 +268,11 @@ pub async fn get_bars<L: EventLog>(
         view: view.name().to_string(),
         symbol,
         interval: interval.name().to_string(),
-        horizons: horizons(&state, &*view, &pointer).await?,
+        horizons: horizons(state, &*view, &pointer).await?,
         bars,
         next_from,
     };
-    sized_json(&answer, 256 + answer.bars.len() * BAR_JSON_BYTES)
+    Ok(answer)
 }
 
 /// The buckets a request asks for, validated.

@@ -4,6 +4,7 @@
 //! - [`bars`]: `GET /v1/bars/{symbol}`, `GET /v1/symbols`.
 //! - [`access`]: `GET /v1/access` (the access-log view).
 //! - [`changes`]: `GET /v1/changes/{table}`, `GET /v1/changes/{table}/rows/{key}` (CDC tables).
+//! - [`dashboard`]: the live dashboard at `/`, `GET /v1/bars/{symbol}/stream`, `GET /v1/status/stream`.
 //! - [`schemas`]: `GET /v1/schemas[/{topic}]`, each topic's JSON Schema.
 //! - [`status`]: `GET /v1/status`.
 //! - [`admin`]: `POST /v1/admin/batch-runs`.
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod auth;
 pub mod bars;
 pub mod changes;
+pub mod dashboard;
 pub mod error;
 pub mod merge;
 pub mod ops;
@@ -76,7 +78,7 @@ impl<L> Clone for ServingState<L> {
 #[derive(OpenApi)]
 #[openapi(
     paths(
-        bars::get_bars, bars::get_symbols, access::get_access, changes::get_changes, changes::get_current_row, schemas::get_schemas, schemas::get_schema, status::get_status, admin::post_batch_run, replays::post_replay, replays::get_replays,
+        bars::get_bars, dashboard::get_bars_stream, dashboard::get_status_stream, bars::get_symbols, access::get_access, changes::get_changes, changes::get_current_row, schemas::get_schemas, schemas::get_schema, status::get_status, admin::post_batch_run, replays::post_replay, replays::get_replays,
         replays::get_replay, replays::delete_replay
     ),
     components(schemas(
@@ -91,7 +93,11 @@ pub struct ServingApi;
 /// The serving routes.
 pub fn router<L: EventLog>(state: ServingState<L>) -> Router {
     Router::new()
+        .route("/", get(dashboard::get_page))
+        .route("/assets/{name}", get(dashboard::get_asset))
         .route("/v1/bars/{symbol}", get(bars::get_bars::<L>))
+        .route("/v1/bars/{symbol}/stream", get(dashboard::get_bars_stream::<L>))
+        .route("/v1/status/stream", get(dashboard::get_status_stream::<L>))
         .route("/v1/symbols", get(bars::get_symbols::<L>))
         .route("/v1/access", get(access::get_access::<L>))
         .route("/v1/changes/{table}", get(changes::get_changes::<L>))
