@@ -156,3 +156,15 @@ fn every_prism_container_runs_a_real_subcommand_and_is_scraped() {
     assert!(env.lines().any(|l| l == "PRISM_ARCHITECTURE=lambda" || l == "PRISM_ARCHITECTURE=kappa"), "{env}");
     assert!(env.lines().any(|l| l == "COMPOSE_PROFILES=${PRISM_ARCHITECTURE}"), "the profiles follow the architecture: {env}");
 }
+
+#[test]
+fn the_compose_database_has_the_table_the_lab_script_plays_into() {
+    // postgres-init.sql creates the flights table for the stack; load_flights.py creates it when
+    // absent: the two definitions must be the same table.
+    let script = read("infra/lab/load_flights.py");
+    let schema = script.split("SCHEMA = \"\"\"\n").nth(1).and_then(|s| s.split("\"\"\"").next()).expect("SCHEMA in load_flights.py");
+    let init = read("infra/compose/postgres-init.sql");
+    let normalize = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(normalize(&init).contains(&normalize(schema)), "infra/compose/postgres-init.sql no longer creates load_flights.py's table");
+    assert!(init.contains("CREATE PUBLICATION prism_cdc FOR TABLES IN SCHEMA public"), "{init}");
+}
