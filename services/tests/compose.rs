@@ -168,3 +168,13 @@ fn the_compose_database_has_the_table_the_lab_script_plays_into() {
     assert!(normalize(&init).contains(&normalize(schema)), "infra/compose/postgres-init.sql no longer creates load_flights.py's table");
     assert!(init.contains("CREATE PUBLICATION prism_cdc FOR TABLES IN SCHEMA public"), "{init}");
 }
+
+#[test]
+fn the_image_builds_with_the_workspace_rust_version() {
+    let manifest = read("Cargo.toml");
+    let msrv = manifest.lines().find_map(|l| l.strip_prefix("rust-version = \"")).and_then(|v| v.strip_suffix('"')).expect("rust-version");
+    let dockerfile = read("infra/Dockerfile");
+    let image =
+        dockerfile.lines().find_map(|l| l.strip_prefix("FROM rust:")).and_then(|r| r.split('-').next()).expect("FROM rust:<version>");
+    assert_eq!(image, msrv, "infra/Dockerfile builds with Rust {image}, the workspace needs {msrv}");
+}
