@@ -61,3 +61,36 @@ async fn dashboard_renders_live_data_in_headless_chromium() {
     assert!(std::fs::metadata(&screenshot).map(|m| m.len() > 10_000).unwrap_or(false), "a screenshot");
     up.stop().await;
 }
+
+/// At most `MAX_STREAMS` event streams are served at once; one more is a 503 with a reason, and
+/// closing a stream frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.feed.no_feed = true;
+    let up = start(config).await;
+    let mut open = Vec::new();
+    for _ in 0..prism_serving::dashboard::MAX_STREAMS {
+        let stream = up.client.get(format!("{}/v1/status/stream", up.base)).send().await.expect("stream");
+        assert_eq!(stream.status().as_u16(), 200);
+        open.push(stream);
+    }
+    let refused = up.client.get(format!("{}/v1/status/stream", up.base)).send().await.expect("stream");
+    assert_eq!(refused.status().as_u16(), 503);
+    let reason: Value = refused.json().await.expect("JSON");
+    assert!(reason["error"].as_str().unwrap_or("").contains("event streams are open"), "{reason}");
+    drop(open.pop());
+    // The server notices the closed connection at its next write (an event, or the keep-alive).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let again = up.client.get(format!("{}/v1/status/stream", up.base)).send().await.expect("stream");
+        if again.status().as_u16() == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the closed stream's slot was not freed");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(open);
+    up.stop().await;
+}

@@ -30,6 +30,20 @@ use crate::ServingState;
 /// How often a stream looks for a changed answer.
 const STREAM_PERIOD: Duration = Duration::from_secs(1);
 
+/// Most event streams one process serves at once (each holds an answer and recomputes it every
+/// second): past it a new stream is refused with 503, so no number of open tabs exhausts the
+/// process.
+pub const MAX_STREAMS: usize = 64;
+
+static STREAMS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_STREAMS);
+
+/// A stream slot, or a 503 saying why not.
+fn stream_slot() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
+    STREAMS
+        .try_acquire()
+        .map_err(|_| ApiError::unavailable(format!("{MAX_STREAMS} event streams are open already; close one or poll the plain endpoint")))
+}
+
 const PAGE: &str = include_str!("../assets/dashboard.html");
 const SCRIPT: &str = include_str!("../assets/dashboard.js");
 const STYLE: &str = include_str!("../assets/dashboard.css");
@@ -58,27 +72,33 @@ pub async fn get_asset(Path(name): Path<String>) -> Result<Response, ApiError> {
 
 /// A stream that sends `produce()`'s JSON as event `name` at once and then whenever it changes
 /// (looked at every [`STREAM_PERIOD`]); a failed look sends an `error` event.
-fn changes_of<F, Fut>(name: &'static str, produce: F) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
+fn changes_of<F, Fut>(
+    name: &'static str,
+    slot: tokio::sync::SemaphorePermit<'static>,
+    produce: F,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<String, ApiError>> + Send,
 {
     let ticker = tokio::time::interval(STREAM_PERIOD);
-    let stream = futures_util::stream::unfold((ticker, None::<String>, produce), move |(mut ticker, mut last, produce)| async move {
-        loop {
-            ticker.tick().await;
-            let event = match produce().await {
-                Ok(json) if last.as_deref() == Some(json.as_str()) => continue,
-                Ok(json) => {
-                    let event = Event::default().event(name).data(&json);
-                    last = Some(json);
-                    event
-                }
-                Err(e) => Event::default().event("error").data(e.error),
-            };
-            return Some((Ok(event), (ticker, last, produce)));
-        }
-    });
+    // The slot lives as long as the stream (it is dropped with the stream's state).
+    let stream =
+        futures_util::stream::unfold((ticker, None::<String>, (produce, slot)), move |(mut ticker, mut last, produce)| async move {
+            loop {
+                ticker.tick().await;
+                let event = match (produce.0)().await {
+                    Ok(json) if last.as_deref() == Some(json.as_str()) => continue,
+                    Ok(json) => {
+                        let event = Event::default().event(name).data(&json);
+                        last = Some(json);
+                        event
+                    }
+                    Err(e) => Event::default().event("error").data(e.error),
+                };
+                return Some((Ok(event), (ticker, last, produce)));
+            }
+        });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
@@ -94,7 +114,8 @@ where
     responses(
         (status = 200, description = "Server-sent events: `bars` (a BarsResponse as JSON) at once and whenever the answer changes; `error` (a reason) when a look fails", content_type = "text/event-stream", body = String),
         (status = 400, description = "Bad parameter", body = ApiError),
-        (status = 404, description = "Unknown symbol or view", body = ApiError)
+        (status = 404, description = "Unknown symbol or view", body = ApiError),
+        (status = 503, description = "Too many event streams are open", body = ApiError)
     )
 )]
 pub async fn get_bars_stream<L: EventLog>(
@@ -106,7 +127,8 @@ pub async fn get_bars_stream<L: EventLog>(
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     // Validate once up front: a bad request is an HTTP error, not a stream of them.
     bars_answer(&state, symbol.clone(), &q).await?;
-    let sse = changes_of("bars", move || {
+    let slot = stream_slot()?;
+    let sse = changes_of("bars", slot, move || {
         let (state, symbol, q) = (state.clone(), symbol.clone(), q.clone());
         async move {
             let answer = bars_answer(&state, symbol, &q).await?;
@@ -122,16 +144,18 @@ pub async fn get_bars_stream<L: EventLog>(
     path = "/v1/status/stream",
     tag = "admin",
     responses(
-        (status = 200, description = "Server-sent events: `status` (a StatusResponse as JSON) at once and whenever it changes; `error` (a reason) when a look fails", content_type = "text/event-stream", body = String)
+        (status = 200, description = "Server-sent events: `status` (a StatusResponse as JSON) at once and whenever it changes; `error` (a reason) when a look fails", content_type = "text/event-stream", body = String),
+        (status = 503, description = "Too many event streams are open", body = ApiError)
     )
 )]
-pub async fn get_status_stream<L: EventLog>(State(state): State<ServingState<L>>) -> Response {
-    changes_of("status", move || {
+pub async fn get_status_stream<L: EventLog>(State(state): State<ServingState<L>>) -> Result<Response, ApiError> {
+    let slot = stream_slot()?;
+    Ok(changes_of("status", slot, move || {
         let state = state.clone();
         async move {
             let axum::Json(status) = crate::status::get_status(State(state)).await?;
             serde_json::to_string(&status).map_err(|e| ApiError::internal(&e))
         }
     })
-    .into_response()
+    .into_response())
 }
