@@ -167,6 +167,8 @@ start() {
   start_s3 "$dir"
   local access_log; access_log=$(ensure_access_log)
   local playwright; playwright=$(ensure_browser)
+  # The lab course's step scripts call curl.
+  command -v curl >/dev/null || (apt-get install -y -qq curl >&2 || (apt-get update -qq >&2 && apt-get install -y -qq curl >&2))
 
   if [ -n "${1:-}" ]; then
     # A watchdog: if the owner dies without stopping us (killed by a signal), stop the servers.
