@@ -377,7 +377,10 @@ async fn run_bulk(first: Vec<Quote>, more: Vec<Quote>, partitions: i32) -> (Kapp
         location: location.clone(),
     };
     let done = std::sync::atomic::AtomicI64::new(0);
-    let report = bulk_catch_up(&view, &handoff, "test", &*log, &store, &done).await.expect("bulk").expect("a fresh version");
+    let report = bulk_catch_up(&view, &handoff, "test", &*log, &store, &done, &tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("bulk")
+        .expect("a fresh version");
     assert_eq!(report.events, first.len() as i64);
     assert_eq!(report.skipped, 0, "sorted events are never late");
     let ends = log.end_offsets(QUOTES_TOPIC).await.expect("ends");
@@ -389,7 +392,13 @@ async fn run_bulk(first: Vec<Quote>, more: Vec<Quote>, partitions: i32) -> (Kapp
             "bulk committed partition {p} to its end"
         );
     }
-    assert!(bulk_catch_up(&view, &handoff, "test", &*log, &store, &done).await.expect("bulk").is_none(), "only a fresh version");
+    assert!(
+        bulk_catch_up(&view, &handoff, "test", &*log, &store, &done, &tokio_util::sync::CancellationToken::new())
+            .await
+            .expect("bulk")
+            .is_none(),
+        "only a fresh version"
+    );
     positioned.extend(append(&*log, &more, 7).await);
     let ends = log.end_offsets(QUOTES_TOPIC).await.expect("ends");
     let stop = CancellationToken::new();

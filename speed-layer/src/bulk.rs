@@ -72,7 +72,9 @@ type Windows<A> = foldhash::HashMap<String, (i32, HashMap<i64, A, foldhash::fast
 /// Catches version `config.realtime_version` of `view` up to the log's current end in bulk (see
 /// the module docs), when it is fresh (no committed offsets, no hand-off) and the log holds
 /// events; `Ok(None)` otherwise.
-/// `done` counts the events read, for progress reports.
+/// `done` counts the events read, for progress reports. When `cancel` fires, it stops between
+/// two reads and returns `Ok(None)` having committed nothing (the written files are unreferenced
+/// and expire); it never drops a store transaction half-way.
 ///
 /// Errors: [`HandoffError`] when the log, the store or the segment store fails; nothing is
 /// committed then, and the streaming path starts from what was published.
@@ -83,6 +85,7 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
     log: &L,
     store: &ViewStore,
     done: &AtomicI64,
+    cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<Option<BulkReport>, HandoffError> {
     let rv = config.realtime_version;
     let topic = view.source_topic();
@@ -116,6 +119,9 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
     // Each turn reads the partition furthest behind in event time (one not read yet first), so
     // the partitions advance together and memory holds about the windows of the open year.
     while let Some(p) = (0..ends.len()).filter(|p| next[*p] < ends[*p]).min_by_key(|p| max_ts[*p].unwrap_or(i64::MIN)) {
+        if cancel.is_cancelled() {
+            return Ok(None);
+        }
         let end = &ends[p];
         let partition = p as i32;
         let want = BATCH.min((*end - next[p]) as usize);

@@ -80,9 +80,12 @@ fn start_version<V: View, L: EventLog>(view: &Arc<V>, config: &VersionsConfig, v
     let (v, l, s, t, done) = (view.clone(), log.clone(), store.clone(), stop.clone(), bulk_done.clone());
     tasks.spawn(async move {
         if let Some(h) = bulk {
-            tokio::select! {
-                r = bulk_catch_up(&v, &h, &speed.instance_id, &*l, &s, &done) => { r.map_err(|e| format!("bulk catch-up v{version}: {e}"))?; }
-                _ = t.cancelled() => return Ok(()),
+            // Not raced against the stop: a store transaction dropped half-way would keep
+            // SQLite's write lock until its connection is reused. The catch-up looks at the token
+            // between reads and stops there.
+            bulk_catch_up(&v, &h, &speed.instance_id, &*l, &s, &done, &t).await.map_err(|e| format!("bulk catch-up v{version}: {e}"))?;
+            if t.is_cancelled() {
+                return Ok(());
             }
         }
         run_speed_layer(v, speed, l, s, t).await.map_err(|e: SpeedError| format!("speed layer v{version}: {e}"))
