@@ -441,8 +441,8 @@ async fn partition_spread_rows_and_entities_merge_by_sequence() {
         let mut second = EntityWrites::default();
         second.record(&change(r#"{"id":4}"#, seq(30, 1), Some(r#"{"id":4}"#), false, Some(r#"{"id":3}"#)), 1);
         // The tombstone commits before the key's own (older) insert: order must not matter.
-        store.commit_realtime(&v, "s", 1, &[], &[], &[], None, &second.sorted()).await.expect("tombstone first");
-        store.commit_realtime(&v, "s", 1, &[], &[], &[], None, &first.sorted()).await.expect("own writes");
+        store.commit_realtime(&v, "s", 1, &[], &[], &[], None, &second.take_sorted()).await.expect("tombstone first");
+        store.commit_realtime(&v, "s", 1, &[], &[], &[], None, &first.take_sorted()).await.expect("own writes");
         let e1 = store.entity(v.name(), 1, r#"{"id":1}"#).await.expect("read").expect("id 1");
         assert_eq!((e1.state_seq, e1.deleted, e1.state.as_deref()), (seq(20, 5), false, Some(r#"{"id":1,"v":2}"#)), "{name}");
         let e3 = store.entity(v.name(), 1, r#"{"id":3}"#).await.expect("read").expect("id 3");
@@ -453,7 +453,7 @@ async fn partition_spread_rows_and_entities_merge_by_sequence() {
         // A redelivery of the older insert moves nothing back.
         let mut again = EntityWrites::default();
         again.record(&change(r#"{"id":1}"#, seq(10, 1), Some(r#"{"id":1,"v":1}"#), false, None), 0);
-        store.commit_realtime(&v, "s", 1, &[], &[], &[], None, &again.sorted()).await.expect("redelivery");
+        store.commit_realtime(&v, "s", 1, &[], &[], &[], None, &again.take_sorted()).await.expect("redelivery");
         assert_eq!(store.entity(v.name(), 1, r#"{"id":1}"#).await.expect("read").expect("id 1").state_seq, seq(20, 5), "{name}");
         assert_eq!(store.entity_sequences(&v, 1, 0).await.expect("seen")[r#"{"id":1}"#], seq(20, 5), "{name}");
         assert_eq!(store.live_entities(v.name(), 1).await.expect("count"), 2, "{name}: ids 1 and 4");
@@ -461,7 +461,7 @@ async fn partition_spread_rows_and_entities_merge_by_sequence() {
         let mut truncate = EntityWrites::default();
         truncate.record(&change("{}", seq(40, 1), None, true, None), 1);
         truncate.record(&change(r#"{"id":9}"#, seq(50, 1), Some(r#"{"id":9}"#), false, None), 1);
-        store.commit_realtime(&v, "s", 1, &[], &[], &[], None, &truncate.sorted()).await.expect("truncate");
+        store.commit_realtime(&v, "s", 1, &[], &[], &[], None, &truncate.take_sorted()).await.expect("truncate");
         assert_eq!(store.live_entities(v.name(), 1).await.expect("count"), 1, "{name}: only id 9");
     }
 }

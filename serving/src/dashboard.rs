@@ -20,7 +20,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use prism_core::log::EventLog;
 
 use crate::bars::{bars_answer, BarsQuery};
@@ -70,36 +70,42 @@ pub async fn get_asset(Path(name): Path<String>) -> Result<Response, ApiError> {
     Ok(([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "public, max-age=300")], body).into_response())
 }
 
-/// A stream that sends `produce()`'s JSON as event `name` at once and then whenever it changes
-/// (looked at every [`STREAM_PERIOD`]); a failed look sends an `error` event.
+/// A stream that sends `first` (when given, else `produce()`'s JSON) as event `name` at once and
+/// then `produce()`'s JSON whenever it changes (looked at every [`STREAM_PERIOD`]); a failed
+/// look sends an `error` event.
 fn changes_of<F, Fut>(
     name: &'static str,
     slot: tokio::sync::SemaphorePermit<'static>,
+    first: Option<String>,
     produce: F,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<String, ApiError>> + Send,
 {
-    let ticker = tokio::time::interval(STREAM_PERIOD);
+    let mut ticker = tokio::time::interval(STREAM_PERIOD);
+    if first.is_some() {
+        // `first` is the answer of now: the first look is one period away.
+        ticker.reset();
+    }
+    let sent_first = first.as_ref().map(|json| Ok(Event::default().event(name).data(json)));
     // The slot lives as long as the stream (it is dropped with the stream's state).
-    let stream =
-        futures_util::stream::unfold((ticker, None::<String>, (produce, slot)), move |(mut ticker, mut last, produce)| async move {
-            loop {
-                ticker.tick().await;
-                let event = match (produce.0)().await {
-                    Ok(json) if last.as_deref() == Some(json.as_str()) => continue,
-                    Ok(json) => {
-                        let event = Event::default().event(name).data(&json);
-                        last = Some(json);
-                        event
-                    }
-                    Err(e) => Event::default().event("error").data(e.error),
-                };
-                return Some((Ok(event), (ticker, last, produce)));
-            }
-        });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    let looks = futures_util::stream::unfold((ticker, first, (produce, slot)), move |(mut ticker, mut last, produce)| async move {
+        loop {
+            ticker.tick().await;
+            let event = match (produce.0)().await {
+                Ok(json) if last.as_deref() == Some(json.as_str()) => continue,
+                Ok(json) => {
+                    let event = Event::default().event(name).data(&json);
+                    last = Some(json);
+                    event
+                }
+                Err(e) => Event::default().event("error").data(e.error),
+            };
+            return Some((Ok(event), (ticker, last, produce)));
+        }
+    });
+    Sse::new(futures_util::stream::iter(sent_first).chain(looks)).keep_alive(KeepAlive::default())
 }
 
 /// `GET /v1/bars/{symbol}/stream`: the bars of `/v1/bars/{symbol}` (same parameters), sent
@@ -125,10 +131,10 @@ pub async fn get_bars_stream<L: EventLog>(
 ) -> Result<Response, ApiError> {
     let Path(symbol) = path.map_err(|e| ApiError::bad_request(format!("symbol: {}", e.body_text())))?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    // Validate once up front: a bad request is an HTTP error, not a stream of them.
-    bars_answer(&state, symbol.clone(), &q).await?;
     let slot = stream_slot()?;
-    let sse = changes_of("bars", slot, move || {
+    // The first answer up front: a bad request is an HTTP error, not a stream of them.
+    let first = serde_json::to_string(&bars_answer(&state, symbol.clone(), &q).await?).map_err(|e| ApiError::internal(&e))?;
+    let sse = changes_of("bars", slot, Some(first), move || {
         let (state, symbol, q) = (state.clone(), symbol.clone(), q.clone());
         async move {
             let answer = bars_answer(&state, symbol, &q).await?;
@@ -150,7 +156,7 @@ pub async fn get_bars_stream<L: EventLog>(
 )]
 pub async fn get_status_stream<L: EventLog>(State(state): State<ServingState<L>>) -> Result<Response, ApiError> {
     let slot = stream_slot()?;
-    Ok(changes_of("status", slot, move || {
+    Ok(changes_of("status", slot, None, move || {
         let state = state.clone();
         async move {
             let axum::Json(status) = crate::status::get_status(State(state)).await?;

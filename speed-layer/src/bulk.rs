@@ -209,7 +209,7 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
         .iter()
         .map(|&p| ConsumerOffset { partition: p, next_offset: next[p as usize], max_event_ts_ms: max_ts[p as usize] })
         .collect();
-    store.commit_realtime(&**view, &consumer, rv, &rows, &offsets, &claimed.leases, None, &entities.sorted()).await?;
+    store.commit_realtime(&**view, &consumer, rv, &rows, &offsets, &claimed.leases, None, &entities.take_sorted()).await?;
     let report = BulkReport { events, skipped, segment_horizon_ms: segment_horizon, segments: written.len(), realtime_rows: rows.len() };
     metrics::counter!(telemetry::BULK_EVENTS_TOTAL, "view" => view.name().to_string()).increment(events as u64);
     tracing::info!(view = %view.name(), version = rv, events, skipped, segments = report.segments, realtime_rows = report.realtime_rows,

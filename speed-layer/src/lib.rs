@@ -490,13 +490,17 @@ impl<V: View> SpeedState<V> {
         }
         let c = &self.consumer;
         let drop_behind = drop_before.map(|h| DropBehind { batch_horizon_ms: h });
-        let entities = self.entities.sorted();
+        let entities = self.entities.take_sorted();
         match store
             .commit_realtime(&*view, &self.consumer_name, self.config.view_version, &rows, &c.offsets, &c.leases, drop_behind, &entities)
             .await
         {
-            Ok(()) => self.entities.clear(),
-            Err(StoreError::Fenced { .. }) => return self.fenced(store).await,
+            Ok(()) => {}
+            Err(StoreError::Fenced { .. }) => {
+                // Nothing was written: the writes of the partitions still owned commit next time.
+                self.entities.restore(entities);
+                return self.fenced(store).await;
+            }
             Err(e) => return Err(e.into()),
         }
         self.last_renewal = Instant::now();

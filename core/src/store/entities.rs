@@ -100,12 +100,19 @@ impl EntityWrites {
         self.writes.is_empty()
     }
 
-    /// The pending writes, sorted by entity (a stable lock order across instances); call
-    /// [`EntityWrites::clear`] once they are committed.
-    pub fn sorted(&self) -> Vec<(String, EntityWrite)> {
-        let mut out: Vec<(String, EntityWrite)> = self.writes.iter().map(|(k, w)| (k.clone(), w.clone())).collect();
+    /// Takes the pending writes, sorted by entity (a stable lock order across instances). A
+    /// commit that was refused gives them back with [`EntityWrites::restore`].
+    pub fn take_sorted(&mut self) -> Vec<(String, EntityWrite)> {
+        let mut out: Vec<(String, EntityWrite)> = self.writes.drain().collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// Puts writes taken by [`EntityWrites::take_sorted`] back (merged with any recorded since).
+    pub fn restore(&mut self, writes: Vec<(String, EntityWrite)>) {
+        for (entity, write) in writes {
+            self.put(&entity, write);
+        }
     }
 
     /// Forgets every pending write (committed).

@@ -151,7 +151,7 @@ macro_rules! upsert_rows {
 
 impl ViewStore {
     /// The speed layer's commit for `view`: upserts changed realtime rows of `version` and the
-    /// entity writes of its events (`entities`, [`super::EntityWrites::sorted`]), drops rows whose bucket
+    /// entity writes of its events (`entities`, [`super::EntityWrites::take_sorted`]), drops rows whose bucket
     /// ends at or before the batch horizon when `drop_behind` is given, and writes `consumer`'s
     /// offsets — all in one transaction, which first checks that the committing instance still
     /// holds `leases` (the partitions whose offsets it writes).
