@@ -6,7 +6,7 @@
 #     for the master dataset on object storage.
 # Installs what is missing (Debian's postgresql-15; Tansu with cargo install, 8-13 min on 2 cores,
 # reused when already installed; moto[server] with pip; logstalgia's example access log with
-# apt-get download).
+# apt-get download; for the lab course: a venv with docs/lab/requirements.txt).
 #
 #   eval "$(infra/test-env.sh start)"   # exports PRISM_DATABASE_URL, PRISM_KAFKA_BROKERS,
 #                                       # PRISM_TEST_S3_ENDPOINT, PRISM_TEST_ENV_DIR
@@ -89,6 +89,18 @@ ensure_access_log() { # the real access log of Debian's logstalgia (GPL: fetched
   echo "$file"
 }
 
+ensure_lab_tools() { # a venv with docs/lab/requirements.txt, for the lab course; prints the venv dir
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/prism-test-data/labvenv" req
+  req="$(cd "$(dirname "$0")/.." && pwd)/docs/lab/requirements.txt"
+  if ! cmp -s "$req" "$venv/requirements.txt"; then
+    log "installing the lab's Python packages (docs/lab/requirements.txt) into a venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" >&2
+    cp "$req" "$venv/requirements.txt"
+  fi
+  echo "$venv"
+}
+
 start_s3() { # dir: starts moto's S3 server and creates the test bucket
   local dir=$1 port
   ensure_moto; port=$(free_port)
@@ -167,6 +179,7 @@ start() {
   start_s3 "$dir"
   local access_log; access_log=$(ensure_access_log)
   local playwright; playwright=$(ensure_browser)
+  local lab_venv; lab_venv=$(ensure_lab_tools)
   # The lab course's step scripts call curl.
   command -v curl >/dev/null || (apt-get install -y -qq curl >&2 || (apt-get update -qq >&2 && apt-get install -y -qq curl >&2))
 
@@ -182,6 +195,7 @@ start() {
   echo "export PRISM_TEST_ACCESS_LOG=$access_log"
   echo "export PRISM_TEST_PLAYWRIGHT=$playwright"
   echo "export PRISM_TEST_CHROMIUM=/usr/bin/chromium"
+  echo "export PRISM_TEST_LAB_VENV=$lab_venv"
 }
 
 stop() {

@@ -83,6 +83,16 @@ async fn realtime_rows_and_offsets_commit_together() {
         assert_eq!(store.realtime_row(&v, 1, M, "ZZZ", 0, 0).await.expect("row"), None);
         assert!(store.realtime_rows_of_partition(&v, 1, 0, i64::MIN).await.expect("rows").is_empty(), "{name}: by partition");
         assert!(store.realtime_rows_of_partition(&v, 1, 1, 11 * M).await.expect("rows").is_empty(), "{name}");
+        // One interval at a time, each from its own floor (the speed layer's warm cache).
+        let mut minutes = store.realtime_rows_of_partition_at(&v, 1, 1, M, 10 * M).await.expect("rows");
+        minutes.sort_by(|x, y| x.row.key.cmp(&y.row.key));
+        assert_eq!(minutes, vec![a2.clone(), b.clone()], "{name}: the 1-minute rows only");
+        assert_eq!(
+            store.realtime_rows_of_partition_at(&v, 1, 1, 3_600_000, 0).await.expect("rows"),
+            vec![a_hour.clone()],
+            "{name}: the hour"
+        );
+        assert!(store.realtime_rows_of_partition_at(&v, 1, 1, 3_600_000, M).await.expect("rows").is_empty(), "{name}: from its floor");
         assert_eq!(store.realtime_keys(&v, 1).await.expect("keys"), Vec::<String>::new(), "{name}: no daily rows yet");
         // Dropping behind H deletes the rows whose bucket ended by H, at every interval.
         let h = 61 * M;

@@ -83,6 +83,9 @@ pub struct BenchConfig {
     /// window start, to compare row for row with other engines' output.
     #[arg(long)]
     pub rows_out: Option<PathBuf>,
+    /// The speed layer's commit settings (as `prism up`'s).
+    #[command(flatten)]
+    pub speed: prism_speed::SpeedArgs,
 }
 
 /// The report `prism bench` prints.
@@ -114,7 +117,8 @@ pub struct BenchReport {
 #[derive(Debug, Serialize)]
 pub struct StageResult {
     /// `log_append`, `speed_layer`, `replay` (the replay runner rebuilding the view into version
-    /// 2 from offset 0, until the switch), `archiver`, `batch_job`.
+    /// 2 from offset 0, until the switch), `archiver`, `batch_job`, `http_ingest` (8 clients
+    /// posting 1,000-line NDJSON batches into a fresh embedded log, [`crate::bench_http`]).
     pub stage: String,
     /// Events processed.
     pub events: u64,
@@ -131,18 +135,7 @@ pub(crate) fn stage(name: &str, events: u64, elapsed: Duration) -> StageResult {
 
 /// Runs the benchmark. Errors: workload or I/O problems, with context.
 pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
-    let (mut workload, source) = match (&config.workload, config.generate) {
-        // The file's name and its folder's, not the whole path: reports are committed, and a
-        // machine's own paths do not belong in them.
-        (Some(path), _) => {
-            let tail: Vec<String> = path.iter().rev().take(3).map(|c| c.to_string_lossy().into_owned()).collect();
-            (Workload::open(path)?, tail.into_iter().rev().collect::<Vec<_>>().join("/"))
-        }
-        (None, n) => {
-            let n = n.unwrap_or(1_000_000);
-            (Workload::generated(n, config.seed), format!("generated: {n} events, 500 symbols, seed {}", config.seed))
-        }
-    };
+    let (mut workload, source) = open_workload(&config)?;
     let dir = match &config.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("prism-bench-{}", std::process::id())),
@@ -151,7 +144,19 @@ pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let result = bench_in(&dir, &config, &mut workload).await;
+    let mut result = bench_in(&dir, &config, &mut workload).await;
+    if result.is_ok() {
+        // HTTP ingest into a fresh log of its own, from the workload's start again.
+        let http = match open_workload(&config) {
+            Ok((again, _)) => crate::bench_http::http_ingest_stage(&dir.join("http"), again, config.partitions).await,
+            Err(e) => Err(e),
+        };
+        match (http, &mut result) {
+            (Ok(s), Ok((stages, _, _))) => stages.push(s),
+            (Err(e), _) => result = Err(e),
+            _ => {}
+        }
+    }
     let kafka = match (&result, &config.kafka_brokers) {
         (Ok((_, _, quotes)), Some(brokers)) => {
             let kafka = crate::bench_kafka::KafkaBench {
@@ -182,6 +187,22 @@ pub async fn run_bench(config: BenchConfig) -> anyhow::Result<BenchReport> {
         stages,
         kafka,
         peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+/// The workload of `config` from its start, and how to name it in the report.
+fn open_workload(config: &BenchConfig) -> anyhow::Result<(Workload, String)> {
+    Ok(match (&config.workload, config.generate) {
+        // The file's name and its folder's, not the whole path: reports are committed, and a
+        // machine's own paths do not belong in them.
+        (Some(path), _) => {
+            let tail: Vec<String> = path.iter().rev().take(3).map(|c| c.to_string_lossy().into_owned()).collect();
+            (Workload::open(path)?, tail.into_iter().rev().collect::<Vec<_>>().join("/"))
+        }
+        (None, n) => {
+            let n = n.unwrap_or(1_000_000);
+            (Workload::generated(n, config.seed), format!("generated: {n} events, 500 symbols, seed {}", config.seed))
+        }
     })
 }
 
@@ -246,7 +267,12 @@ async fn bench_in(dir: &Path, config: &BenchConfig, workload: &mut Workload) -> 
     let stop = CancellationToken::new();
     let speed = tokio::spawn(run_speed_layer(
         view.clone(),
-        SpeedConfig { partitions: config.partitions, ..SpeedConfig::default() },
+        SpeedConfig {
+            partitions: config.partitions,
+            commit_interval: config.speed.commit_interval,
+            commit_max_events: config.speed.commit_max_events.max(1),
+            ..SpeedConfig::default()
+        },
         log.clone(),
         store.clone(),
         stop.clone(),

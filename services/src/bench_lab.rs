@@ -252,7 +252,7 @@ async fn bench(dir: &std::path::Path, config: &LabBenchConfig) -> anyhow::Result
         },
         feed: FeedArgs { feed: Vec::new(), no_feed: false, feed_symbol: None, feed_speed: FeedSpeed::Max, feed_trades_per_day: 390 },
         ingest: IngestArgs::default(),
-        speed: SpeedArgs { commit_interval: Duration::from_millis(100), commit_max_events: 10_000 },
+        speed: SpeedArgs { commit_interval: Duration::from_millis(100), commit_max_events: 100_000 },
         archiver: ArchiverArgs { compact_interval: Duration::from_secs(60), compact_grace: Duration::from_secs(600) },
         batch: BatchArgs { batch_interval: Duration::from_secs(60), no_batch_on_catch_up: false, batch_parallelism: 2 },
         handoff: HandoffArgs { handoff_interval: Duration::from_secs(1) },

@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_http;
 pub mod bench_kafka;
 pub mod bench_lab;
 pub mod bench_workload;

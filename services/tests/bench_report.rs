@@ -25,6 +25,8 @@ fn config(dir: &std::path::Path) -> BenchConfig {
         kafka_reset_topics: false,
         latency_samples: 20,
         rows_out: Some(dir.join("rows.csv")),
+        // Small commits: many run while events are folded (the pipelined path).
+        speed: prism_speed::SpeedArgs { commit_interval: std::time::Duration::from_millis(5), commit_max_events: 100 },
     }
 }
 
@@ -37,7 +39,9 @@ async fn generated_workload_runs_every_stage() {
     assert_eq!(report.symbols, distinct.len());
     assert!(distinct.len() > 450 && distinct.iter().all(|s| s.len() == 4 && s.starts_with('S')), "500 symbols S000..S499");
     let names: Vec<&str> = report.stages.iter().map(|s| s.stage.as_str()).collect();
-    assert_eq!(names, ["log_append", "speed_layer", "replay", "archiver", "batch_job"]);
+    assert_eq!(names, ["log_append", "speed_layer", "replay", "archiver", "batch_job", "http_ingest"]);
+    let http = report.stages.iter().find(|s| s.stage == "http_ingest").expect("http stage");
+    assert_eq!(http.events, 3_000, "every event posted, and the log holds each once");
     for s in &report.stages {
         assert_eq!(s.events, 3_000, "{s:?}");
         assert!(s.events_per_second > 0.0 && s.seconds > 0.0, "{s:?}");

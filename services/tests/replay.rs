@@ -63,6 +63,12 @@ async fn wait_replay(up: &Running, id: &str, state: &str) -> Value {
         let (code, replay) = up.get(&format!("/v1/admin/replays/{id}")).await;
         assert_eq!(code, 200, "{replay}");
         if replay["state"] == state {
+            if state != "replaying" {
+                // A final state: /v1/status (the dashboard's live stream) shows the same.
+                let (_, status) = up.get("/v1/status").await;
+                let listed = status["replays"].as_array().expect("replays in /v1/status").iter().find(|r| r["id"] == id).cloned();
+                assert_eq!(listed.map(|r| r["state"].clone()), Some(Value::from(state)), "{status}");
+            }
             return replay;
         }
         assert!(replay["state"] == "replaying", "replay {id} ended as {replay}");

@@ -111,6 +111,10 @@ function showStatus(status) {
   }
   state.lagRows = fill("lag", lagRows);
   fill("views", status.views.map((v) => row([v.view, v.realtime_version, v.realtime_watermark, v.segment_horizon])));
+  fill(
+    "replays",
+    (status.replays || []).map((r) => row([r.id, r.state, r.events_total ? `${Math.round((100 * r.events_done) / r.events_total)} %` : "—"])),
+  );
 }
 
 function followStatus() {
@@ -126,15 +130,6 @@ function lastDay(view) {
 }
 
 async function refreshTables() {
-  try {
-    const replays = await getJson("/v1/admin/replays");
-    fill(
-      "replays",
-      replays.replays.map((r) => row([r.id, r.state, r.events_total ? `${Math.round((100 * r.events_done) / r.events_total)} %` : "—"])),
-    );
-  } catch (e) {
-    fill("replays", [row([e.message.startsWith("401") ? "needs the API token" : e.message, "", ""])]);
-  }
   if (!latestStatus) return;
   const names = latestStatus.views.map((v) => v.view);
   if (names.includes("access")) {

@@ -153,7 +153,7 @@ pub async fn post_replay<L: EventLog>(
     Ok((StatusCode::ACCEPTED, Json(ReplaysResponse { replays })))
 }
 
-async fn list_all<L>(state: &ServingState<L>) -> Result<Vec<Replay>, ApiError> {
+pub(crate) async fn list_all<L>(state: &ServingState<L>) -> Result<Vec<Replay>, ApiError> {
     let control = control(state)?;
     let mut names: Vec<&String> = control.keys().collect();
     names.sort();

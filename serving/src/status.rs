@@ -39,6 +39,10 @@ pub struct StatusResponse {
     pub ingest: Vec<IngestStatus>,
     /// Historical feeds' progress.
     pub feeds: Vec<FeedStatus>,
+    /// Replays this process runs or ran since it started, with their progress (what
+    /// `GET /v1/admin/replays` answers); empty where no speed layer runs in the process (a
+    /// `prism serving` of a distributed deployment).
+    pub replays: Vec<crate::replays::Replay>,
 }
 
 /// Where one view stands.
@@ -162,6 +166,29 @@ pub async fn get_status<L: EventLog>(State(state): State<ServingState<L>>) -> Re
         Some(v) => (v.batch_horizon.clone(), v.batch_version, v.segment_horizon.clone(), v.realtime_version, v.realtime_watermark.clone()),
         None => (None, None, None, 1, None),
     };
+    // Sources' progress first, the log's ends after: an answer saying a feed is done then shows
+    // every event that feed appended in the log end offsets (and in the lag).
+    let ingest = state
+        .store
+        .ingest_counters()
+        .await?
+        .into_iter()
+        .map(|c| IngestStatus { source: c.source, accepted: c.accepted, refused: c.refused })
+        .collect();
+    let feeds = state
+        .store
+        .feed_checkpoints()
+        .await?
+        .into_iter()
+        .map(|c| FeedStatus {
+            feed_id: c.feed_id,
+            days_done: c.days_done,
+            days_total: c.days_total,
+            feed_date: c.feed_date,
+            rows_refused: c.rows_refused,
+            done: c.done,
+        })
+        .collect();
     // Every topic a layer consumes: prism.quotes, and each registered view's source.
     let mut topics: Vec<&str> = vec![QUOTES_TOPIC];
     for v in state.views.views() {
@@ -190,31 +217,25 @@ pub async fn get_status<L: EventLog>(State(state): State<ServingState<L>>) -> Re
                         owner: lease(name, o.partition).map(|l| l.owner.clone()),
                         owner_renewed_at: lease(name, o.partition).map(|l| format_rfc3339(l.renewed_at_ms)),
                     })
+                    // A partition claimed (leased) but never committed: its owner starts at 0.
+                    .chain(
+                        leases
+                            .iter()
+                            .filter(|l| l.partition == p as i32)
+                            .filter(|l| !consumers.iter().any(|(name, o)| *name == l.consumer && o.partition == l.partition))
+                            .map(|l| ConsumerLag {
+                                consumer: l.consumer.clone(),
+                                next_offset: 0,
+                                lag: *end,
+                                owner: Some(l.owner.clone()),
+                                owner_renewed_at: Some(format_rfc3339(l.renewed_at_ms)),
+                            }),
+                    )
                     .collect(),
             }
         }));
     }
-    let ingest = state
-        .store
-        .ingest_counters()
-        .await?
-        .into_iter()
-        .map(|c| IngestStatus { source: c.source, accepted: c.accepted, refused: c.refused })
-        .collect();
-    let feeds = state
-        .store
-        .feed_checkpoints()
-        .await?
-        .into_iter()
-        .map(|c| FeedStatus {
-            feed_id: c.feed_id,
-            days_done: c.days_done,
-            days_total: c.days_total,
-            feed_date: c.feed_date,
-            rows_refused: c.rows_refused,
-            done: c.done,
-        })
-        .collect();
+    let replays = if state.replays.is_some() { crate::replays::list_all(&state).await? } else { Vec::new() };
     Ok(Json(StatusResponse {
         architecture: state.architecture.name().to_string(),
         batch_horizon,
@@ -226,5 +247,6 @@ pub async fn get_status<L: EventLog>(State(state): State<ServingState<L>>) -> Re
         partitions,
         ingest,
         feeds,
+        replays,
     }))
 }

@@ -24,6 +24,7 @@
 //! from their stored offsets and windows. [`run_speed_layer`] owns every partition.
 
 pub mod bulk;
+mod commit;
 mod group;
 pub mod handoff;
 pub mod telemetry;
@@ -40,12 +41,17 @@ use prism_core::consumer::StoreConsumer;
 use prism_core::event::{DeadLetter, LogPosition, DLQ_TOPIC};
 use prism_core::log::kafka_group::GroupMembership;
 use prism_core::log::{EventLog, LogError, LogRecord};
-use prism_core::store::{DropBehind, EntityWrites, RealtimeRow, StoreError, ViewStore};
+use prism_core::store::{EntityWrites, RealtimeRow, StoreError, ViewStore};
 use prism_core::time::now_ms;
-use prism_core::view::{EntitySeq, RowId, View};
+use prism_core::view::{EntitySeq, View};
 use prism_core::window::{window_start, Watermark};
 use tokio_util::sync::CancellationToken;
 use window_cache::{cache_floor, WindowCache};
+
+/// A commit is also taken once this many base windows changed since the last one, whatever
+/// `commit_max_events` says: it bounds the rows of one store transaction (and the memory they
+/// take) when every event opens a window of its own (the lab's one trade a minute).
+const COMMIT_MAX_DIRTY_WINDOWS: usize = 20_000;
 
 /// How often the speed layer reports its consumer lag.
 const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -75,7 +81,7 @@ impl Default for SpeedConfig {
         SpeedConfig {
             view_version: 1,
             commit_interval: Duration::from_millis(100),
-            commit_max_events: 10_000,
+            commit_max_events: 100_000,
             partitions: 4,
             horizon: HorizonSource::BatchHorizon,
             instance_id: format!("speed-layer-{}", std::process::id()),
@@ -93,7 +99,7 @@ pub struct SpeedArgs {
     #[arg(long, env = "PRISM_COMMIT_INTERVAL", default_value = "100ms", value_parser = prism_core::config::parse_duration)]
     pub commit_interval: Duration,
     /// Commit after this many events even before the interval.
-    #[arg(long, env = "PRISM_COMMIT_MAX_EVENTS", default_value_t = 10_000)]
+    #[arg(long, env = "PRISM_COMMIT_MAX_EVENTS", default_value_t = 100_000)]
     pub commit_max_events: usize,
 }
 
@@ -139,6 +145,9 @@ pub enum SpeedError {
     /// Consuming the log failed.
     #[error(transparent)]
     Consumer(#[from] prism_core::consumer::ConsumerError),
+    /// A commit's task panicked or was cancelled.
+    #[error("the speed layer's commit task failed: {0}")]
+    CommitTask(String),
     /// A standalone instance found its partitions claimed by another instance.
     #[error(
         "partitions {partitions:?} of {consumer} were claimed by another instance; run several speed layers only as one consumer group"
@@ -177,6 +186,12 @@ struct SpeedState<V: View> {
     last_renewal: Instant,
     /// Last change of the owned partitions.
     assigned_at: Instant,
+    /// The commit running, if any ([`commit`]).
+    inflight: Option<commit::InFlight<V::Agg>>,
+    /// Rows of a refused commit, sent again with the next one.
+    carry: Vec<RealtimeRow<V::Agg>>,
+    /// The last commit's row buffer, emptied, for the next one.
+    spare_rows: Vec<RealtimeRow<V::Agg>>,
 }
 
 /// Runs the speed layer of `view` on every partition of its source topic until `cancel` fires,
@@ -253,9 +268,16 @@ async fn run<V: View, L: EventLog>(
                 state.apply(&records, &*log, &store).await?;
             }
             // Commit every interval (also with nothing new, to follow the batch horizon and drop
-            // the windows it covers) or once enough events are waiting.
-            if state.events_since_commit >= state.config.commit_max_events || last_commit.elapsed() >= state.config.commit_interval {
-                state.commit(&store).await?;
+            // the windows it covers), or at once when enough events or changed windows are
+            // waiting. A commit runs while the next events are folded; at the interval a running
+            // commit is not waited for (the next one takes what came meanwhile: group commit),
+            // at the bounds it is.
+            let full = state.events_since_commit >= state.config.commit_max_events
+                || state.caches.values().map(WindowCache::dirty_windows).sum::<usize>() >= COMMIT_MAX_DIRTY_WINDOWS;
+            let running = state.inflight.as_ref().is_some_and(|f| !f.is_done());
+            if full || (last_commit.elapsed() >= state.config.commit_interval && !running) {
+                state.finish_commit(&store).await?;
+                state.start_commit(&store).await?;
                 last_commit = Instant::now();
             }
             if last_lag_report.elapsed() >= LAG_REPORT_INTERVAL {
@@ -298,6 +320,9 @@ impl<V: View> SpeedState<V> {
             skip_before_ms: None,
             last_renewal: Instant::now(),
             assigned_at: Instant::now(),
+            inflight: None,
+            carry: Vec::new(),
+            spare_rows: Vec::new(),
         }
     }
 
@@ -330,10 +355,11 @@ impl<V: View> SpeedState<V> {
             // from each interval's floor on.
             let floors: Vec<Option<i64>> = intervals.iter().map(|i| o.max_event_ts_ms.map(|m| cache_floor(m, lateness, *i))).collect();
             let mut rows = Vec::new();
-            if let Some(lowest) = floors.iter().flatten().min() {
-                for r in store.realtime_rows_of_partition(&*self.view, self.config.view_version, o.partition, *lowest).await? {
-                    rows.push((r.interval_ms, r.row));
-                }
+            for (interval, floor) in intervals.iter().zip(&floors) {
+                let Some(floor) = floor else { continue };
+                let stored =
+                    store.realtime_rows_of_partition_at(&*self.view, self.config.view_version, o.partition, *interval, *floor).await?;
+                rows.extend(stored.into_iter().map(|r| (r.interval_ms, r.row)));
             }
             self.caches.insert(o.partition, WindowCache::new(&intervals, rows, floors));
         }
@@ -361,6 +387,7 @@ impl<V: View> SpeedState<V> {
     /// Forgets `partitions` and their uncommitted windows.
     fn release(&mut self, partitions: &[i32]) {
         self.consumer.release(partitions);
+        self.carry.retain(|r| !partitions.contains(&r.partition));
         self.caches.retain(|p, _| !partitions.contains(p));
         self.seen.retain(|p, _| !partitions.contains(p));
         self.entities.forget(partitions);
@@ -444,110 +471,6 @@ impl<V: View> SpeedState<V> {
             log.append(DLQ_TOPIC, dead).await?;
         }
         Ok(())
-    }
-
-    async fn commit(&mut self, store: &ViewStore) -> Result<(), SpeedError> {
-        let started = Instant::now();
-        let view = self.view.clone();
-        let horizon = match self.config.horizon {
-            HorizonSource::BatchHorizon => store.view_pointer(view.name()).await?.batch_horizon_ms,
-            HorizonSource::Handoff => store.handoff_state(view.name(), self.config.view_version).await?.segment_horizon_ms,
-            HorizonSource::None => None,
-        };
-        self.skip_before_ms = horizon;
-        // Rolled rows the caches cannot give come from the store first.
-        let mut stored: HashMap<RowId, V::Agg> = HashMap::new();
-        let mut deltas = BTreeMap::new();
-        for (p, cache) in &self.caches {
-            let d = cache.rolled_deltas();
-            for id in cache.rolled_misses(&d) {
-                if let Some(agg) =
-                    store.realtime_row(&*view, self.config.view_version, id.interval_ms, &id.key, id.window_start_ms, *p).await?
-                {
-                    stored.insert(id, agg);
-                }
-            }
-            deltas.insert(*p, d);
-        }
-        let mut pending = BTreeMap::new();
-        let mut rows = Vec::new();
-        for (p, cache) in &self.caches {
-            let commit = cache.prepare_commit(deltas.remove(p).unwrap_or_default(), &stored);
-            rows.extend(commit.rows.iter().map(|(interval_ms, row)| RealtimeRow {
-                interval_ms: *interval_ms,
-                partition: *p,
-                row: row.clone(),
-            }));
-            pending.insert(*p, commit);
-        }
-        if let Some(h) = horizon {
-            self.wrote_behind_horizon |= rows.iter().any(|r| r.row.window_start_ms < h);
-        }
-        let drop_before = horizon.filter(|h| self.wrote_behind_horizon || self.dropped_through_ms.is_none_or(|d| *h > d));
-        let renew = !self.consumer.leases.is_empty() && self.last_renewal.elapsed() >= self.config.lease_renew_interval;
-        if rows.is_empty() && drop_before.is_none() && self.events_since_commit == 0 && !renew {
-            return Ok(());
-        }
-        let c = &self.consumer;
-        let drop_behind = drop_before.map(|h| DropBehind { batch_horizon_ms: h });
-        let entities = self.entities.take_sorted();
-        match store
-            .commit_realtime(&*view, &self.consumer_name, self.config.view_version, &rows, &c.offsets, &c.leases, drop_behind, &entities)
-            .await
-        {
-            Ok(()) => {}
-            Err(StoreError::Fenced { .. }) => {
-                // Nothing was written: the writes of the partitions still owned commit next time.
-                self.entities.restore(entities);
-                return self.fenced(store).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        self.last_renewal = Instant::now();
-        if let Some(h) = drop_before {
-            self.dropped_through_ms = Some(h);
-            self.wrote_behind_horizon = false;
-        }
-        let name = view.name().to_string();
-        metrics::counter!(telemetry::COMMITS_TOTAL, "view" => name.clone()).increment(1);
-        if let Some(oldest) = self.oldest_uncommitted_ms.take() {
-            let seconds = (now_ms() - oldest).max(0) as f64 / 1000.0;
-            metrics::histogram!(telemetry::END_TO_END_SECONDS, "view" => name.clone()).record(seconds);
-        }
-        metrics::histogram!(telemetry::COMMIT_SECONDS, "view" => name.clone()).record(started.elapsed().as_secs_f64());
-        let max_ts = self.consumer.offsets.iter().filter_map(|o| o.max_event_ts_ms).max();
-        if let Some(w) = Watermark::new(max_ts, view.allowed_lateness_ms()).current_ms() {
-            metrics::gauge!(telemetry::WATERMARK_MS, "view" => name.clone()).set(w as f64);
-        }
-        self.events_since_commit = 0;
-        let lateness = view.allowed_lateness_ms();
-        for offset in &self.consumer.offsets {
-            if let (Some(cache), Some(commit)) = (self.caches.get_mut(&offset.partition), pending.remove(&offset.partition)) {
-                cache.committed(commit, offset.max_event_ts_ms, lateness);
-            }
-        }
-        metrics::gauge!(telemetry::CACHED_WINDOWS, "view" => name).set(self.caches.values().map(WindowCache::len).sum::<usize>() as f64);
-        Ok(())
-    }
-
-    /// A commit was refused because another instance claimed some of this instance's
-    /// partitions. In a group that is a rebalance this instance has not heard of yet: drop those
-    /// partitions' uncommitted windows (their new owner recomputes them from the stored offsets)
-    /// and commit the rest. Standalone, it is an operator error.
-    async fn fenced(&mut self, store: &ViewStore) -> Result<(), SpeedError> {
-        let lost = store.lost_leases(&self.consumer_name, self.topic(), &self.consumer.leases).await?;
-        metrics::counter!(telemetry::FENCED_COMMITS_TOTAL, "view" => self.view.name().to_string()).increment(1);
-        if !self.in_group {
-            return Err(SpeedError::Fenced { consumer: self.consumer_name.clone(), partitions: lost });
-        }
-        tracing::warn!(consumer = %self.consumer_name, partitions = ?lost,
-            "partitions claimed by another instance: dropping their uncommitted windows");
-        if lost.is_empty() {
-            // The leases moved and came back between the commit and this look: retry next time.
-            return Ok(());
-        }
-        self.release(&lost);
-        Box::pin(self.commit(store)).await
     }
 }
 

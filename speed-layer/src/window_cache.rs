@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use prism_core::store::RealtimeRow;
 use prism_core::view::{Monoid, RowId, ViewRow};
 use prism_core::window::window_start;
 
@@ -39,21 +40,24 @@ pub struct WindowCache<A> {
     /// Per interval (same order as `intervals_ms`): every stored row of this partition starting
     /// at or after the floor is in memory; `None`: nothing stored yet.
     floors_ms: Vec<Option<i64>>,
-}
-
-/// The rows a commit writes, and what the cache becomes once it succeeded.
-#[derive(Debug)]
-pub struct PendingCommit<A> {
-    /// Every changed row (interval ms, row).
-    pub rows: Vec<(i64, ViewRow<A>)>,
-    rolled: Vec<(RowId, A)>,
+    /// A trim kept changed base windows below the base floor: trim again after the next commit.
+    kept_below_floor: bool,
+    /// Base windows changed since the last [`WindowCache::take_commit`].
+    dirty: usize,
 }
 
 impl<A: Monoid> WindowCache<A> {
     /// A cache holding `rows` (interval ms, row), complete from `floors_ms` on (one per interval
     /// of `intervals_ms`; `None`: nothing stored).
     pub fn new(intervals_ms: &[i64], rows: impl IntoIterator<Item = (i64, ViewRow<A>)>, floors_ms: Vec<Option<i64>>) -> Self {
-        let mut cache = WindowCache { intervals_ms: intervals_ms.to_vec(), base: HashMap::new(), rolled: HashMap::new(), floors_ms };
+        let mut cache = WindowCache {
+            intervals_ms: intervals_ms.to_vec(),
+            base: HashMap::new(),
+            rolled: HashMap::new(),
+            floors_ms,
+            kept_below_floor: false,
+            dirty: 0,
+        };
         for (interval_ms, row) in rows {
             let Some(i) = cache.intervals_ms.iter().position(|x| *x == interval_ms) else { continue };
             if cache.floors_ms[i].is_some_and(|f| row.window_start_ms < f) {
@@ -95,13 +99,16 @@ impl<A: Monoid> WindowCache<A> {
         entry.full = entry.full.merge(contribution);
         entry.delta = Some(match &entry.delta {
             Some(d) => d.merge(contribution),
-            None => contribution.clone(),
+            None => {
+                self.dirty += 1;
+                contribution.clone()
+            }
         });
     }
 
     /// Among `deltas` (from [`WindowCache::rolled_deltas`]), the rolled rows whose current value
     /// the cache cannot give (older than their floor and not held): read them from the store and
-    /// pass them to [`WindowCache::prepare_commit`].
+    /// pass them to [`WindowCache::take_commit`].
     pub fn rolled_misses(&self, deltas: &BTreeMap<RowId, A>) -> Vec<RowId> {
         let mut out = Vec::new();
         for id in deltas.keys() {
@@ -129,55 +136,65 @@ impl<A: Monoid> WindowCache<A> {
         out
     }
 
-    /// The rows the next commit writes: dirty base windows, and every longer-interval row they
-    /// touch (held value, or `stored` for [`WindowCache::rolled_misses`], or empty, merged with
-    /// its delta from `deltas`). Nothing changes in the cache until [`WindowCache::committed`].
-    pub fn prepare_commit(&self, deltas: BTreeMap<RowId, A>, stored: &HashMap<RowId, A>) -> PendingCommit<A> {
-        let mut rows = Vec::new();
-        for (key, windows) in &self.base {
-            for (start, w) in windows {
-                if w.delta.is_some() {
-                    rows.push((self.base_ms(), ViewRow { key: key.clone(), window_start_ms: *start, agg: w.full.clone() }));
+    /// Takes the rows the next commit writes, appending them to `out` as `partition`'s:
+    /// dirty base windows, and every longer-interval row they touch (held value, or `stored`
+    /// for [`WindowCache::rolled_misses`], or empty, merged with its delta from `deltas`). The
+    /// cache moves on at once: the base windows are clean and the rolled rows hold their new
+    /// values, so events can be applied while the commit runs. If the commit is refused, the
+    /// caller sends these rows again with its next commit (each is a full value, so a newer
+    /// row of the same id supersedes it).
+    pub fn take_commit(&mut self, partition: i32, deltas: BTreeMap<RowId, A>, stored: &HashMap<RowId, A>, out: &mut Vec<RealtimeRow<A>>) {
+        let base_ms = self.base_ms();
+        self.dirty = 0;
+        for (key, windows) in &mut self.base {
+            for (start, w) in windows.iter_mut() {
+                if w.delta.take().is_some() {
+                    let row = ViewRow { key: key.clone(), window_start_ms: *start, agg: w.full.clone() };
+                    out.push(RealtimeRow { interval_ms: base_ms, partition, row });
                 }
             }
         }
-        let mut rolled = Vec::new();
         for (id, delta) in deltas {
             let current = self.rolled.get(&id).or_else(|| stored.get(&id)).cloned().unwrap_or_else(A::empty);
             let agg = current.merge(&delta);
-            rows.push((id.interval_ms, ViewRow { key: id.key.clone(), window_start_ms: id.window_start_ms, agg: agg.clone() }));
-            rolled.push((id, agg));
+            let row = ViewRow { key: id.key.clone(), window_start_ms: id.window_start_ms, agg: agg.clone() };
+            out.push(RealtimeRow { interval_ms: id.interval_ms, partition, row });
+            self.rolled.insert(id, agg);
         }
-        PendingCommit { rows, rolled }
     }
 
-    /// True when no base window changed since the last commit.
-    pub fn is_clean(&self) -> bool {
-        self.base.values().all(|w| w.values().all(|b| b.delta.is_none()))
+    /// Base windows changed since the last commit was taken (each is a row to write, and
+    /// memory held until then).
+    pub fn dirty_windows(&self) -> usize {
+        self.dirty
     }
 
-    /// After a successful commit of `pending`: nothing is dirty, the rolled rows take their new
-    /// values, and per interval the rows older than one bucket before the partition's watermark
-    /// (`partition_max_ts_ms` − `allowed_lateness_ms`) leave memory.
-    pub fn committed(&mut self, pending: PendingCommit<A>, partition_max_ts_ms: Option<i64>, allowed_lateness_ms: i64) {
-        for windows in self.base.values_mut() {
-            for w in windows.values_mut() {
-                w.delta = None;
-            }
-        }
-        self.rolled.extend(pending.rolled);
+    /// After a commit succeeded: per interval, the rows older than one bucket before the
+    /// partition's watermark (`partition_max_ts_ms` − `allowed_lateness_ms`) leave memory,
+    /// but for base windows changed since (late events applied while the commit ran): the store
+    /// now answers for what left. Call it only once no commit is running, so that the store
+    /// holds every row that leaves.
+    pub fn committed(&mut self, partition_max_ts_ms: Option<i64>, allowed_lateness_ms: i64) {
         let Some(max) = partition_max_ts_ms else { return };
         for (i, &interval_ms) in self.intervals_ms.iter().enumerate() {
             let floor = cache_floor(max, allowed_lateness_ms, interval_ms);
-            if self.floors_ms[i].is_some_and(|f| floor <= f) {
+            let retrim = i == 0 && self.kept_below_floor;
+            if self.floors_ms[i].is_some_and(|f| floor <= f) && !retrim {
                 continue;
             }
+            let floor = self.floors_ms[i].map_or(floor, |f| f.max(floor));
             self.floors_ms[i] = Some(floor);
             if i == 0 {
+                let mut kept = false;
                 self.base.retain(|_, windows| {
-                    windows.retain(|start, _| *start >= floor);
+                    windows.retain(|start, w| {
+                        let keep_dirty = *start < floor && w.delta.is_some();
+                        kept |= keep_dirty;
+                        *start >= floor || keep_dirty
+                    });
                     !windows.is_empty()
                 });
+                self.kept_below_floor = kept;
             } else {
                 self.rolled.retain(|id, _| id.interval_ms != interval_ms || id.window_start_ms >= floor);
             }
@@ -209,6 +226,19 @@ mod tests {
 
     const M: i64 = 60_000;
 
+    /// No base window holds a delta (checked on the windows, not on the counter).
+    fn clean(c: &WindowCache<Ohlcv>) -> bool {
+        c.base.values().all(|w| w.values().all(|b| b.delta.is_none()))
+    }
+
+    /// A commit's rows as (interval ms, row).
+    fn take(c: &mut WindowCache<Ohlcv>, stored: &HashMap<RowId, Ohlcv>) -> Vec<(i64, ViewRow<Ohlcv>)> {
+        let mut out = Vec::new();
+        let d = c.rolled_deltas();
+        c.take_commit(0, d, stored, &mut out);
+        out.into_iter().map(|r| (r.interval_ms, r.row)).collect()
+    }
+
     fn trade(minute: i64, price: i128) -> Ohlcv {
         Ohlcv::of_trade(EventKey { ts_ms: minute * M, partition: 0, offset: minute }, Decimal6::from_units(price), 1)
     }
@@ -221,21 +251,32 @@ mod tests {
             c.apply("S", m * M, &trade(m, 100 + m as i128));
         }
         assert!(c.rolled_misses(&c.rolled_deltas()).is_empty());
-        let pending = c.prepare_commit(c.rolled_deltas(), &HashMap::new());
-        let by =
-            |interval: i64, start: i64| pending.rows.iter().find(|(i, r)| *i == interval && r.window_start_ms == start).map(|(_, r)| r.agg);
-        assert_eq!(pending.rows.len(), 5, "3 minutes and 2 five-minute buckets");
+        assert_eq!(c.dirty_windows(), 3, "three minutes changed");
+        let rows = take(&mut c, &HashMap::new());
+        assert!(clean(&c), "taking a commit leaves the cache clean");
+        assert_eq!(c.dirty_windows(), 0);
+        let by = |interval: i64, start: i64| rows.iter().find(|(i, r)| *i == interval && r.window_start_ms == start).map(|(_, r)| r.agg);
+        assert_eq!(rows.len(), 5, "3 minutes and 2 five-minute buckets");
         assert_eq!(by(5 * M, 0).map(|a| a.trades), Some(2));
         assert_eq!(by(5 * M, 5 * M).map(|a| a.trades), Some(1));
-        c.committed(pending, Some(6 * M), 0);
-        assert!(c.is_clean());
+        // An event applied while that commit runs (a late one, at minute 1) survives its trim.
+        c.apply("S", M, &trade(1, 99));
+        c.committed(Some(6 * M), 0);
+        assert!(!clean(&c), "the late window is still dirty");
+        assert_eq!(c.dirty_windows(), 1, "one window changed since the take");
+        assert!(c.knows_base("S", M), "a dirty window stays in memory below the floor");
+        let rows = take(&mut c, &HashMap::new());
+        let five = rows.iter().find(|(i, r)| *i == 5 * M && r.window_start_ms == 0).map(|(_, r)| r.agg);
+        assert_eq!(five.map(|a| a.trades), Some(3), "the held 5-minute row took the late delta");
+        c.committed(Some(6 * M), 0);
+        assert!(!c.knows_base("S", M), "clean again: it left memory");
         // A second commit merges only the new delta into the held 5-minute row.
         c.apply("S", 7 * M, &trade(7, 90));
-        let pending = c.prepare_commit(c.rolled_deltas(), &HashMap::new());
-        assert_eq!(pending.rows.len(), 2);
-        let five = pending.rows.iter().find(|(i, _)| *i == 5 * M).map(|(_, r)| r.agg);
+        let rows = take(&mut c, &HashMap::new());
+        assert_eq!(rows.len(), 2);
+        let five = rows.iter().find(|(i, _)| *i == 5 * M).map(|(_, r)| r.agg);
         assert_eq!(five.map(|a| (a.trades, a.low.map(|l| l.units()))), Some((2, Some(90))));
-        c.committed(pending, Some(20 * M), 0);
+        c.committed(Some(20 * M), 0);
         // Floors: base 19m, 5m bucket 10m: everything older left memory.
         assert_eq!(c.len(), 0);
         assert!(!c.knows_base("S", 7 * M), "older than the floor: ask the store");
@@ -247,8 +288,8 @@ mod tests {
         assert_eq!(c.rolled_misses(&deltas), vec![RowId { interval_ms: 5 * M, key: "S".into(), window_start_ms: 5 * M }]);
         let stored: HashMap<RowId, Ohlcv> =
             c.rolled_misses(&deltas).into_iter().map(|id| (id, trade(6, 101).merge(&trade(7, 90)))).collect();
-        let pending = c.prepare_commit(deltas, &stored);
-        let five = pending.rows.iter().find(|(i, _)| *i == 5 * M).map(|(_, r)| r.agg);
+        let rows = take(&mut c, &stored);
+        let five = rows.iter().find(|(i, _)| *i == 5 * M).map(|(_, r)| r.agg);
         assert_eq!(five.map(|a| a.trades), Some(3));
     }
 }

@@ -1,6 +1,7 @@
 //! Event schemas on the log (DESIGN §3).
 
 mod access;
+mod canonical;
 mod cdc;
 
 pub use access::{status_class, AccessEvent, ACCESS_LOGS_TOPIC, MAX_HOST_LEN};
@@ -82,7 +83,11 @@ pub enum EventError {
 impl Quote {
     /// Parses and validates one JSON quote. Errors: [`EventError`] with the reason.
     pub fn from_json(bytes: &[u8]) -> Result<Quote, EventError> {
-        let quote: Quote = serde_json::from_slice(bytes).map_err(|e| EventError::Malformed(e.to_string()))?;
+        // The form Prism writes to the log takes a fast path; everything else goes to serde.
+        let quote: Quote = match canonical::parse(bytes) {
+            Some(q) => q,
+            None => serde_json::from_slice(bytes).map_err(|e| EventError::Malformed(e.to_string()))?,
+        };
         quote.validate()?;
         Ok(quote)
     }

@@ -11,6 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,14 @@ pub struct EmbeddedLog {
     config: EmbeddedLogConfig,
     topics: Mutex<HashMap<String, Arc<Vec<Mutex<Partition>>>>>,
     appended: Notify,
+    /// Group commit of [`EventLog::flush`]: one pass of `fdatasync` covers every append that
+    /// returned before the pass began, and the flushes that wait meanwhile share the next pass
+    /// instead of each syncing every partition.
+    flush_turn: tokio::sync::Mutex<()>,
+    /// Append calls returned so far.
+    appends: AtomicU64,
+    /// Append calls covered by the last completed flush pass.
+    flushed: AtomicU64,
 }
 
 struct Segment {
@@ -88,6 +97,8 @@ struct Partition {
     next_offset: i64,
     dirty: bool,
     last_sync: Instant,
+    /// Reused for the bytes of each read (a fresh zeroed buffer per read costs page faults).
+    scratch: Vec<u8>,
 }
 
 impl EmbeddedLog {
@@ -114,7 +125,15 @@ impl EmbeddedLog {
                 topics.insert(topic, Arc::new(partitions));
             }
         }
-        Ok(EmbeddedLog { dir, config, topics: Mutex::new(topics), appended: Notify::new() })
+        Ok(EmbeddedLog {
+            dir,
+            config,
+            topics: Mutex::new(topics),
+            appended: Notify::new(),
+            flush_turn: tokio::sync::Mutex::new(()),
+            appends: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
+        })
     }
 
     fn topic(&self, topic: &str) -> Result<Arc<Vec<Mutex<Partition>>>, LogError> {
@@ -181,7 +200,7 @@ impl Partition {
             segments.push(Segment::recover(base, path, i + 1 == count)?);
         }
         let next_offset = segments.last().map_or(0, |s| s.base_offset + s.positions.len() as i64);
-        let mut part = Partition { dir, segments, next_offset, dirty: false, last_sync: Instant::now() };
+        let mut part = Partition { dir, segments, next_offset, dirty: false, last_sync: Instant::now(), scratch: Vec::new() };
         if part.segments.is_empty() {
             part.roll()?;
         }
@@ -228,6 +247,24 @@ impl Partition {
         Ok(first)
     }
 
+    /// For a flush pass: a handle of the file to sync when anything was written since the last
+    /// sync (marked synced now; [`Partition::sync_failed`] undoes that), synced outside the
+    /// partition's lock so that appends go on meanwhile.
+    fn take_dirty(&mut self) -> Result<Option<(File, PathBuf)>, LogError> {
+        if !self.dirty {
+            return Ok(None);
+        }
+        let Some(seg) = self.segments.last() else { return Ok(None) };
+        let file = seg.file.try_clone().map_err(|e| LogError::io(format!("opening {} to sync it", seg.path.display()), e))?;
+        self.dirty = false;
+        self.last_sync = Instant::now();
+        Ok(Some((file, seg.path.clone())))
+    }
+
+    fn sync_failed(&mut self) {
+        self.dirty = true;
+    }
+
     fn sync(&mut self) -> Result<(), LogError> {
         if self.dirty {
             if let Some(seg) = self.segments.last() {
@@ -239,15 +276,16 @@ impl Partition {
         Ok(())
     }
 
-    fn read(&self, partition: i32, from: i64, max: usize) -> Result<Vec<LogRecord>, LogError> {
+    fn read(&mut self, partition: i32, from: i64, max: usize) -> Result<Vec<LogRecord>, LogError> {
         if from < 0 || from > self.next_offset {
             return Err(LogError::OutOfRange(format!(
                 "offset {from} is outside partition {partition} (log end offset {})",
                 self.next_offset
             )));
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(max.min((self.next_offset - from).max(0) as usize));
         let mut offset = from;
+        let bytes = &mut self.scratch;
         // Segments are sorted by base offset; start at the last one whose base ≤ offset.
         let start = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
         for seg in &self.segments[start..] {
@@ -261,8 +299,9 @@ impl Partition {
             let take = (seg.positions.len() - idx).min(max - out.len());
             let begin = seg.positions[idx];
             let end = seg.positions.get(idx + take).copied().unwrap_or(seg.len);
-            let mut bytes = vec![0u8; (end - begin) as usize];
-            seg.file.read_exact_at(&mut bytes, begin).map_err(|e| LogError::io(format!("reading {}", seg.path.display()), e))?;
+            bytes.clear();
+            bytes.resize((end - begin) as usize, 0);
+            seg.file.read_exact_at(bytes, begin).map_err(|e| LogError::io(format!("reading {}", seg.path.display()), e))?;
             let mut at = 0usize;
             for _ in 0..take {
                 match check_frame(&bytes[at..]) {
@@ -280,9 +319,15 @@ impl Partition {
                 }
             }
         }
+        if self.scratch.capacity() > SCRATCH_KEEP_BYTES {
+            self.scratch = Vec::new();
+        }
         Ok(out)
     }
 }
+
+/// A read buffer larger than this is not kept for the next read.
+const SCRATCH_KEEP_BYTES: usize = 8 << 20;
 
 impl Segment {
     /// Scans a segment, indexing its frames. In the last segment a torn or bad tail is cut.
@@ -354,6 +399,7 @@ impl EventLog for EmbeddedLog {
 
     async fn append(&self, topic: &str, records: Vec<NewRecord>) -> Result<Vec<LogPosition>, LogError> {
         let out = self.append_sync(topic, records)?;
+        self.appends.fetch_add(1, Ordering::SeqCst);
         self.appended.notify_waiters();
         Ok(out)
     }
@@ -387,13 +433,32 @@ impl EventLog for EmbeddedLog {
         partitions.iter().map(|p| Ok(lock(p)?.segments.first().map_or(0, |s| s.base_offset))).collect()
     }
 
+    /// Everything appended before the call is on disk (`fdatasync`) when it returns. Concurrent
+    /// calls are grouped: one pass syncs for all the appends before it began.
     async fn flush(&self) -> Result<(), LogError> {
-        let topics: Vec<_> = lock(&self.topics)?.values().cloned().collect();
-        for parts in topics {
-            for p in parts.iter() {
-                lock(p)?.sync()?;
-            }
+        let mine = self.appends.load(Ordering::SeqCst);
+        let _turn = self.flush_turn.lock().await;
+        if self.flushed.load(Ordering::SeqCst) >= mine {
+            // A pass that began after our appends returned has synced them.
+            return Ok(());
         }
+        let upto = self.appends.load(Ordering::SeqCst);
+        let topics: Vec<_> = lock(&self.topics)?.values().cloned().collect();
+        tokio::task::spawn_blocking(move || {
+            for parts in topics {
+                for p in parts.iter() {
+                    let Some((file, path)) = lock(p)?.take_dirty()? else { continue };
+                    if let Err(e) = file.sync_data() {
+                        lock(p)?.sync_failed();
+                        return Err(LogError::io(format!("syncing {}", path.display()), e));
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| LogError::Corrupt(format!("the flush task failed: {e}")))??;
+        self.flushed.fetch_max(upto, Ordering::SeqCst);
         Ok(())
     }
 }

@@ -200,7 +200,7 @@ impl ViewStore {
     }
 
     /// Realtime rows of `view` `version` owned by `partition` with window start ≥ `from_ms`, at
-    /// every interval (the speed layer's warm cache).
+    /// every interval.
     ///
     /// Errors: [`StoreError`].
     pub async fn realtime_rows_of_partition<V: View>(
@@ -210,23 +210,48 @@ impl ViewStore {
         partition: i32,
         from_ms: i64,
     ) -> Result<Vec<RealtimeRow<V::Agg>>, StoreError> {
+        self.rows_of_partition(view, version, partition, None, from_ms).await
+    }
+
+    /// Realtime rows of `view` `version` owned by `partition` at `interval_ms` with window
+    /// start ≥ `from_ms` (the speed layer's warm cache, each interval from its own floor: a
+    /// day's floor would otherwise read every minute of the day).
+    ///
+    /// Errors: [`StoreError`].
+    pub async fn realtime_rows_of_partition_at<V: View>(
+        &self,
+        view: &V,
+        version: i64,
+        partition: i32,
+        interval_ms: i64,
+        from_ms: i64,
+    ) -> Result<Vec<RealtimeRow<V::Agg>>, StoreError> {
+        self.rows_of_partition(view, version, partition, Some(interval_ms), from_ms).await
+    }
+
+    async fn rows_of_partition<V: View>(
+        &self,
+        view: &V,
+        version: i64,
+        partition: i32,
+        interval_ms: Option<i64>,
+        from_ms: i64,
+    ) -> Result<Vec<RealtimeRow<V::Agg>>, StoreError> {
         let d = self.dialect();
         let sql = d.sql(&format!(
-            "SELECT {} FROM {} WHERE view = ? AND view_version = ? AND partition = ? AND window_start >= {}",
+            "SELECT {} FROM {} WHERE view = ? AND view_version = ? AND partition = ?{} AND window_start >= {}",
             select_columns(d, view),
             view.realtime_table(),
+            if interval_ms.is_some() { " AND interval_ms = ?" } else { "" },
             d.time_param()
         ));
         let from_ms = from_ms.max(crate::event::MIN_TS_MS);
         with_pool!(self, pool => {
-            let rows = sqlx::query(&sql)
-                .bind(view.name())
-                .bind(version)
-                .bind(partition as i64)
-                .bind(from_ms)
-                .fetch_all(pool)
-                .await
-                .map_err(db("reading realtime rows"))?;
+            let mut q = sqlx::query(&sql).bind(view.name()).bind(version).bind(partition as i64);
+            if let Some(i) = interval_ms {
+                q = q.bind(i);
+            }
+            let rows = q.bind(from_ms).fetch_all(pool).await.map_err(db("reading realtime rows"))?;
             rows.iter().map(|r| decode_row(view, r, 0)).collect()
         })
     }
