@@ -173,6 +173,13 @@ pub fn speed_consumer(view: &str, view_version: i64) -> String {
     format!("speed-layer.{view}.v{view_version}")
 }
 
+/// [`speed_consumer`] as a SQL expression (SQLite and PostgreSQL), of a text expression `view`
+/// and an integer expression `view_version`: for reads that find a version and its consumer's
+/// offsets in one statement.
+pub fn speed_consumer_sql(view: &str, view_version: &str) -> String {
+    format!("('speed-layer.' || {view} || '.v' || CAST({view_version} AS TEXT))")
+}
+
 /// The archiver's consumer name.
 pub const ARCHIVER_CONSUMER: &str = "archiver";
 

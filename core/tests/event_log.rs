@@ -153,6 +153,52 @@ mod kafka_log {
         super::read_waits_for_a_later_append(Arc::new(kafka().await)).await;
     }
 
+    /// Issue 11: one consumer client per topic reads all its partitions (each through its own
+    /// queue), and a second position in a partition at once takes a second client.
+    #[tokio::test]
+    async fn one_reader_client_per_topic_and_position() {
+        let log = Arc::new(kafka().await);
+        let topic = fresh_topic("clients");
+        assert_eq!(log.ensure_topic(&topic, 4).await.expect("create"), 4);
+        let keys: Vec<String> = (0..40).map(|i| format!("key-{i}")).collect();
+        let positions = log.append(&topic, keys.iter().map(|k| NewRecord::new(k.as_str(), k.as_str())).collect()).await.expect("append");
+        let ends = log.end_offsets(&topic).await.expect("ends");
+        assert!(ends.iter().all(|&e| e > 1), "every partition has records: {ends:?}");
+        // Interleaved reads of every partition, twice round: each answers its own partition only.
+        let mut next = [0i64; 4];
+        for _ in 0..2 {
+            for p in 0..4 {
+                let got = log.read(&topic, p, next[p as usize], 1, Duration::from_secs(10)).await.expect("read");
+                assert_eq!(got.len(), 1, "partition {p}");
+                assert_eq!((got[0].partition, got[0].offset), (p, next[p as usize]));
+                let want = positions.iter().position(|pos| pos.partition == p && pos.offset == next[p as usize]).expect("appended");
+                assert_eq!(got[0].key, keys[want].as_bytes());
+                next[p as usize] += 1;
+            }
+        }
+        assert_eq!(log.reader_clients(&topic).await, 1, "one client reads all four partitions");
+
+        // Two positions in partition 0 at once (a replay next to the realtime version): one waits
+        // at the end of the partition while the other reads from 0.
+        let tail = {
+            let (log, topic, end) = (log.clone(), topic.clone(), ends[0]);
+            tokio::spawn(async move { log.read(&topic, 0, end, 10, Duration::from_secs(3)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let head = log.read(&topic, 0, 0, 1_000, Duration::from_secs(10)).await.expect("read from 0");
+        assert_eq!(head.first().map(|r| r.offset), Some(0));
+        assert!(tail.await.expect("join").expect("read at the end").is_empty());
+        assert_eq!(log.reader_clients(&topic).await, 2, "a second concurrent position takes a second client");
+
+        // Moving a reader back and forth keeps the partition's order.
+        for from in [3, 1, ends[0] - 1, 0] {
+            let got = log.read(&topic, 0, from, 2, Duration::from_secs(10)).await.expect("reposition");
+            assert_eq!(got.first().map(|r| r.offset), Some(from), "from {from}");
+            assert!(got.windows(2).all(|w| w[1].offset == w[0].offset + 1));
+        }
+        assert_eq!(log.reader_clients(&topic).await, 2);
+    }
+
     #[tokio::test]
     async fn connecting_to_nothing_is_a_clear_error() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();

@@ -225,11 +225,27 @@ async fn batch_versions_publish_atomically_and_expire_after_grace() {
             .await
             .expect("rt");
         let snap = store.view_snapshot(&v, "AAA", M, 0, 1_000 * M, 100).await.expect("snapshot");
+        assert_eq!(snap.max_event_ts_ms, None, "{name}: consumer c is not the served version's speed layer");
+        // The served version's high-water mark comes in the same read: the latest over partitions.
+        let speed = prism_core::config::speed_consumer("ohlcv", 1);
+        store
+            .commit_realtime(&v, &speed, 1, &[], &[off(0, 5, Some(151 * M)), off(1, 2, Some(170 * M)), off(2, 1, None)], &[], None, &[])
+            .await
+            .expect("offsets");
+        store
+            .commit_realtime(&v, &prism_core::config::speed_consumer("ohlcv", 2), 2, &[], &[off(0, 9, Some(900 * M))], &[], None, &[])
+            .await
+            .expect("v2 offsets");
+        let snap = store.view_snapshot(&v, "AAA", M, 0, 1_000 * M, 100).await.expect("snapshot");
+        assert_eq!(snap.max_event_ts_ms, Some(170 * M), "{name}: version 1's offsets only");
         assert_eq!(snap.pointer.batch_horizon_ms, Some(150 * M), "{name}");
         assert_eq!(snap.segments.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(), vec!["s/a-v1", "s/b-v1"], "{name}");
         assert_eq!(snap.realtime.iter().map(|r| r.window_start_ms / M).collect::<Vec<_>>(), vec![150], "{name}");
         let snap = store.view_snapshot(&v, "AAA", M, 120 * M, 1_000 * M, 100).await.expect("snapshot");
         assert_eq!(snap.segments.len(), 1, "{name}: pruned by time");
+        let snap = store.view_snapshot(&v, "AAA", M, 0, 50 * M, 100).await.expect("snapshot");
+        assert_eq!(snap.segments.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(), vec!["s/a-v1"], "{name}: pruned by to");
+        assert!(snap.realtime.is_empty(), "{name}: nothing after H below to");
         // At 1h with H inside the hour 120..180: base rows from H to the hour's end, hours after.
         store
             .commit_realtime(

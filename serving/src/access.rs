@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::bars::{
-    bucket_range, cut_page, horizons, key_rows, known_keys, layer_name, sized_json, BarInterval, BucketRange, Horizons, KeyRows,
+    bucket_range, cut_page, horizons, key_rows, known_keys, layer_name, served_pointer, sized_json, BarInterval, BucketRange, Horizons,
+    KeyRows,
 };
 use crate::error::ApiError;
 use crate::merge::merge_bars;
@@ -148,11 +149,11 @@ pub async fn get_access<L: EventLog>(
         let rows: KeyRows<Access> = key_rows(&state, &*view, key, size, row_from, row_to, max_rows).await?;
         batch.extend(rows.batch);
         realtime.extend(rows.realtime);
-        pointer = Some(rows.pointer);
+        pointer = Some((rows.pointer, rows.max_event_ts_ms));
     }
-    let pointer = match pointer {
+    let (pointer, max_event_ts_ms) = match pointer {
         Some(p) => p,
-        None => state.store.view_pointer(view.name()).await?,
+        None => served_pointer(&state.store, &*view).await?,
     };
     let mut merged = merge_bars(&batch, &realtime, size);
     let next_from = cut_page(&mut merged, limit, size);
@@ -174,7 +175,7 @@ pub async fn get_access<L: EventLog>(
         host: q.host,
         status_class: q.status_class,
         interval: interval.name().to_string(),
-        horizons: horizons(&state, &*view, &pointer).await?,
+        horizons: horizons(&state, &*view, &pointer, max_event_ts_ms),
         keys: keys.len(),
         buckets,
         next_from,

@@ -158,16 +158,16 @@ pub struct Horizons {
     pub realtime_watermark: Option<String>,
 }
 
-/// The [`Horizons`] of an answer of `view` read under `pointer`.
-///
-/// Errors: [`ApiError`] when the store fails.
-pub(crate) async fn horizons<L, V: View>(
+/// The [`Horizons`] of an answer of `view` read under `pointer`, whose realtime version's
+/// latest committed event time is `max_event_ts_ms` (UTC ms; [`KeyRows::max_event_ts_ms`]).
+pub(crate) fn horizons<L, V: View>(
     state: &ServingState<L>,
     view: &V,
     pointer: &prism_core::store::ViewPointer,
-) -> Result<Horizons, ApiError> {
-    let watermark = realtime_watermark(&state.store, view, pointer.realtime_version).await?;
-    Ok(Horizons {
+    max_event_ts_ms: Option<i64>,
+) -> Horizons {
+    let watermark = Watermark::new(max_event_ts_ms, view.allowed_lateness_ms()).current_ms();
+    Horizons {
         architecture: state.architecture.name().to_string(),
         batch_horizon: match state.architecture {
             Architecture::Lambda => pointer.batch_horizon_ms.map(format_rfc3339),
@@ -175,7 +175,20 @@ pub(crate) async fn horizons<L, V: View>(
         },
         segment_horizon: pointer.batch_horizon_ms.map(format_rfc3339),
         realtime_watermark: watermark.map(format_rfc3339),
-    })
+    }
+}
+
+/// The served pointer of `view` and its realtime version's latest committed event time (UTC
+/// ms), for answers that read no key (so no [`KeyRows`]).
+///
+/// Errors: [`ApiError`] when the store fails.
+pub(crate) async fn served_pointer<V: View>(
+    store: &ViewStore,
+    view: &V,
+) -> Result<(prism_core::store::ViewPointer, Option<i64>), ApiError> {
+    let pointer = store.view_pointer(view.name()).await?;
+    let offsets = store.consumer_offsets(&speed_consumer(view.name(), pointer.realtime_version), view.source_topic()).await?;
+    Ok((pointer, offsets.iter().filter_map(|o| o.max_event_ts_ms).max()))
 }
 
 /// Answer of `/v1/symbols`.
@@ -240,7 +253,7 @@ pub(crate) async fn bars_answer<L: EventLog>(state: &ServingState<L>, symbol: St
     let view = view_named(state, q.view.as_deref())?;
     let BucketRange { interval, size, limit, row_from, row_to, max_rows } =
         bucket_range(&*view, q.interval, q.limit, q.from.as_deref(), q.to.as_deref())?;
-    let KeyRows { pointer, batch, realtime } = key_rows(state, &*view, &symbol, size, row_from, row_to, max_rows).await?;
+    let KeyRows { pointer, max_event_ts_ms, batch, realtime } = key_rows(state, &*view, &symbol, size, row_from, row_to, max_rows).await?;
     let mut merged = merge_bars(&batch, &realtime, size);
     if merged.is_empty() && !known_keys(state, &*view).await?.contains(&symbol) {
         return Err(ApiError::not_found(format!("no bars for symbol {symbol:?}; see /v1/symbols")));
@@ -268,7 +281,7 @@ pub(crate) async fn bars_answer<L: EventLog>(state: &ServingState<L>, symbol: St
         view: view.name().to_string(),
         symbol,
         interval: interval.name().to_string(),
-        horizons: horizons(state, &*view, &pointer).await?,
+        horizons: horizons(state, &*view, &pointer, max_event_ts_ms),
         bars,
         next_from,
     };
@@ -350,6 +363,9 @@ pub(crate) fn layer_name(layer: Layer, architecture: Architecture) -> String {
 pub(crate) struct KeyRows<A> {
     /// The pointer the snapshot read.
     pub pointer: prism_core::store::ViewPointer,
+    /// The latest event time committed for the pointer's realtime version, UTC ms (read in the
+    /// same snapshot; see [`prism_core::store::ViewSnapshot::max_event_ts_ms`]).
+    pub max_event_ts_ms: Option<i64>,
     /// Rows from segments.
     pub batch: Vec<prism_core::view::ViewRow<A>>,
     /// Rows from the realtime view.
@@ -412,7 +428,7 @@ pub(crate) async fn key_rows<L, V: View>(
     }
     let mut realtime = snapshot.realtime_base;
     realtime.extend(snapshot.realtime);
-    Ok(KeyRows { pointer: snapshot.pointer, batch, realtime })
+    Ok(KeyRows { pointer: snapshot.pointer, max_event_ts_ms: snapshot.max_event_ts_ms, batch, realtime })
 }
 
 /// About how many bytes one bar takes in JSON (most are 200–240).

@@ -16,7 +16,7 @@ use prism_core::view::View;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::bars::{bucket_range, cut_page, horizons, key_rows, layer_name, sized_json, BarInterval, BucketRange, Horizons};
+use crate::bars::{bucket_range, cut_page, horizons, key_rows, layer_name, served_pointer, sized_json, BarInterval, BucketRange, Horizons};
 use crate::error::ApiError;
 use crate::merge::{merge_bars, Layer, MergedBar};
 use crate::ServingState;
@@ -139,16 +139,16 @@ pub async fn get_changes<L: EventLog>(
     let mut pointer = None;
     for op in &ops {
         let rows = key_rows(&state, &*view, op, size, row_from, row_to, max_rows).await?;
-        pointer = Some(rows.pointer);
+        pointer = Some((rows.pointer, rows.max_event_ts_ms));
         for b in merge_bars(&rows.batch, &rows.realtime, size) {
             let (counts, layer) = by_start.entry(b.start_ms).or_insert_with(|| (BTreeMap::new(), b.layer));
             *layer = layer.with(b.layer);
             *counts.entry(op.to_string()).or_default() += b.agg.changes;
         }
     }
-    let pointer = match pointer {
+    let (pointer, max_event_ts_ms) = match pointer {
         Some(p) => p,
-        None => state.store.view_pointer(view.name()).await?,
+        None => served_pointer(&state.store, &*view).await?,
     };
     let mut merged: Vec<MergedBar<BTreeMap<String, i64>>> =
         by_start.into_iter().map(|(start_ms, (agg, layer))| MergedBar { start_ms, agg, layer }).collect();
@@ -167,7 +167,7 @@ pub async fn get_changes<L: EventLog>(
         table: view.table(),
         op: q.op,
         interval: interval.name().to_string(),
-        horizons: horizons(&state, &*view, &pointer).await?,
+        horizons: horizons(&state, &*view, &pointer, max_event_ts_ms),
         buckets,
         next_from,
     };

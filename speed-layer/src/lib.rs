@@ -442,11 +442,13 @@ impl<V: View> SpeedState<V> {
                             self.consumer.partitions()
                         ))));
                     };
-                    if !cache.knows_base(key, start) {
+                    let contribution = view.contribution(&event, pos);
+                    if !cache.try_apply(key, start, &contribution) {
+                        // Older than the cache's floor and not held: the store has the window.
                         let stored = store.realtime_row(&*view, self.config.view_version, base_ms, key, start, r.partition).await?;
                         cache.load_base(key, start, stored);
+                        cache.apply(key, start, &contribution);
                     }
-                    cache.apply(key, start, &view.contribution(&event, pos));
                     self.consumer.advance(r, Some(ts));
                 }
                 Err(e) => {

@@ -33,10 +33,10 @@ struct Base<A> {
 pub struct WindowCache<A> {
     /// Every interval the view serves, shortest (the base window) first.
     intervals_ms: Vec<i64>,
-    /// Base windows by key, then window start.
-    base: HashMap<String, BTreeMap<i64, Base<A>>>,
+    /// Base windows by key, then window start (a fast hasher: keys are looked up per event).
+    base: foldhash::HashMap<String, BTreeMap<i64, Base<A>>>,
     /// Rows of the longer intervals.
-    rolled: HashMap<RowId, A>,
+    rolled: foldhash::HashMap<RowId, A>,
     /// Per interval (same order as `intervals_ms`): every stored row of this partition starting
     /// at or after the floor is in memory; `None`: nothing stored yet.
     floors_ms: Vec<Option<i64>>,
@@ -52,8 +52,8 @@ impl<A: Monoid> WindowCache<A> {
     pub fn new(intervals_ms: &[i64], rows: impl IntoIterator<Item = (i64, ViewRow<A>)>, floors_ms: Vec<Option<i64>>) -> Self {
         let mut cache = WindowCache {
             intervals_ms: intervals_ms.to_vec(),
-            base: HashMap::new(),
-            rolled: HashMap::new(),
+            base: foldhash::HashMap::default(),
+            rolled: foldhash::HashMap::default(),
             floors_ms,
             kept_below_floor: false,
             dirty: 0,
@@ -96,14 +96,38 @@ impl<A: Monoid> WindowCache<A> {
             None => self.base.entry(key.to_string()).or_default(),
         };
         let entry = windows.entry(window_start_ms).or_insert_with(|| Base { full: A::empty(), delta: None });
-        entry.full = entry.full.merge(contribution);
-        entry.delta = Some(match &entry.delta {
-            Some(d) => d.merge(contribution),
+        Self::fold(entry, contribution, &mut self.dirty);
+    }
+
+    /// [`WindowCache::knows_base`] and [`WindowCache::apply`] in one lookup (the speed layer's
+    /// per-event path): applies and returns `true` when the cache knows the window, else changes
+    /// nothing and returns `false` (load the window with [`WindowCache::load_base`], then apply).
+    pub fn try_apply(&mut self, key: &str, window_start_ms: i64, contribution: &A) -> bool {
+        let new_ok = self.floors_ms[0].is_none_or(|f| window_start_ms >= f);
+        let windows = match self.base.get_mut(key) {
+            Some(w) => w,
+            None if new_ok => self.base.entry(key.to_string()).or_default(),
+            None => return false,
+        };
+        let entry = match windows.entry(window_start_ms) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) if new_ok => e.insert(Base { full: A::empty(), delta: None }),
+            std::collections::btree_map::Entry::Vacant(_) => return false,
+        };
+        Self::fold(entry, contribution, &mut self.dirty);
+        true
+    }
+
+    /// Merges `contribution` into a base window and its delta, in place.
+    fn fold(entry: &mut Base<A>, contribution: &A, dirty: &mut usize) {
+        entry.full.merge_from(contribution);
+        match &mut entry.delta {
+            Some(d) => d.merge_from(contribution),
             None => {
-                self.dirty += 1;
-                contribution.clone()
+                *dirty += 1;
+                entry.delta = Some(contribution.clone());
             }
-        });
+        }
     }
 
     /// Among `deltas` (from [`WindowCache::rolled_deltas`]), the rolled rows whose current value
@@ -121,19 +145,43 @@ impl<A: Monoid> WindowCache<A> {
     }
 
     /// The deltas of the longer intervals: each dirty base window's delta merged into its bucket
-    /// at every longer interval.
+    /// at every longer interval. A key's windows come in time order, so consecutive windows of
+    /// one bucket are merged before the bucket is looked up.
     pub fn rolled_deltas(&self) -> BTreeMap<RowId, A> {
         let mut out: BTreeMap<RowId, A> = BTreeMap::new();
+        let longer = &self.intervals_ms[1..];
+        let mut runs: Vec<Option<(i64, A)>> = vec![None; longer.len()];
         for (key, windows) in &self.base {
             for (start, w) in windows {
                 let Some(delta) = &w.delta else { continue };
-                for &interval_ms in &self.intervals_ms[1..] {
-                    let id = RowId { interval_ms, key: key.clone(), window_start_ms: window_start(*start, interval_ms) };
-                    out.entry(id).and_modify(|a| *a = a.merge(delta)).or_insert_with(|| delta.clone());
+                for (run, &interval_ms) in runs.iter_mut().zip(longer) {
+                    let bucket = window_start(*start, interval_ms);
+                    match run {
+                        Some((b, acc)) if *b == bucket => acc.merge_from(delta),
+                        _ => {
+                            if let Some((b, acc)) = run.replace((bucket, delta.clone())) {
+                                Self::add_rolled(&mut out, interval_ms, key, b, acc);
+                            }
+                        }
+                    }
+                }
+            }
+            for (run, &interval_ms) in runs.iter_mut().zip(longer) {
+                if let Some((b, acc)) = run.take() {
+                    Self::add_rolled(&mut out, interval_ms, key, b, acc);
                 }
             }
         }
         out
+    }
+
+    fn add_rolled(out: &mut BTreeMap<RowId, A>, interval_ms: i64, key: &str, window_start_ms: i64, delta: A) {
+        match out.entry(RowId { interval_ms, key: key.to_string(), window_start_ms }) {
+            std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().merge_from(&delta),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(delta);
+            }
+        }
     }
 
     /// Takes the rows the next commit writes, appending them to `out` as `partition`'s:
@@ -291,5 +339,38 @@ mod tests {
         let rows = take(&mut c, &stored);
         let five = rows.iter().find(|(i, _)| *i == 5 * M).map(|(_, r)| r.agg);
         assert_eq!(five.map(|a| a.trades), Some(3));
+    }
+
+    /// `try_apply` is `knows_base` + `apply` in one lookup: it refuses exactly the windows
+    /// `knows_base` refuses, and folds the same as `apply` otherwise.
+    #[test]
+    fn try_apply_matches_knows_base_then_apply() {
+        let mut a: WindowCache<Ohlcv> = WindowCache::new(&[M, 5 * M, 60 * M], [], vec![None, None, None]);
+        let mut b: WindowCache<Ohlcv> = WindowCache::new(&[M, 5 * M, 60 * M], [], vec![None, None, None]);
+        let events = [("S", 3), ("T", 4), ("S", 3), ("S", 12), ("T", 61), ("S", 14)];
+        for (key, m) in events {
+            assert!(a.try_apply(key, m * M, &trade(m, 100 + m as i128)));
+            assert!(b.knows_base(key, m * M));
+            b.apply(key, m * M, &trade(m, 100 + m as i128));
+        }
+        assert_eq!(a.dirty_windows(), b.dirty_windows());
+        assert_eq!(a.rolled_deltas(), b.rolled_deltas());
+        let (mut ra, mut rb) = (take(&mut a, &HashMap::new()), take(&mut b, &HashMap::new()));
+        for rows in [&mut ra, &mut rb] {
+            rows.sort_by(|x, y| (x.0, &x.1.key, x.1.window_start_ms).cmp(&(y.0, &y.1.key, y.1.window_start_ms)));
+        }
+        assert_eq!(ra, rb);
+        // S's minutes 12 and 14 share a 5-minute bucket; all of S's share an hour.
+        let hour_s = ra.iter().find(|(i, r)| *i == 60 * M && r.key == "S").map(|(_, r)| r.agg.trades);
+        assert_eq!(hour_s, Some(4));
+        let five_s = ra.iter().find(|(i, r)| *i == 5 * M && r.key == "S" && r.window_start_ms == 10 * M).map(|(_, r)| r.agg.trades);
+        assert_eq!(five_s, Some(2));
+        a.committed(Some(200 * M), 0);
+        // Below the floor and not held: refused, nothing changed.
+        assert!(!a.knows_base("S", 3 * M));
+        assert!(!a.try_apply("S", 3 * M, &trade(3, 1)));
+        assert!(!a.try_apply("NEW", 3 * M, &trade(3, 1)), "a new key below the floor too");
+        assert_eq!(a.dirty_windows(), 0);
+        assert!(a.try_apply("NEW", 199 * M, &trade(199, 1)), "a new key above the floor is new");
     }
 }

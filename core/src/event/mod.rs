@@ -92,6 +92,21 @@ impl Quote {
         Ok(quote)
     }
 
+    /// Parses like [`Quote::from_json`], and says whether `bytes` are in the canonical form
+    /// Prism's readers take a fast path on (`true`): then they can be appended to the log as
+    /// they came, since every reader parses them to this same quote, instead of serializing it
+    /// again with [`Quote::to_json`].
+    ///
+    /// Errors: as [`Quote::from_json`].
+    pub fn from_json_with_form(bytes: &[u8]) -> Result<(Quote, bool), EventError> {
+        let (quote, canonical) = match canonical::parse(bytes) {
+            Some(q) => (q, true),
+            None => (serde_json::from_slice(bytes).map_err(|e| EventError::Malformed(e.to_string()))?, false),
+        };
+        quote.validate()?;
+        Ok((quote, canonical))
+    }
+
     /// Serializes to the log's JSON value.
     pub fn to_json(&self) -> Vec<u8> {
         // Serializing plain strings, integers and decimals cannot fail.

@@ -6,25 +6,25 @@
 //!   agree on where a key goes. No transactions (not needed: offsets live in the view store).
 //! - Topics are created through the admin API with the configured partitions and replication
 //!   factor.
-//! - Reads use consumers **assigned** to one partition at an explicit offset (never Kafka's
-//!   committed offsets): the caller says where to read from, from what it stored in the view
-//!   store. A reader is kept per partition and re-positioned only when asked for another offset.
+//! - Reads use **one consumer client per topic**, its partitions assigned by hand at explicit
+//!   offsets (never Kafka's committed offsets: the caller says where to read from, from what it
+//!   stored in the view store) and split into a queue per partition ([`super::kafka_reader`]).
+//!   A partition reader is re-positioned only when asked for another offset; a second position
+//!   in the same partition at once (a replay next to the realtime version) takes a second client.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use super::kafka_reader::Readers;
 use super::{EventLog, LogError, LogRecord, NewRecord};
 use crate::event::LogPosition;
 
@@ -57,26 +57,13 @@ impl KafkaLogConfig {
     }
 }
 
-/// A partition reader: an assigned consumer and the offset it will deliver next.
-struct Reader {
-    consumer: StreamConsumer,
-    next_offset: i64,
-}
-
-/// Readers per (topic, partition): one per concurrent consumer position (a realtime version and
-/// its replay read one partition at different offsets, each through its own reader).
-type ReaderMap = HashMap<(String, i32), Vec<Arc<Mutex<Reader>>>>;
-
-/// Readers kept per (topic, partition); past this, reads wait for a busy one.
-const MAX_READERS_PER_PARTITION: usize = 4;
-
 /// The Kafka-backed [`EventLog`].
 pub struct KafkaLog {
     config: KafkaLogConfig,
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
     metadata: Arc<BaseConsumer>,
-    readers: Mutex<ReaderMap>,
+    readers: Readers,
 }
 
 fn kafka(context: &str) -> impl FnOnce(KafkaError) -> LogError + '_ {
@@ -127,7 +114,7 @@ impl KafkaLog {
             .await
             .map_err(|e| LogError::Io { context: "Kafka metadata task".into(), source: std::io::Error::other(e.to_string()) })?
             .map_err(kafka("reaching the brokers"))?;
-        Ok(KafkaLog { config, producer, admin, metadata, readers: Mutex::new(HashMap::new()) })
+        Ok(KafkaLog { config, producer, admin, metadata, readers: Readers::default() })
     }
 
     /// Deletes topics through the admin API (missing topics are not an error) and waits until
@@ -173,57 +160,11 @@ impl KafkaLog {
         }))
     }
 
-    /// A reader for `partition` of `topic`, locked: preferably an idle one already positioned
-    /// at `from_offset` (a consumer's next read), else any idle one (repositioned by the
-    /// caller), else a new one; past [`MAX_READERS_PER_PARTITION`] it waits for one.
-    async fn reader(&self, topic: &str, partition: i32, from_offset: i64) -> Result<OwnedMutexGuard<Reader>, LogError> {
-        let pick = {
-            let mut readers = self.readers.lock().await;
-            let pool = readers.entry((topic.to_string(), partition)).or_default();
-            let mut idle: Vec<OwnedMutexGuard<Reader>> = pool.iter().filter_map(|r| r.clone().try_lock_owned().ok()).collect();
-            if let Some(i) = idle.iter().position(|r| r.next_offset == from_offset) {
-                Ok(idle.swap_remove(i))
-            } else if let Some(r) = idle.pop() {
-                Ok(r)
-            } else if pool.len() < MAX_READERS_PER_PARTITION {
-                let consumer: StreamConsumer = base_consumer_config(&self.config, &format!("reader-{topic}-{partition}"))
-                    .create()
-                    .map_err(kafka("creating a reader"))?;
-                let reader = Arc::new(Mutex::new(Reader { consumer, next_offset: -1 }));
-                pool.push(reader.clone());
-                Ok(reader.try_lock_owned().map_err(|_| LogError::Io {
-                    context: "Kafka: a new reader".into(),
-                    source: std::io::Error::other("locked at creation"),
-                })?)
-            } else {
-                // Every reader busy: wait for the first.
-                Err(pool[0].clone())
-            }
-        };
-        match pick {
-            Ok(guard) => Ok(guard),
-            Err(busy) => Ok(busy.lock_owned().await),
-        }
+    /// How many consumer clients this log keeps for reading `topic`: one per concurrent
+    /// position in a partition, whatever the partition count (for tests and diagnostics).
+    pub async fn reader_clients(&self, topic: &str) -> usize {
+        self.readers.clients(topic).await
     }
-}
-
-/// Consumer errors that librdkafka reports while it recovers by itself (a broker restarting,
-/// a connection reset): not a reason to stop reading.
-fn is_transient(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::BrokerTransportFailure
-                | RDKafkaErrorCode::AllBrokersDown
-                | RDKafkaErrorCode::Resolve
-                | RDKafkaErrorCode::PartitionEOF
-                | RDKafkaErrorCode::NetworkException
-                | RDKafkaErrorCode::NotLeaderForPartition
-                | RDKafkaErrorCode::LeaderNotAvailable
-                | RDKafkaErrorCode::RequestTimedOut
-                | RDKafkaErrorCode::OperationTimedOut
-        )
-    )
 }
 
 fn base_consumer_config(config: &KafkaLogConfig, role: &str) -> ClientConfig {
@@ -242,21 +183,6 @@ fn base_consumer_config(config: &KafkaLogConfig, role: &str) -> ClientConfig {
         .set("fetch.wait.max.ms", "50")
         .set("isolation.level", "read_uncommitted");
     c
-}
-
-fn to_log_record<M: Message>(m: &M) -> LogRecord {
-    let headers = m
-        .headers()
-        .map(|h| h.iter().map(|Header { key, value }| (key.to_string(), value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
-        .unwrap_or_default();
-    LogRecord {
-        partition: m.partition(),
-        offset: m.offset(),
-        timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
-        key: m.key().map(<[u8]>::to_vec).unwrap_or_default(),
-        value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-        headers,
-    }
 }
 
 impl EventLog for KafkaLog {
@@ -337,34 +263,9 @@ impl EventLog for KafkaLog {
         max_records: usize,
         max_wait: Duration,
     ) -> Result<Vec<LogRecord>, LogError> {
-        let mut reader = self.reader(topic, partition, from_offset).await?;
-        if reader.next_offset != from_offset {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(topic, partition, Offset::Offset(from_offset)).map_err(kafka("positioning a reader"))?;
-            reader.consumer.assign(&tpl).map_err(kafka("assigning a partition"))?;
-            reader.next_offset = from_offset;
-        }
-        let mut out = Vec::new();
-        let mut wait = max_wait;
-        while out.len() < max_records {
-            let message = match tokio::time::timeout(wait, reader.consumer.recv()).await {
-                Err(_) => break,
-                Ok(Err(e)) if is_transient(&e) => {
-                    // librdkafka reconnects by itself; the caller simply polls again.
-                    tracing::debug!(error = %e, "transient Kafka consumer error");
-                    break;
-                }
-                Ok(m) => m.map_err(kafka("reading"))?,
-            };
-            // Anything before the asked offset is a stale prefetch from an earlier position.
-            if message.offset() < reader.next_offset {
-                continue;
-            }
-            out.push(to_log_record(&message));
-            reader.next_offset = message.offset() + 1;
-            wait = Duration::from_millis(1);
-        }
-        Ok(out)
+        let config = || base_consumer_config(&self.config, &format!("reader-{topic}"));
+        let mut reader = self.readers.reader(topic, partition, from_offset, config).await?;
+        reader.read(from_offset, max_records, max_wait).await
     }
 
     async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>, LogError> {

@@ -9,6 +9,7 @@
 pub mod embedded;
 pub mod kafka;
 pub mod kafka_group;
+pub mod kafka_reader;
 pub mod partitioner;
 mod record;
 

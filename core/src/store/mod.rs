@@ -120,7 +120,14 @@ impl ViewStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(60));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db("opening the SQLite file"))?;
+        // No ping before each acquire (sqlx's default): a SQLite connection is a local file, and
+        // the ping is one more hand-off to the connection's worker thread per request.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(db("opening the SQLite file"))?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(ViewStore { backend: Backend::Sqlite(pool), snapshot_reads: true })
     }

@@ -82,6 +82,10 @@ pub struct ViewSnapshot<A> {
     /// The definition fingerprint the pointer's realtime version was built with (`None` when
     /// not recorded).
     pub realtime_fingerprint: Option<String>,
+    /// The latest event time the speed layer committed for the pointer's realtime version, UTC
+    /// ms, over every partition (`None` before its first commit): the realtime watermark plus
+    /// the view's allowed lateness.
+    pub max_event_ts_ms: Option<i64>,
 }
 
 /// Inserts a version's manifest rows (`view_segments`) in transaction `$tx`.
@@ -303,6 +307,11 @@ impl ViewStore {
     /// starting in `[from_ms, to_ms)` (`from_ms` aligned to the interval), in one snapshot (see
     /// [`ViewSnapshot`]). Each realtime read returns at most `max_rows` rows (the earliest).
     ///
+    /// Two statements in one read transaction (issue 11: a request used to make seven round
+    /// trips to the store, each a thread hand-off on SQLite): the pointer with its fingerprints,
+    /// the served version's event-time high-water mark and the overlapping segments, joined in
+    /// one; then both realtime parts, as one `UNION ALL`.
+    ///
     /// Errors: [`StoreError::Db`], [`StoreError::BadValue`].
     pub async fn view_snapshot<V: View>(
         &self,
@@ -316,88 +325,82 @@ impl ViewStore {
         let d = self.dialect();
         let t = d.time_param();
         let (from_ms, to_ms) = (from_ms.max(crate::event::MIN_TS_MS), to_ms.min(crate::event::MAX_TS_MS));
-        let pointer_sql =
-            d.sql(&format!("SELECT batch_version, {}, realtime_version FROM view_pointers WHERE view = ?", d.time_column("batch_horizon")));
-        let segments_sql = d.sql(&format!(
-            "SELECT {}, {}, {}, path, rows, events, inputs FROM view_segments WHERE view = ? AND view_version = ?
-             AND chunk_start < {t} AND chunk_end > {t} ORDER BY chunk_start",
-            d.time_column("chunk_start"),
-            d.time_column("chunk_end"),
-            d.time_column("covered_until")
+        // One row when no segment overlaps, else one per segment; the pointer's columns repeat.
+        let pointer_sql = d.sql(&format!(
+            "SELECT p.batch_version, {horizon}, COALESCE(p.realtime_version, 1),
+                    (SELECT fingerprint FROM view_versions v WHERE v.view = q.view AND v.view_version = p.batch_version),
+                    (SELECT fingerprint FROM realtime_versions r
+                      WHERE r.view = q.view AND r.realtime_version = COALESCE(p.realtime_version, 1)),
+                    (SELECT {max_ts} FROM consumer_offsets o
+                      WHERE o.consumer = {consumer} AND o.topic = CAST(? AS TEXT)),
+                    {chunk_start}, {chunk_end}, {covered}, s.path, s.rows, s.events, s.inputs
+             FROM (SELECT CAST(? AS TEXT) AS view) q
+             LEFT JOIN view_pointers p ON p.view = q.view
+             LEFT JOIN view_segments s ON s.view = q.view AND s.view_version = p.batch_version
+                  AND s.chunk_start < p.batch_horizon AND s.chunk_start < {t} AND s.chunk_end > {t}
+             ORDER BY s.chunk_start",
+            horizon = d.time_column("p.batch_horizon"),
+            max_ts = d.time_column("MAX(o.max_event_ts)"),
+            consumer = crate::config::speed_consumer_sql("q.view", "COALESCE(p.realtime_version, 1)"),
+            chunk_start = d.time_column("s.chunk_start"),
+            chunk_end = d.time_column("s.chunk_end"),
+            covered = d.time_column("s.covered_until"),
         ));
-        let realtime_sql = d.sql(&format!(
-            "SELECT {} FROM {} WHERE view = ? AND view_version = ? AND interval_ms = ? AND {} = ?
-             AND window_start >= {t} AND window_start < {t} ORDER BY window_start LIMIT ?",
-            select_columns(d, view),
-            view.realtime_table(),
-            view.key_column()
-        ));
+        let part = |n: i64| {
+            format!(
+                "SELECT * FROM (SELECT CAST({n} AS BIGINT) AS part, {cols} FROM {table} WHERE view = ? AND view_version = ? AND interval_ms = ?
+                 AND {key} = ? AND window_start >= {t} AND window_start < {t} ORDER BY window_start LIMIT ?) part{n}",
+                cols = select_columns(d, view),
+                table = view.realtime_table(),
+                key = view.key_column()
+            )
+        };
+        let realtime_sql = d.sql(&format!("{} UNION ALL {}", part(0), part(1)));
         let base_ms = view.window_ms();
-        let fingerprints_sql = d.sql(
-            "SELECT (SELECT fingerprint FROM view_versions WHERE view = ? AND view_version = ?),
-             (SELECT fingerprint FROM realtime_versions WHERE view = ? AND realtime_version = ?)",
-        );
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(db("beginning a read"))?;
-            if d == super::Dialect::Postgres && self.snapshot_reads {
-                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("starting a snapshot"))?;
-            }
-            let row = sqlx::query(&pointer_sql).bind(view.name()).fetch_optional(&mut *tx).await.map_err(db("reading a view pointer"))?;
-            let pointer = match row {
-                None => ViewPointer { realtime_version: 1, ..ViewPointer::default() },
-                Some(r) => ViewPointer { batch_version: col(&r, 0)?, batch_horizon_ms: col(&r, 1)?, realtime_version: col(&r, 2)? },
+            let begin = match d {
+                super::Dialect::Postgres if self.snapshot_reads => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+                _ => "BEGIN",
             };
+            let mut tx = pool.begin_with(begin).await.map_err(db("beginning a read"))?;
+            let rows = sqlx::query(&pointer_sql)
+                .bind(view.source_topic())
+                .bind(view.name())
+                .bind(to_ms)
+                .bind(from_ms)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("reading a view pointer"))?;
+            let first = rows.first().ok_or_else(|| StoreError::BadValue("the pointer read returned no row".into()))?;
+            let pointer = ViewPointer { batch_version: col(first, 0)?, batch_horizon_ms: col(first, 1)?, realtime_version: col(first, 2)? };
+            let (segments_fingerprint, realtime_fingerprint, max_event_ts_ms) = (col(first, 3)?, col(first, 4)?, col(first, 5)?);
             let mut segments = Vec::new();
-            let mut realtime_from = from_ms;
-            if let (Some(v), Some(h)) = (pointer.batch_version, pointer.batch_horizon_ms) {
-                let rows = sqlx::query(&segments_sql)
-                    .bind(view.name())
-                    .bind(v)
-                    .bind(to_ms.min(h))
-                    .bind(from_ms)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(db("reading a batch manifest"))?;
-                segments = rows.iter().map(segment_record).collect::<Result<_, _>>()?;
-                realtime_from = from_ms.max(h);
+            for r in &rows {
+                if col::<_, Option<String>>(r, 9)?.is_some() {
+                    segments.push(segment_record_at(r, 6)?);
+                }
             }
+            let realtime_from = match (pointer.batch_version, pointer.batch_horizon_ms) {
+                (Some(_), Some(h)) => from_ms.max(h),
+                _ => from_ms,
+            };
             // The bucket holding H: its realtime part from base rows; whole buckets pre-rolled.
             let cut = crate::window::window_start(realtime_from.saturating_add(interval_ms - 1), interval_ms).min(to_ms);
-            let mut reads = Vec::with_capacity(2);
+            let mut query = sqlx::query(&realtime_sql);
             for (read_interval, lo, hi) in [(base_ms, realtime_from, cut), (interval_ms, cut, to_ms)] {
-                if lo >= hi {
-                    reads.push(Vec::new());
-                    continue;
-                }
-                let rows = sqlx::query(&realtime_sql)
-                    .bind(view.name())
-                    .bind(pointer.realtime_version)
-                    .bind(read_interval)
-                    .bind(key)
-                    .bind(lo)
-                    .bind(hi)
-                    .bind(max_rows)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(db("reading realtime rows"))?;
-                reads.push(rows.iter().map(|r| decode_row(view, r, 0).map(|r| r.row)).collect::<Result<Vec<_>, _>>()?);
+                query = query.bind(view.name()).bind(pointer.realtime_version).bind(read_interval).bind(key).bind(lo).bind(hi.max(lo)).bind(max_rows);
             }
-            let f = sqlx::query(&fingerprints_sql)
-                .bind(view.name())
-                .bind(pointer.batch_version.unwrap_or(-1))
-                .bind(view.name())
-                .bind(pointer.realtime_version)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db("reading fingerprints"))?;
-            let (segments_fingerprint, realtime_fingerprint) = (col(&f, 0)?, col(&f, 1)?);
+            let rows = query.fetch_all(&mut *tx).await.map_err(db("reading realtime rows"))?;
             tx.commit().await.map_err(db("ending a read"))?;
-            let realtime = reads.pop().unwrap_or_default();
-            let realtime_base = reads.pop().unwrap_or_default();
-            Ok(ViewSnapshot { pointer, segments, realtime, realtime_base, segments_fingerprint, realtime_fingerprint })
+            let (mut realtime_base, mut realtime) = (Vec::new(), Vec::new());
+            for r in &rows {
+                let row = decode_row(view, r, 1)?.row;
+                if col::<_, i64>(r, 0)? == 0 { realtime_base.push(row) } else { realtime.push(row) }
+            }
+            // Each part is read in order; a compound SELECT does not promise to keep it.
+            realtime_base.sort_by_key(|r| r.window_start_ms);
+            realtime.sort_by_key(|r| r.window_start_ms);
+            Ok(ViewSnapshot { pointer, segments, realtime, realtime_base, segments_fingerprint, realtime_fingerprint, max_event_ts_ms })
         })
     }
 }
@@ -409,13 +412,24 @@ where
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
+    segment_record_at(r, 0)
+}
+
+/// A [`SegmentRecord`] from columns `first..first + 7` of `r`.
+fn segment_record_at<R>(r: &R, first: usize) -> Result<SegmentRecord, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     Ok(SegmentRecord {
-        chunk_start_ms: col(r, 0)?,
-        chunk_end_ms: col(r, 1)?,
-        covered_until_ms: col(r, 2)?,
-        path: col(r, 3)?,
-        rows: col(r, 4)?,
-        events: col(r, 5)?,
-        inputs: col(r, 6)?,
+        chunk_start_ms: col(r, first)?,
+        chunk_end_ms: col(r, first + 1)?,
+        covered_until_ms: col(r, first + 2)?,
+        path: col(r, first + 3)?,
+        rows: col(r, first + 4)?,
+        events: col(r, first + 5)?,
+        inputs: col(r, first + 6)?,
     })
 }

@@ -9,6 +9,7 @@
 //! With an `Idempotency-Key` header, a retried batch appends nothing new and gets the first
 //! answer again ([`idempotency`]), so delivery from an HTTP client can be exactly-once.
 
+mod counts;
 pub mod idempotency;
 
 use std::collections::HashSet;
@@ -62,6 +63,8 @@ pub struct IngestState<L> {
     pub idempotency_window_ms: i64,
     /// Idempotency keys of requests in progress in this process.
     in_flight: Arc<Mutex<HashSet<String>>>,
+    /// The `http` source's accepted/refused counters, written with group commit.
+    counts: Arc<counts::GroupedCounts>,
 }
 
 impl<L: EventLog> IngestState<L> {
@@ -73,6 +76,7 @@ impl<L: EventLog> IngestState<L> {
             store,
             idempotency_window_ms: i64::try_from(idempotency_window.as_millis()).unwrap_or(i64::MAX),
             in_flight: Arc::default(),
+            counts: Arc::new(counts::GroupedCounts::new("http")),
         }
     }
 }
@@ -84,6 +88,7 @@ impl<L> Clone for IngestState<L> {
             store: self.store.clone(),
             idempotency_window_ms: self.idempotency_window_ms,
             in_flight: self.in_flight.clone(),
+            counts: self.counts.clone(),
         }
     }
 }
@@ -144,8 +149,14 @@ fn refused(status: StatusCode, error: impl Into<String>, lines: Vec<LineError>) 
 ///
 /// Errors: every bad line with its reason.
 pub fn parse_quotes(body: &[u8]) -> Result<Vec<Quote>, Vec<LineError>> {
-    if let Ok(q) = Quote::from_json(body) {
-        return Ok(vec![q]);
+    Ok(parse_body(body)?.into_iter().map(|(q, _)| q).collect())
+}
+
+/// [`parse_quotes`], with each quote's line when it is in the log's canonical form (see
+/// [`Quote::from_json_with_form`]), to be appended as it came.
+fn parse_body(body: &[u8]) -> Result<Vec<(Quote, Option<&[u8]>)>, Vec<LineError>> {
+    if let Ok((q, canonical)) = Quote::from_json_with_form(body) {
+        return Ok(vec![(q, canonical.then_some(body))]);
     }
     // Clients that send a JSON array of quotes are served too; errors then name array items.
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
@@ -158,7 +169,7 @@ pub fn parse_quotes(body: &[u8]) -> Result<Vec<Quote>, Vec<LineError>> {
                 .map_err(|e| prism_core::event::EventError::Malformed(e.to_string()))
                 .and_then(|bytes| Quote::from_json(&bytes));
             match parsed {
-                Ok(q) => quotes.push(q),
+                Ok(q) => quotes.push((q, None)),
                 Err(e) => errors.push(LineError { line: i + 1, reason: format!("array item {}: {e}", i + 1) }),
             }
         }
@@ -177,8 +188,8 @@ pub fn parse_quotes(body: &[u8]) -> Result<Vec<Quote>, Vec<LineError>> {
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        match Quote::from_json(line) {
-            Ok(q) => quotes.push(q),
+        match Quote::from_json_with_form(line) {
+            Ok((q, canonical)) => quotes.push((q, canonical.then_some(line))),
             Err(e) => errors.push(LineError { line: i + 1, reason: e.to_string() }),
         }
     }
@@ -227,7 +238,7 @@ pub async fn post_quotes<L: EventLog>(
             return refused(status, format!("request body refused: {}", rejection.body_text()), Vec::new());
         }
     };
-    let quotes = match parse_quotes(&body) {
+    let parsed = match parse_body(&body) {
         Ok(q) if q.len() > MAX_BATCH_EVENTS => {
             return refused(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -239,7 +250,7 @@ pub async fn post_quotes<L: EventLog>(
         Err(lines) => {
             let total = body.split(|b| *b == b'\n').filter(|l| !l.iter().all(|b| b.is_ascii_whitespace())).count().max(1);
             metrics::counter!(crate::telemetry::HTTP_EVENTS_REFUSED_TOTAL).increment(total as u64);
-            if let Err(e) = state.store.add_ingest_counts("http", 0, total as i64).await {
+            if let Err(e) = state.counts.add(&state.store, 0, total as i64).await {
                 tracing::warn!(error = %e, "could not count refused events");
             }
             return refused(StatusCode::BAD_REQUEST, format!("{} of {total} lines are invalid; nothing was appended", lines.len()), lines);
@@ -250,9 +261,18 @@ pub async fn post_quotes<L: EventLog>(
         Err(reason) => return refused(StatusCode::BAD_REQUEST, reason, Vec::new()),
     };
     match key {
-        Some(key) => idempotency::post_once(&state, &key, &body, &quotes).await,
+        Some(key) => {
+            let quotes: Vec<Quote> = parsed.into_iter().map(|(q, _)| q).collect();
+            idempotency::post_once(&state, &key, &body, &quotes).await
+        }
         None => {
-            let records: Vec<NewRecord> = quotes.iter().map(|q| NewRecord::new(q.symbol.clone(), q.to_json())).collect();
+            let records: Vec<NewRecord> = parsed
+                .into_iter()
+                .map(|(q, line)| {
+                    let value = line.map_or_else(|| q.to_json(), <[u8]>::to_vec);
+                    NewRecord::new(q.symbol, value)
+                })
+                .collect();
             match append_counted(&state, records).await {
                 Ok(positions) => accepted(&positions).into_response(),
                 Err(e) => log_failed(e),
@@ -264,7 +284,7 @@ pub async fn post_quotes<L: EventLog>(
 /// Appends `records` through the append path and counts them.
 async fn append_counted<L: EventLog>(state: &IngestState<L>, records: Vec<NewRecord>) -> Result<Vec<LogPosition>, LogError> {
     let committed = state.path.commit(QUOTES_TOPIC, Batch::of(records)).await?;
-    if let Err(e) = state.store.add_ingest_counts("http", committed.positions.len() as i64, 0).await {
+    if let Err(e) = state.counts.add(&state.store, committed.positions.len() as i64, 0).await {
         tracing::warn!(error = %e, "could not count accepted events");
     }
     Ok(committed.positions)
