@@ -235,11 +235,16 @@ impl<A: Monoid> WindowCache<A> {
             if i == 0 {
                 let mut kept = false;
                 self.base.retain(|_, windows| {
-                    windows.retain(|start, w| {
-                        let keep_dirty = *start < floor && w.delta.is_some();
-                        kept |= keep_dirty;
-                        *start >= floor || keep_dirty
-                    });
+                    // Split at the floor (moves whole nodes; removing the old windows one by one
+                    // shifted every later window of their nodes), then put back the dirty ones.
+                    let above = windows.split_off(&floor);
+                    let below = std::mem::replace(windows, above);
+                    for (start, w) in below {
+                        if w.delta.is_some() {
+                            kept = true;
+                            windows.insert(start, w);
+                        }
+                    }
                     !windows.is_empty()
                 });
                 self.kept_below_floor = kept;

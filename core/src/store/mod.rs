@@ -21,6 +21,7 @@ pub(crate) mod leases;
 mod offsets;
 mod realtime;
 mod replays;
+mod snapshot;
 mod versions;
 
 use std::path::Path;
@@ -40,7 +41,8 @@ pub use leases::{LeaseRecord, PartitionLease};
 pub use offsets::ConsumerOffset;
 pub use realtime::{DropBehind, RealtimeRow};
 pub use replays::RealtimeVersion;
-pub use versions::{BatchVersion, SegmentRecord, ViewPointer, ViewSnapshot};
+pub use snapshot::ViewSnapshot;
+pub use versions::{BatchVersion, SegmentRecord, ViewPointer};
 
 /// Errors of the view store.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +121,12 @@ impl ViewStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(60));
+            .busy_timeout(Duration::from_secs(60))
+            // A speed-layer commit upserts tens of thousands of rows in one transaction: with
+            // SQLite's default 2 MiB page cache it spilled dirty pages to the WAL mid-transaction,
+            // and each multi-row upsert's statement journal went to a temporary file.
+            .pragma("cache_size", "-32768")
+            .pragma("temp_store", "memory");
         // No ping before each acquire (sqlx's default): a SQLite connection is a local file, and
         // the ping is one more hand-off to the connection's worker thread per request.
         let pool = SqlitePoolOptions::new()

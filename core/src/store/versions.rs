@@ -9,9 +9,7 @@
 //! period ([`ViewStore::expire_batch_versions`]) so that a query that started on it finishes.
 
 use super::offsets::col;
-use super::realtime::{decode_row, select_columns};
 use super::{db, with_pool, StoreError, ViewStore};
-use crate::view::{View, ViewRow};
 
 /// What serving reads first for a view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,32 +58,6 @@ pub struct BatchVersion {
     pub events: i64,
     /// When the build started, UTC ms.
     pub created_at_ms: i64,
-}
-
-/// One consistent read for a `/v1/…` answer: the pointer, the published version's segments
-/// that overlap the range, and the realtime rows — all from one transaction (PostgreSQL:
-/// `REPEATABLE READ`, read-only; SQLite: one WAL snapshot).
-#[derive(Debug, Clone)]
-pub struct ViewSnapshot<A> {
-    /// The pointer the rest was read under.
-    pub pointer: ViewPointer,
-    /// Segments of the published batch version overlapping `[from, min(to, H))`, by chunk start.
-    pub segments: Vec<SegmentRecord>,
-    /// Realtime rows at the asked interval for buckets starting at or after H (all buckets
-    /// before the first batch run), ascending.
-    pub realtime: Vec<ViewRow<A>>,
-    /// Realtime rows at the base interval from H to the end of the bucket that holds H (that
-    /// bucket's batch part comes from the segment), ascending.
-    pub realtime_base: Vec<ViewRow<A>>,
-    /// The definition fingerprint the pointer's segment manifest was built with.
-    pub segments_fingerprint: Option<String>,
-    /// The definition fingerprint the pointer's realtime version was built with (`None` when
-    /// not recorded).
-    pub realtime_fingerprint: Option<String>,
-    /// The latest event time the speed layer committed for the pointer's realtime version, UTC
-    /// ms, over every partition (`None` before its first commit): the realtime watermark plus
-    /// the view's allowed lateness.
-    pub max_event_ts_ms: Option<i64>,
 }
 
 /// Inserts a version's manifest rows (`view_segments`) in transaction `$tx`.
@@ -302,107 +274,6 @@ impl ViewStore {
             rows.iter().map(|r| col(r, 0)).collect()
         })
     }
-
-    /// Reads what a `/v1/…` answer for `key` of `view` at `interval_ms` merges, for buckets
-    /// starting in `[from_ms, to_ms)` (`from_ms` aligned to the interval), in one snapshot (see
-    /// [`ViewSnapshot`]). Each realtime read returns at most `max_rows` rows (the earliest).
-    ///
-    /// Two statements in one read transaction (issue 11: a request used to make seven round
-    /// trips to the store, each a thread hand-off on SQLite): the pointer with its fingerprints,
-    /// the served version's event-time high-water mark and the overlapping segments, joined in
-    /// one; then both realtime parts, as one `UNION ALL`.
-    ///
-    /// Errors: [`StoreError::Db`], [`StoreError::BadValue`].
-    pub async fn view_snapshot<V: View>(
-        &self,
-        view: &V,
-        key: &str,
-        interval_ms: i64,
-        from_ms: i64,
-        to_ms: i64,
-        max_rows: i64,
-    ) -> Result<ViewSnapshot<V::Agg>, StoreError> {
-        let d = self.dialect();
-        let t = d.time_param();
-        let (from_ms, to_ms) = (from_ms.max(crate::event::MIN_TS_MS), to_ms.min(crate::event::MAX_TS_MS));
-        // One row when no segment overlaps, else one per segment; the pointer's columns repeat.
-        let pointer_sql = d.sql(&format!(
-            "SELECT p.batch_version, {horizon}, COALESCE(p.realtime_version, 1),
-                    (SELECT fingerprint FROM view_versions v WHERE v.view = q.view AND v.view_version = p.batch_version),
-                    (SELECT fingerprint FROM realtime_versions r
-                      WHERE r.view = q.view AND r.realtime_version = COALESCE(p.realtime_version, 1)),
-                    (SELECT {max_ts} FROM consumer_offsets o
-                      WHERE o.consumer = {consumer} AND o.topic = CAST(? AS TEXT)),
-                    {chunk_start}, {chunk_end}, {covered}, s.path, s.rows, s.events, s.inputs
-             FROM (SELECT CAST(? AS TEXT) AS view) q
-             LEFT JOIN view_pointers p ON p.view = q.view
-             LEFT JOIN view_segments s ON s.view = q.view AND s.view_version = p.batch_version
-                  AND s.chunk_start < p.batch_horizon AND s.chunk_start < {t} AND s.chunk_end > {t}
-             ORDER BY s.chunk_start",
-            horizon = d.time_column("p.batch_horizon"),
-            max_ts = d.time_column("MAX(o.max_event_ts)"),
-            consumer = crate::config::speed_consumer_sql("q.view", "COALESCE(p.realtime_version, 1)"),
-            chunk_start = d.time_column("s.chunk_start"),
-            chunk_end = d.time_column("s.chunk_end"),
-            covered = d.time_column("s.covered_until"),
-        ));
-        let part = |n: i64| {
-            format!(
-                "SELECT * FROM (SELECT CAST({n} AS BIGINT) AS part, {cols} FROM {table} WHERE view = ? AND view_version = ? AND interval_ms = ?
-                 AND {key} = ? AND window_start >= {t} AND window_start < {t} ORDER BY window_start LIMIT ?) part{n}",
-                cols = select_columns(d, view),
-                table = view.realtime_table(),
-                key = view.key_column()
-            )
-        };
-        let realtime_sql = d.sql(&format!("{} UNION ALL {}", part(0), part(1)));
-        let base_ms = view.window_ms();
-        with_pool!(self, pool => {
-            let begin = match d {
-                super::Dialect::Postgres if self.snapshot_reads => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-                _ => "BEGIN",
-            };
-            let mut tx = pool.begin_with(begin).await.map_err(db("beginning a read"))?;
-            let rows = sqlx::query(&pointer_sql)
-                .bind(view.source_topic())
-                .bind(view.name())
-                .bind(to_ms)
-                .bind(from_ms)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db("reading a view pointer"))?;
-            let first = rows.first().ok_or_else(|| StoreError::BadValue("the pointer read returned no row".into()))?;
-            let pointer = ViewPointer { batch_version: col(first, 0)?, batch_horizon_ms: col(first, 1)?, realtime_version: col(first, 2)? };
-            let (segments_fingerprint, realtime_fingerprint, max_event_ts_ms) = (col(first, 3)?, col(first, 4)?, col(first, 5)?);
-            let mut segments = Vec::new();
-            for r in &rows {
-                if col::<_, Option<String>>(r, 9)?.is_some() {
-                    segments.push(segment_record_at(r, 6)?);
-                }
-            }
-            let realtime_from = match (pointer.batch_version, pointer.batch_horizon_ms) {
-                (Some(_), Some(h)) => from_ms.max(h),
-                _ => from_ms,
-            };
-            // The bucket holding H: its realtime part from base rows; whole buckets pre-rolled.
-            let cut = crate::window::window_start(realtime_from.saturating_add(interval_ms - 1), interval_ms).min(to_ms);
-            let mut query = sqlx::query(&realtime_sql);
-            for (read_interval, lo, hi) in [(base_ms, realtime_from, cut), (interval_ms, cut, to_ms)] {
-                query = query.bind(view.name()).bind(pointer.realtime_version).bind(read_interval).bind(key).bind(lo).bind(hi.max(lo)).bind(max_rows);
-            }
-            let rows = query.fetch_all(&mut *tx).await.map_err(db("reading realtime rows"))?;
-            tx.commit().await.map_err(db("ending a read"))?;
-            let (mut realtime_base, mut realtime) = (Vec::new(), Vec::new());
-            for r in &rows {
-                let row = decode_row(view, r, 1)?.row;
-                if col::<_, i64>(r, 0)? == 0 { realtime_base.push(row) } else { realtime.push(row) }
-            }
-            // Each part is read in order; a compound SELECT does not promise to keep it.
-            realtime_base.sort_by_key(|r| r.window_start_ms);
-            realtime.sort_by_key(|r| r.window_start_ms);
-            Ok(ViewSnapshot { pointer, segments, realtime, realtime_base, segments_fingerprint, realtime_fingerprint, max_event_ts_ms })
-        })
-    }
 }
 
 fn segment_record<R>(r: &R) -> Result<SegmentRecord, StoreError>
@@ -412,24 +283,5 @@ where
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    segment_record_at(r, 0)
-}
-
-/// A [`SegmentRecord`] from columns `first..first + 7` of `r`.
-fn segment_record_at<R>(r: &R, first: usize) -> Result<SegmentRecord, StoreError>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(SegmentRecord {
-        chunk_start_ms: col(r, first)?,
-        chunk_end_ms: col(r, first + 1)?,
-        covered_until_ms: col(r, first + 2)?,
-        path: col(r, first + 3)?,
-        rows: col(r, first + 4)?,
-        events: col(r, first + 5)?,
-        inputs: col(r, first + 6)?,
-    })
+    super::snapshot::segment_record_at(r, 0)
 }
