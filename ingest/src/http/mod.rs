@@ -152,9 +152,12 @@ pub fn parse_quotes(body: &[u8]) -> Result<Vec<Quote>, Vec<LineError>> {
     Ok(parse_body(body)?.into_iter().map(|(q, _)| q).collect())
 }
 
-/// [`parse_quotes`], with each quote's line when it is in the log's canonical form (see
-/// [`Quote::from_json_with_form`]), to be appended as it came.
-fn parse_body(body: &[u8]) -> Result<Vec<(Quote, Option<&[u8]>)>, Vec<LineError>> {
+/// A parsed quote and, when it came in the log's canonical form (see
+/// [`Quote::from_json_with_form`]), its line, to be appended as it came.
+type ParsedQuote<'a> = (Quote, Option<&'a [u8]>);
+
+/// [`parse_quotes`], keeping each canonical line.
+fn parse_body(body: &[u8]) -> Result<Vec<ParsedQuote<'_>>, Vec<LineError>> {
     if let Ok((q, canonical)) = Quote::from_json_with_form(body) {
         return Ok(vec![(q, canonical.then_some(body))]);
     }
