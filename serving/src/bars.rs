@@ -7,6 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use prism_core::decimal::Decimal6;
 use prism_core::config::{speed_consumer, Architecture};
 use prism_core::event::{validate_symbol, MAX_TS_MS, MIN_TS_MS};
 use prism_core::log::EventLog;
@@ -101,20 +102,28 @@ pub struct BarsQuery {
 pub struct Bar {
     /// Bar start, RFC 3339 UTC.
     pub start: String,
+    // The prices and sums are `Decimal6`, which serializes as that string: no `String` is built
+    // per field (3,270 bars of 13 years took a third of their time formatting them).
     /// First trade's price (by event time, partition, offset), decimal string, scale 6.
-    pub open: String,
+    #[schema(value_type = String)]
+    pub open: Decimal6,
     /// Highest price.
-    pub high: String,
+    #[schema(value_type = String)]
+    pub high: Decimal6,
     /// Lowest price.
-    pub low: String,
+    #[schema(value_type = String)]
+    pub low: Decimal6,
     /// Last trade's price.
-    pub close: String,
+    #[schema(value_type = String)]
+    pub close: Decimal6,
     /// Shares traded.
     pub volume: i64,
     /// Σ price × size, exact, scale 6.
-    pub notional: String,
+    #[schema(value_type = String)]
+    pub notional: Decimal6,
     /// notional / volume, rounded half away from zero to scale 6.
-    pub vwap: String,
+    #[schema(value_type = String)]
+    pub vwap: Decimal6,
     /// Number of trades.
     pub trades: i64,
     /// Where the bar came from: `batch` (Lambda: the batch view's segments), `segment` (Kappa:
@@ -265,13 +274,13 @@ pub(crate) async fn bars_answer<L: EventLog>(state: &ServingState<L>, symbol: St
             let a = b.agg;
             Some(Bar {
                 start: format_rfc3339(b.start_ms),
-                open: a.open?.price.to_string(),
-                high: a.high?.to_string(),
-                low: a.low?.to_string(),
-                close: a.close?.price.to_string(),
+                open: a.open?.price,
+                high: a.high?,
+                low: a.low?,
+                close: a.close?.price,
                 volume: a.volume,
-                notional: a.notional.to_string(),
-                vwap: a.vwap()?.to_string(),
+                notional: a.notional,
+                vwap: a.vwap()?,
                 trades: a.trades,
                 layer: layer_name(b.layer, state.architecture),
             })
