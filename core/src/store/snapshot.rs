@@ -33,6 +33,16 @@ pub struct ViewSnapshot<A> {
     pub max_event_ts_ms: Option<i64>,
 }
 
+/// What an answer asks of one key: buckets of `interval_ms` starting in `[from_ms, to_ms)` (UTC
+/// ms, clamped to the event range), at most `max_rows` realtime rows per part.
+struct Ask<'a> {
+    key: &'a str,
+    interval_ms: i64,
+    from_ms: i64,
+    to_ms: i64,
+    max_rows: i64,
+}
+
 impl ViewStore {
     /// Reads what a `/v1/…` answer for `key` of `view` at `interval_ms` merges, for buckets
     /// starting in `[from_ms, to_ms)` (`from_ms` aligned to the interval), in one snapshot (see
@@ -54,8 +64,8 @@ impl ViewStore {
     ) -> Result<ViewSnapshot<V::Agg>, StoreError> {
         let (from_ms, to_ms) = (from_ms.max(crate::event::MIN_TS_MS), to_ms.min(crate::event::MAX_TS_MS));
         match self.dialect() {
-            Dialect::Sqlite => self.snapshot_in_one_statement(view, key, interval_ms, from_ms, to_ms, max_rows).await,
-            Dialect::Postgres => self.snapshot_in_a_transaction(view, key, interval_ms, from_ms, to_ms, max_rows).await,
+            Dialect::Sqlite => self.snapshot_in_one_statement(view, Ask { key, interval_ms, from_ms, to_ms, max_rows }).await,
+            Dialect::Postgres => self.snapshot_in_a_transaction(view, Ask { key, interval_ms, from_ms, to_ms, max_rows }).await,
         }
     }
 
@@ -64,15 +74,8 @@ impl ViewStore {
     /// one `UNION ALL`, rows told apart by their first column (0: pointer and segment, 1: base
     /// rows of the bucket holding H, 2: rows at the asked interval). The split at the horizon is
     /// computed in SQL as [`ViewStore::snapshot_in_a_transaction`] computes it in Rust.
-    async fn snapshot_in_one_statement<V: View>(
-        &self,
-        view: &V,
-        key: &str,
-        interval_ms: i64,
-        from_ms: i64,
-        to_ms: i64,
-        max_rows: i64,
-    ) -> Result<ViewSnapshot<V::Agg>, StoreError> {
+    async fn snapshot_in_one_statement<V: View>(&self, view: &V, ask: Ask<'_>) -> Result<ViewSnapshot<V::Agg>, StoreError> {
+        let Ask { key, interval_ms, from_ms, to_ms, max_rows } = ask;
         // ?1 view, ?2 topic, ?3 key, ?4 from, ?5 to, ?6 interval, ?7 base interval, ?8 max rows.
         let rt_nulls = vec!["NULL"; 4 + view.columns().len()].join(", ");
         let head_nulls = vec!["NULL"; 13].join(", ");
@@ -154,15 +157,8 @@ impl ViewStore {
     /// `REPEATABLE READ` transaction (the pointer with its fingerprints, the served version's
     /// event-time high-water mark and the overlapping segments, joined in one; then both
     /// realtime parts, as one `UNION ALL`).
-    async fn snapshot_in_a_transaction<V: View>(
-        &self,
-        view: &V,
-        key: &str,
-        interval_ms: i64,
-        from_ms: i64,
-        to_ms: i64,
-        max_rows: i64,
-    ) -> Result<ViewSnapshot<V::Agg>, StoreError> {
+    async fn snapshot_in_a_transaction<V: View>(&self, view: &V, ask: Ask<'_>) -> Result<ViewSnapshot<V::Agg>, StoreError> {
+        let Ask { key, interval_ms, from_ms, to_ms, max_rows } = ask;
         let d = self.dialect();
         let t = d.time_param();
         // One row when no segment overlaps, else one per segment; the pointer's columns repeat.
