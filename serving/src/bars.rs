@@ -196,8 +196,8 @@ pub(crate) async fn served_pointer<V: View>(
     view: &V,
 ) -> Result<(prism_core::store::ViewPointer, Option<i64>), ApiError> {
     let pointer = store.view_pointer(view.name()).await?;
-    let offsets = store.consumer_offsets(&speed_consumer(view.name(), pointer.realtime_version), view.source_topic()).await?;
-    Ok((pointer, offsets.iter().filter_map(|o| o.max_event_ts_ms).max()))
+    let max_event_ts_ms = max_event_ts(store, view, pointer.realtime_version).await?;
+    Ok((pointer, max_event_ts_ms))
 }
 
 /// Answer of `/v1/symbols`.
@@ -209,8 +209,14 @@ pub struct SymbolsResponse {
 
 /// Realtime watermark of `view`'s realtime version `version`, UTC ms.
 pub(crate) async fn realtime_watermark<V: View>(store: &ViewStore, view: &V, version: i64) -> Result<Option<i64>, ApiError> {
+    Ok(Watermark::new(max_event_ts(store, view, version).await?, view.allowed_lateness_ms()).current_ms())
+}
+
+/// The latest event time the speed layer committed for `view`'s realtime version `version`, UTC
+/// ms, over every partition (`None` before its first commit).
+async fn max_event_ts<V: View>(store: &ViewStore, view: &V, version: i64) -> Result<Option<i64>, ApiError> {
     let offsets = store.consumer_offsets(&speed_consumer(view.name(), version), view.source_topic()).await?;
-    Ok(Watermark::new(offsets.iter().filter_map(|o| o.max_event_ts_ms).max(), view.allowed_lateness_ms()).current_ms())
+    Ok(offsets.iter().filter_map(|o| o.max_event_ts_ms).max())
 }
 
 pub(crate) fn parse_bound(name: &str, text: Option<&str>, end_of_day: bool) -> Result<Option<i64>, ApiError> {

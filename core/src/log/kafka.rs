@@ -66,7 +66,8 @@ pub struct KafkaLog {
     readers: Readers,
 }
 
-fn kafka(context: &str) -> impl FnOnce(KafkaError) -> LogError + '_ {
+/// A librdkafka error as a [`LogError::Io`] saying what Prism was doing (`context`).
+pub(super) fn kafka(context: &str) -> impl FnOnce(KafkaError) -> LogError + '_ {
     move |e| LogError::Io { context: format!("Kafka: {context}"), source: std::io::Error::other(e.to_string()) }
 }
 

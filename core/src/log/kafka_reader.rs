@@ -27,15 +27,12 @@ use rdkafka::message::{Header, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use super::kafka::kafka;
 use super::{LogError, LogRecord};
 
 /// Consumer clients kept per topic (each holds one position per partition); past this, a read
 /// waits for a busy partition reader.
 pub const MAX_CLIENTS_PER_TOPIC: usize = 4;
-
-fn kafka(context: &str) -> impl FnOnce(KafkaError) -> LogError + '_ {
-    move |e| LogError::Io { context: format!("Kafka: {context}"), source: std::io::Error::other(e.to_string()) }
-}
 
 /// Consumer errors that librdkafka reports while it recovers by itself (a broker restarting,
 /// a connection reset): not a reason to stop reading.
