@@ -17,10 +17,84 @@ pub fn now_ms() -> i64 {
 /// Formats UTC milliseconds as RFC 3339 with a `Z` suffix (`2013-03-01T14:30:00Z`;
 /// sub-second digits only when non-zero). Out-of-range values print as the raw number.
 pub fn format_rfc3339(ts_ms: i64) -> String {
-    match DateTime::<Utc>::from_timestamp_millis(ts_ms) {
-        Some(t) => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        None => ts_ms.to_string(),
+    UtcTime(ts_ms).to_string()
+}
+
+/// An instant, UTC ms since the epoch, that displays (and serializes) as [`format_rfc3339`]'s
+/// text without allocating: answers of thousands of bars format a start per bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UtcTime(pub i64);
+
+/// First and last ms of years 0001–9999, which format by hand (`YYYY-MM-DDTHH:MM:SS[.mmm]Z`);
+/// chrono formats the rest (signed years).
+const FAST_RANGE_MS: std::ops::RangeInclusive<i64> = -62_135_596_800_000..=253_402_300_799_999;
+
+impl std::fmt::Display for UtcTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0;
+        if !FAST_RANGE_MS.contains(&ms) {
+            return match DateTime::<Utc>::from_timestamp_millis(ms) {
+                Some(t) => f.write_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+                None => write!(f, "{ms}"),
+            };
+        }
+        let (days, in_day) = (ms.div_euclid(DAY_MS), ms.rem_euclid(DAY_MS));
+        let (year, month, day) = civil_from_days(days);
+        let (secs, milli) = (in_day / 1000, in_day % 1000);
+        let mut buf = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, value: i64, digits: usize| {
+            let mut v = value;
+            for i in (at..at + digits).rev() {
+                buf[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, year, 4);
+        put(5, month, 2);
+        put(8, day, 2);
+        put(11, secs / 3600, 2);
+        put(14, secs / 60 % 60, 2);
+        put(17, secs % 60, 2);
+        let text = if milli == 0 {
+            buf[19] = b'Z';
+            &buf[..20]
+        } else {
+            put(20, milli, 3);
+            &buf[..]
+        };
+        // Only ASCII digits and separators were written.
+        f.write_str(std::str::from_utf8(text).map_err(|_| std::fmt::Error)?)
     }
+}
+
+impl serde::Serialize for UtcTime {
+    /// As [`format_rfc3339`]'s string.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for UtcTime {
+    /// From any form [`parse_instant`] accepts.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_instant(&text).map(UtcTime).map_err(serde::de::Error::custom)
+    }
+}
+
+/// (year, month, day) of the proleptic Gregorian calendar for days since 1970-01-01: Howard
+/// Hinnant's `civil_from_days` ("chrono-Compatible Low-Level Date Algorithms").
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Parses an instant given as RFC 3339 (`2013-03-01T14:30:00Z`, any offset), a plain date
@@ -48,6 +122,29 @@ pub use prism_formats::time::deserialize_ts_ms;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The hand-written format is chrono's RFC 3339 (AutoSi, `Z`) across years 0001–9999
+        /// and its edges, and the chrono fallback beyond.
+        #[test]
+        fn utc_time_formats_as_chrono_does(ms in proptest::prop_oneof![
+            FAST_RANGE_MS,
+            (FAST_RANGE_MS.start() - 5_000)..(FAST_RANGE_MS.start() + 5_000),
+            (FAST_RANGE_MS.end() - 5_000)..(FAST_RANGE_MS.end() + 5_000),
+            -3 * DAY_MS..3 * DAY_MS,
+        ]) {
+            let chrono = DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+            proptest::prop_assert_eq!(Some(UtcTime(ms).to_string()), chrono);
+        }
+    }
+
+    #[test]
+    fn utc_time_serializes_as_a_string_and_reads_back() {
+        let json = serde_json::to_string(&UtcTime(1_362_148_200_123)).expect("serializes");
+        assert_eq!(json, "\"2013-03-01T14:30:00.123Z\"");
+        assert_eq!(serde_json::from_str::<UtcTime>(&json).expect("parses"), UtcTime(1_362_148_200_123));
+        assert_eq!(UtcTime(-1).to_string(), "1969-12-31T23:59:59.999Z");
+    }
 
     #[test]
     fn formats_and_parses() {

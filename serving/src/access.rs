@@ -167,7 +167,7 @@ pub async fn get_access<L: EventLog>(
             p50_ms: b.agg.latency.quantile(500),
             p95_ms: b.agg.latency.quantile(950),
             p99_ms: b.agg.latency.quantile(990),
-            layer: layer_name(b.layer, state.architecture),
+            layer: layer_name(b.layer, state.architecture).to_string(),
         })
         .collect();
     let answer = AccessResponse {

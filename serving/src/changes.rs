@@ -158,7 +158,7 @@ pub async fn get_changes<L: EventLog>(
         .map(|b| ChangesBucket {
             start: format_rfc3339(b.start_ms),
             changes: b.agg.values().sum(),
-            layer: layer_name(b.layer, state.architecture),
+            layer: layer_name(b.layer, state.architecture).to_string(),
             by_op: b.agg,
         })
         .collect();

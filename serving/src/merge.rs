@@ -4,8 +4,6 @@
 //! realtime `≥ H`), so no event is counted twice or missed; the bucket that straddles H merges
 //! both parts and says so.
 
-use std::collections::BTreeMap;
-
 use prism_core::view::{Monoid, ViewRow};
 use prism_core::window::window_start;
 
@@ -54,19 +52,29 @@ pub struct MergedBar<A> {
 /// Merges one key's batch and realtime rows (at `interval_ms` or finer) into buckets of
 /// `interval_ms`, ascending by start.
 pub fn merge_bars<A: Monoid>(batch: &[ViewRow<A>], realtime: &[ViewRow<A>], interval_ms: i64) -> Vec<MergedBar<A>> {
-    let mut buckets: BTreeMap<i64, (A, Layer)> = BTreeMap::new();
-    let tagged = batch.iter().map(|r| (r, Layer::Batch)).chain(realtime.iter().map(|r| (r, Layer::Realtime)));
-    for (row, layer) in tagged {
-        let start = window_start(row.window_start_ms, interval_ms);
-        buckets
-            .entry(start)
-            .and_modify(|(agg, l)| {
-                *agg = agg.merge(&row.agg);
-                *l = l.with(layer);
-            })
-            .or_insert_with(|| (row.agg.clone(), layer));
+    // Both parts come in window order (segments and the store answer so), which puts the
+    // buckets in order: one pass, each bucket merged into the bar before it. A stable sort
+    // restores that order otherwise (a bucket's batch rows still merge before its realtime ones).
+    let mut tagged: Vec<(i64, &A, Layer)> = batch
+        .iter()
+        .map(|r| (r, Layer::Batch))
+        .chain(realtime.iter().map(|r| (r, Layer::Realtime)))
+        .map(|(r, layer)| (window_start(r.window_start_ms, interval_ms), &r.agg, layer))
+        .collect();
+    if !tagged.is_sorted_by_key(|t| t.0) {
+        tagged.sort_by_key(|t| t.0);
     }
-    buckets.into_iter().map(|(start_ms, (agg, layer))| MergedBar { start_ms, agg, layer }).collect()
+    let mut bars: Vec<MergedBar<A>> = Vec::with_capacity(tagged.len());
+    for (start_ms, agg, layer) in tagged {
+        match bars.last_mut() {
+            Some(bar) if bar.start_ms == start_ms => {
+                bar.agg.merge_from(agg);
+                bar.layer = bar.layer.with(layer);
+            }
+            _ => bars.push(MergedBar { start_ms, agg: agg.clone(), layer }),
+        }
+    }
+    bars
 }
 
 #[cfg(test)]

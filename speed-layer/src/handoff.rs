@@ -34,7 +34,7 @@ use prism_core::chunk::Chunk;
 use prism_core::config::speed_consumer;
 use prism_core::log::{EventLog, LogError};
 use prism_core::objects::{ObjectError, ObjectLocation};
-use prism_core::segment::{segment_path, SegmentError, SegmentFile, SegmentMeta, SegmentWriter};
+use prism_core::segment::{segment_path, SegmentError, SegmentFile, SegmentMeta, SegmentWriter, ROW_GROUP_ROWS};
 use prism_core::store::{SegmentRecord, StoreError, ViewStore};
 use prism_core::time::now_ms;
 use prism_core::view::{roll_up, Monoid, View, ViewRow};
@@ -244,20 +244,24 @@ pub async fn handoff_once<V: View, L: EventLog>(
         for s in &old {
             old_files.push(SegmentFile::open(&config.location, &s.path.as_str().into()).await?);
         }
-        let mut by_interval = Vec::with_capacity(view.intervals_ms().len());
-        for &interval in view.intervals_ms() {
-            let mut rows = Vec::new();
-            for file in &old_files {
-                rows.extend(file.read_rows(&config.location, &**view, interval, None, chunk.start_ms, chunk.end_ms).await?);
-            }
-            by_interval.push((interval, rows));
-        }
         let meta = SegmentMeta::for_chunk(&**view, chunk, target);
         let events = old.iter().map(|s| s.events).sum::<i64>() + base.iter().map(|r| view.events_in(&r.agg)).sum::<i64>();
-        let task_view = view.clone();
-        let (bytes, rows) = tokio::task::spawn_blocking(move || build_segment(&*task_view, &meta, base, by_interval))
-            .await
-            .map_err(|e| HandoffError::Task(e.to_string()))??;
+        let (task_view, location, runtime, span) = (view.clone(), config.location.clone(), tokio::runtime::Handle::current(), *chunk);
+        // The old rows are read an interval at a time as the build needs them (on this blocking
+        // thread, through the runtime): a year of them at every interval at once held 160 MB.
+        let (bytes, rows) = tokio::task::spawn_blocking(move || {
+            build_segment(&*task_view, &meta, base, |interval| {
+                runtime.block_on(async {
+                    let mut rows = Vec::new();
+                    for file in &old_files {
+                        rows.extend(file.read_rows(&location, &*task_view, interval, None, span.start_ms, span.end_ms).await?);
+                    }
+                    Ok(rows)
+                })
+            })
+        })
+        .await
+        .map_err(|e| HandoffError::Task(e.to_string()))??;
         let path = segment_path(view.name(), chunk, version);
         config.location.put_atomic(&path, bytes.into()).await?;
         segments.push(SegmentRecord {
@@ -282,40 +286,105 @@ pub async fn handoff_once<V: View, L: EventLog>(
     }))
 }
 
-/// Writes one chunk's segment: at each interval, the old segments' rows (`old`, by interval)
-/// merged with `base` (the newly finalized base rows, sorted by key and window start) rolled up.
-/// Returns the file and its row count.
+/// Writes one chunk's segment: at each interval (ascending), `old(interval)` (the rows the
+/// chunk's earlier segments hold at that interval, in any order) merged with `base` (the newly
+/// finalized base rows, sorted by key and window start) rolled up to it. Returns the file and
+/// its row count.
+///
+/// Memory: one interval's old rows at a time, and the merge streams into the writer a row
+/// group at a time, so a year chunk of the lab (half a million base rows) is held about twice
+/// (base and its old rows), not four times.
+///
+/// Errors: what `old` returns; [`SegmentError::Format`] from the writer.
 pub(crate) fn build_segment<V: View>(
     view: &V,
     meta: &SegmentMeta,
     base: Vec<ViewRow<V::Agg>>,
-    old: Vec<(i64, Vec<ViewRow<V::Agg>>)>,
+    mut old: impl FnMut(i64) -> Result<Vec<ViewRow<V::Agg>>, SegmentError>,
 ) -> Result<(Vec<u8>, i64), SegmentError> {
     let mut writer = SegmentWriter::new(view, meta)?;
     let mut total = 0i64;
-    for (interval, old_rows) in old {
-        if old_rows.is_empty() && interval == view.window_ms() {
-            // The base rows as they are: no copy of the chunk's largest interval.
-            total += base.len() as i64;
-            writer.write_interval(interval, &base)?;
-            continue;
-        }
-        let mut rows = if interval == view.window_ms() { base.clone() } else { roll_up(&base, interval) };
-        if !old_rows.is_empty() {
-            rows.extend(old_rows);
-            rows.sort_by(|a, b| (a.key.as_str(), a.window_start_ms).cmp(&(b.key.as_str(), b.window_start_ms)));
-            rows.dedup_by(|next, kept| {
-                let same = next.key == kept.key && next.window_start_ms == kept.window_start_ms;
-                if same {
-                    kept.agg.merge_from(&next.agg);
-                }
-                same
-            });
-        }
-        total += rows.len() as i64;
-        writer.write_interval(interval, &rows)?;
+    let mut group = Vec::with_capacity(ROW_GROUP_ROWS);
+    for &interval in view.intervals_ms() {
+        let old_rows = sorted_unique(old(interval)?);
+        total += if interval == view.window_ms() {
+            write_merged(&mut writer, interval, &base, old_rows, &mut group)?
+        } else {
+            write_merged(&mut writer, interval, &roll_up(&base, interval), old_rows, &mut group)?
+        };
     }
     Ok((writer.finish()?, total))
+}
+
+/// Rows sorted by (key, window start) with one row per window (rows of a window that several
+/// old segments hold are merged by the monoid).
+fn sorted_unique<A: Monoid>(mut rows: Vec<ViewRow<A>>) -> Vec<ViewRow<A>> {
+    fn id<A>(r: &ViewRow<A>) -> (&str, i64) {
+        (r.key.as_str(), r.window_start_ms)
+    }
+    if rows.is_sorted_by(|a, b| id(a) < id(b)) {
+        return rows;
+    }
+    rows.sort_by(|a, b| id(a).cmp(&id(b)));
+    rows.dedup_by(|next, kept| {
+        let same = next.key == kept.key && next.window_start_ms == kept.window_start_ms;
+        if same {
+            kept.agg.merge_from(&next.agg);
+        }
+        same
+    });
+    rows
+}
+
+/// Writes `new` (sorted, one row per window) merged with `old` (the same) at `interval`, a row
+/// group at a time through `group`; the rows written.
+fn write_merged<V: View>(
+    writer: &mut SegmentWriter<'_, V>,
+    interval: i64,
+    new: &[ViewRow<V::Agg>],
+    old: Vec<ViewRow<V::Agg>>,
+    group: &mut Vec<ViewRow<V::Agg>>,
+) -> Result<i64, SegmentError> {
+    if old.is_empty() {
+        writer.write_interval(interval, new)?;
+        return Ok(new.len() as i64);
+    }
+    let mut written = 0i64;
+    let (mut new, mut old) = (new.iter().peekable(), old.into_iter().peekable());
+    group.clear();
+    loop {
+        let row = match (new.peek(), old.peek()) {
+            (None, None) => break,
+            (Some(_), None) => new.next().cloned(),
+            (None, Some(_)) => old.next(),
+            (Some(a), Some(b)) => match (a.key.as_str(), a.window_start_ms).cmp(&(b.key.as_str(), b.window_start_ms)) {
+                std::cmp::Ordering::Less => new.next().cloned(),
+                std::cmp::Ordering::Greater => old.next(),
+                std::cmp::Ordering::Equal => {
+                    let (a, b) = (new.next(), old.next());
+                    a.map(|a| {
+                        let mut row = a.clone();
+                        if let Some(b) = b {
+                            row.agg.merge_from(&b.agg);
+                        }
+                        row
+                    })
+                }
+            },
+        };
+        group.extend(row);
+        if group.len() == ROW_GROUP_ROWS {
+            writer.write_interval(interval, group)?;
+            written += group.len() as i64;
+            group.clear();
+        }
+    }
+    if !group.is_empty() {
+        writer.write_interval(interval, group)?;
+        written += group.len() as i64;
+        group.clear();
+    }
+    Ok(written)
 }
 
 /// Expires manifests retired longer than the grace period and deletes segment files of the view
