@@ -39,7 +39,12 @@ pub enum DecimalError {
 /// An exact decimal with 6 decimal places, stored as micro-units in an `i128`.
 ///
 /// `Decimal6::from_units(1_500_000)` is `1.5`. Ordering and equality are numeric.
+///
+/// Aligned to 8 bytes, not `i128`'s 16: an `Option<Decimal6>` then takes 24 bytes, not 32, and
+/// the `ohlcv` aggregate (six of them, two inside price points) 176 instead of 224 — the windows
+/// a replay or a batch build holds in memory are mostly these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(packed(8))]
 pub struct Decimal6(i128);
 
 impl Decimal6 {

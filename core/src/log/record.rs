@@ -28,7 +28,13 @@ pub struct NewRecord {
 impl NewRecord {
     /// A record with no headers, stamped now.
     pub fn new(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
-        NewRecord { key: key.into(), value: value.into(), headers: Vec::new(), timestamp_ms: crate::time::now_ms() }
+        Self::stamped(key, value, crate::time::now_ms())
+    }
+
+    /// A record with no headers, stamped `timestamp_ms` (UTC ms; one clock read for a batch of
+    /// records that arrive together).
+    pub fn stamped(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>, timestamp_ms: i64) -> Self {
+        NewRecord { key: key.into(), value: value.into(), headers: Vec::new(), timestamp_ms }
     }
 
     /// Adds a header.

@@ -324,6 +324,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Replays and batch builds hold a year of the lab's windows as these: keep them small
+    /// (Decimal6 is 8-byte aligned; see its docs).
+    #[test]
+    fn aggregate_is_compact() {
+        assert_eq!(std::mem::size_of::<Option<Decimal6>>(), 24);
+        assert_eq!(std::mem::size_of::<Option<PricePoint>>(), 48);
+        assert_eq!(std::mem::size_of::<Ohlcv>(), 176);
+    }
+
     fn arb_ohlcv() -> impl Strategy<Value = Ohlcv> {
         proptest::collection::vec((0i64..10_000, 0i32..3, 0i64..1000, 1i128..10_000_000, 1i64..1000), 0..6).prop_map(|trades| {
             trades.into_iter().fold(Ohlcv::EMPTY, |acc, (ts, p, o, price, size)| {

@@ -269,11 +269,13 @@ pub async fn post_quotes<L: EventLog>(
             idempotency::post_once(&state, &key, &body, &quotes).await
         }
         None => {
+            // The request's records share one append time.
+            let now = prism_core::time::now_ms();
             let records: Vec<NewRecord> = parsed
                 .into_iter()
                 .map(|(q, line)| {
                     let value = line.map_or_else(|| q.to_json(), <[u8]>::to_vec);
-                    NewRecord::new(q.symbol, value)
+                    NewRecord::stamped(q.symbol, value, now)
                 })
                 .collect();
             match append_counted(&state, records).await {
