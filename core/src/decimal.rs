@@ -44,7 +44,7 @@ pub enum DecimalError {
 /// the `ohlcv` aggregate (six of them, two inside price points) 176 instead of 224 — the windows
 /// a replay or a batch build holds in memory are mostly these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-#[repr(packed(8))]
+#[repr(C, packed(8))]
 pub struct Decimal6(i128);
 
 impl Decimal6 {

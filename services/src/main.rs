@@ -2,13 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc returns freed memory to the OS; glibc's malloc kept each thread arena's peak, so a
-/// full batch rebuild's RSS grew chunk after chunk (see the workspace `Cargo.toml`). The
-/// `heap-profile` feature keeps the system allocator, whose calls heap profilers such as
-/// `heaptrack` intercept (bench/README.md, "Memory").
-#[cfg(not(feature = "heap-profile"))]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod allocator;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -60,6 +54,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    allocator::tune();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
