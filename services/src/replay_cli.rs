@@ -28,6 +28,9 @@ pub struct ReplayArgs {
     pub no_wait: bool,
 }
 
+/// How often a replay's progress is printed as a line when stderr is not a terminal.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 /// Starts the replays and follows them until each has switched (or failed, or was cancelled),
 /// or until `stop` fires.
 ///
@@ -67,6 +70,10 @@ pub async fn run_replay(args: ReplayArgs, stop: CancellationToken) -> anyhow::Re
             (id.clone(), bar)
         })
         .collect();
+    // Off a terminal (a log file, CI, a pipe) indicatif draws nothing: a line per replay every
+    // few seconds and one at its end instead, on stderr.
+    let plain = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut last_line = std::time::Instant::now();
     let mut failures = Vec::new();
     while !watched.is_empty() {
         tokio::select! {
@@ -87,7 +94,15 @@ pub async fn run_replay(args: ReplayArgs, stop: CancellationToken) -> anyhow::Re
             let rate = replay["events_per_second"].as_f64().unwrap_or(0.0);
             let eta = replay["eta_seconds"].as_f64().map_or_else(|| "?".to_string(), |s| format!("{s:.0} s"));
             bar.set_message(format!("lag {}  {:.0} events/s  ETA {eta}", replay["lag"], rate));
-            match replay["state"].as_str() {
+            let state = replay["state"].as_str();
+            if plain && (state != Some("replaying") || last_line.elapsed() >= PLAIN_PROGRESS_EVERY) {
+                eprintln!(
+                    "{id}: {} — {done}/{total} events, lag {}, {rate:.0} events/s, ETA {eta}",
+                    state.unwrap_or("unknown"),
+                    replay["lag"]
+                );
+            }
+            match state {
                 Some("replaying") => still.push((id, bar)),
                 Some("switched") => bar.finish_with_message("caught up: serving switched to it"),
                 other => {
@@ -97,6 +112,9 @@ pub async fn run_replay(args: ReplayArgs, stop: CancellationToken) -> anyhow::Re
             }
         }
         watched = still;
+        if plain && last_line.elapsed() >= PLAIN_PROGRESS_EVERY {
+            last_line = std::time::Instant::now();
+        }
     }
     if !failures.is_empty() {
         bail!("replays did not switch: {}", failures.join("; "));
