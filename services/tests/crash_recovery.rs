@@ -108,7 +108,17 @@ async fn restart_and_compare(
     let (_, status) = get_json(client, &base, "/v1/status").await;
     stop(restarted);
     for ((name, want), (_, have)) in expected.iter().zip(&got) {
-        assert_eq!(want.len(), have.len(), "{name}: bar count ({what})");
+        // Which bars, when the counts differ: a lost or doubled day shows as its starts.
+        let starts =
+            |bars: &[Value]| bars.iter().map(|b| b["start"].as_str().unwrap_or("?").to_string()).collect::<std::collections::BTreeSet<_>>();
+        let (w, h) = (starts(want), starts(have));
+        let missing: Vec<&String> = w.difference(&h).take(5).collect();
+        let extra: Vec<&String> = h.difference(&w).take(5).collect();
+        assert_eq!(
+            want.len(),
+            have.len(),
+            "{name}: bar count ({what}); missing starts {missing:?}, extra starts {extra:?}; status {status}"
+        );
         assert_eq!(want, have, "{name}: bars differ ({what})");
     }
     let accepted = status["ingest"][0]["accepted"].as_i64().unwrap_or(-1);
