@@ -4,7 +4,7 @@
 //! (a full batch rebuild's RSS grew chunk after chunk). mimalloc v3 waits 1 s before it purges
 //! freed pages, though: a Kappa replay of the lab allocates and frees hundreds of MB a second,
 //! so a second's worth stayed resident. At 100 ms the lab's peak RSS fell from 1.03 GB to
-//! 0.86 GB at the same replay speed (at 0 ms: 0.70 GB, but the replay ran 25 % slower);
+//! 0.86–0.90 GB at the same replay speed (at 0 ms: 0.70 GB, but the replay ran 25 % slower);
 //! `bench/README.md`, "Memory". The `heap-profile` feature keeps the system allocator, whose
 //! calls heap profilers such as `heaptrack` intercept.
 
@@ -14,7 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Purge delay Prism sets, ms.
 #[cfg(not(feature = "heap-profile"))]
-const PURGE_DELAY_MS: i64 = 100;
+const PURGE_DELAY_MS: std::ffi::c_long = 100;
 
 /// `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (include/mimalloc.h), and its
 /// default there (ms).
@@ -32,21 +32,16 @@ extern "C" {
 
 /// Sets mimalloc's purge delay to 100 ms, unless the option does not read as v3's
 /// default (an operator's `MIMALLOC_PURGE_DELAY`, or another mimalloc whose option table
-/// differs: then nothing is changed). Returns the delay in force, ms.
-pub fn tune() -> i64 {
+/// differs: then nothing is changed).
+pub fn tune() {
     #[cfg(not(feature = "heap-profile"))]
     {
         // SAFETY: plain calls into mimalloc's option table with a valid option index; mimalloc
         // reads and writes options atomically, from any thread, at any time.
         unsafe {
             if mi_option_get(MI_OPTION_PURGE_DELAY) == MI_DEFAULT_PURGE_DELAY_MS {
-                mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as std::ffi::c_long);
+                mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
             }
-            mi_option_get(MI_OPTION_PURGE_DELAY) as i64
         }
-    }
-    #[cfg(feature = "heap-profile")]
-    {
-        0
     }
 }

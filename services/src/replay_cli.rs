@@ -85,6 +85,11 @@ pub async fn run_replay(args: ReplayArgs, stop: CancellationToken) -> anyhow::Re
             }
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
+        // A progress line per replay this round (every few seconds), besides the final ones.
+        let due = plain && last_line.elapsed() >= PLAIN_PROGRESS_EVERY;
+        if due {
+            last_line = std::time::Instant::now();
+        }
         let mut still = Vec::new();
         for (id, bar) in watched {
             let replay: Value = client.get(format!("{base}/v1/admin/replays/{id}")).send().await?.json().await?;
@@ -95,7 +100,7 @@ pub async fn run_replay(args: ReplayArgs, stop: CancellationToken) -> anyhow::Re
             let eta = replay["eta_seconds"].as_f64().map_or_else(|| "?".to_string(), |s| format!("{s:.0} s"));
             bar.set_message(format!("lag {}  {:.0} events/s  ETA {eta}", replay["lag"], rate));
             let state = replay["state"].as_str();
-            if plain && (state != Some("replaying") || last_line.elapsed() >= PLAIN_PROGRESS_EVERY) {
+            if due || (plain && state != Some("replaying")) {
                 eprintln!(
                     "{id}: {} — {done}/{total} events, lag {}, {rate:.0} events/s, ETA {eta}",
                     state.unwrap_or("unknown"),
@@ -112,9 +117,6 @@ pub async fn run_replay(args: ReplayArgs, stop: CancellationToken) -> anyhow::Re
             }
         }
         watched = still;
-        if plain && last_line.elapsed() >= PLAIN_PROGRESS_EVERY {
-            last_line = std::time::Instant::now();
-        }
     }
     if !failures.is_empty() {
         bail!("replays did not switch: {}", failures.join("; "));

@@ -112,4 +112,19 @@ mod tests {
         assert_eq!(d1.len(), 1);
         assert_eq!(d1[0].agg.volume, 12);
     }
+
+    #[test]
+    fn parts_out_of_window_order_merge_as_in_order() {
+        let batch: Vec<_> = (0..7).map(|m| row(m, 100 + m as i128, 1)).collect();
+        let realtime: Vec<_> = (7..12).map(|m| row(m, 100 + m as i128, 1)).collect();
+        let (mut batch_rev, mut realtime_rev) = (batch.clone(), realtime.clone());
+        batch_rev.reverse();
+        realtime_rev.reverse();
+        for interval in [Interval::M1, Interval::M5, Interval::D1] {
+            let want = merge_bars(&batch, &realtime, interval.size_ms());
+            let got = merge_bars(&batch_rev, &realtime_rev, interval.size_ms());
+            assert_eq!(got, want, "{interval:?}");
+        }
+        assert_eq!(merge_bars(&batch_rev, &realtime_rev, Interval::M5.size_ms()).len(), 3);
+    }
 }

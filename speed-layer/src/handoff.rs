@@ -327,7 +327,7 @@ fn sorted_unique<A: Monoid>(mut rows: Vec<ViewRow<A>>) -> Vec<ViewRow<A>> {
     }
     rows.sort_by(|a, b| id(a).cmp(&id(b)));
     rows.dedup_by(|next, kept| {
-        let same = next.key == kept.key && next.window_start_ms == kept.window_start_ms;
+        let same = id(next) == id(kept);
         if same {
             kept.agg.merge_from(&next.agg);
         }
