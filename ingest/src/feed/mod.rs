@@ -8,12 +8,14 @@
 //! Restart without duplicates: trades are numbered from 0 across the feed, and each record
 //! carries the headers `prism.feed.id` and `prism.feed.seq`. The feed checkpoints
 //! `(next_seq, log end offsets)` in the view store after its appends; on restart it scans the
-//! log from the checkpointed end offsets for its own later records, and resumes after the
-//! highest sequence number found — so an append that landed just before a crash is never
-//! appended again, and one that did not land is.
+//! log from the checkpointed end offsets for its own later records, partition by partition,
+//! appends again what an append cut by the crash left out of some partitions, and resumes
+//! after the highest sequence number found ([`recover`]) — so a trade that landed just before
+//! a crash is never appended again, and one that did not land is.
 
 pub mod bars;
 pub mod expand;
+mod recover;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -151,6 +153,7 @@ pub async fn run_feed<L: EventLog>(config: FeedConfig, log: Arc<L>, store: ViewS
     log.ensure_topic(DLQ_TOPIC, 1).await?;
     let path = AppendPath::new(log.clone(), "feed");
 
+    let mut appended_again = 0i64;
     let mut checkpoint = match store.feed_checkpoint(&feed_id).await? {
         Some(c) if c.fingerprint != fingerprint => {
             return Err(FeedError::Config(format!(
@@ -159,15 +162,23 @@ pub async fn run_feed<L: EventLog>(config: FeedConfig, log: Arc<L>, store: ViewS
             )))
         }
         Some(mut c) => {
-            // Trades appended after the checkpoint (before a crash) are in the log: skip them,
-            // and count them now, since the checkpoint that would have counted them never came.
-            let recovered = recover_next_seq(&*log, &feed_id, &c.end_offsets).await?;
-            if recovered > c.next_seq {
-                let uncounted = recovered - c.next_seq;
-                tracing::info!(feed = %feed_id, trades = uncounted, "feed found trades appended after its last checkpoint");
-                c.next_seq = recovered;
+            // Trades appended after the checkpoint (before a crash) are in the log: complete the
+            // append the crash cut, skip them, and count them now, since the checkpoint that
+            // would have counted them never came.
+            let landed = recover::recover(&*log, &feed_id, &c.end_offsets, c.next_seq).await?;
+            if landed.records > 0 {
+                let refill: Vec<NewRecord> = days_from(&days, c.next_seq)
+                    .flat_map(|(first_seq, day)| day_records(day, &feed_id, first_seq, config.trades_per_day, |seq, key| landed.missing(seq, key)))
+                    .collect();
+                appended_again = refill.len() as i64;
+                path.commit(QUOTES_TOPIC, Batch::of(refill)).await?;
+                tracing::info!(
+                    feed = %feed_id, trades = landed.records, appended_again,
+                    "feed found trades appended after its last checkpoint"
+                );
+                c.next_seq = landed.next_seq();
                 c.end_offsets = log.end_offsets(QUOTES_TOPIC).await?;
-                store.save_feed_checkpoint(&c, uncounted, 0).await?;
+                store.save_feed_checkpoint(&c, landed.records + appended_again, 0).await?;
             }
             c
         }
@@ -179,7 +190,7 @@ pub async fn run_feed<L: EventLog>(config: FeedConfig, log: Arc<L>, store: ViewS
     };
     if checkpoint.done {
         tracing::info!(feed = %feed_id, "historical feed already complete");
-        return Ok(0);
+        return Ok(appended_again);
     }
     let total_trades: i64 = days.iter().map(|d| d.trades).sum();
     tracing::info!(
@@ -188,7 +199,7 @@ pub async fn run_feed<L: EventLog>(config: FeedConfig, log: Arc<L>, store: ViewS
     );
 
     let started = Instant::now();
-    let mut appended_total = 0i64;
+    let mut appended_total = appended_again;
     let mut pending_accepted = 0i64;
     let mut last_checkpoint = Instant::now();
     let mut last_progress = Instant::now();
@@ -214,7 +225,8 @@ pub async fn run_feed<L: EventLog>(config: FeedConfig, log: Arc<L>, store: ViewS
                 _ = cancel.cancelled() => break,
             }
         }
-        let records = day_records(day, &feed_id, seq_at_day_start, checkpoint.next_seq, config.trades_per_day);
+        let resume_seq = checkpoint.next_seq;
+        let records = day_records(day, &feed_id, seq_at_day_start, config.trades_per_day, |seq, _| seq >= resume_seq);
         let n = records.len() as i64;
         path.append(QUOTES_TOPIC, Batch::of(records)).await?;
         appended_total += n;
@@ -293,9 +305,20 @@ fn load_days(config: &FeedConfig) -> Result<(Vec<Day>, Vec<bars::RowError>), Fee
     Ok((days, refused))
 }
 
-/// The day's trades, merged by event time (then symbol), numbered from `first_seq`, skipping
-/// those below `resume_seq`.
-fn day_records(day: &Day, feed_id: &str, first_seq: i64, resume_seq: i64, trades_per_day: usize) -> Vec<NewRecord> {
+/// Each day from the one holding trade `seq` on, with the sequence number of its first trade.
+fn days_from(days: &[Day], seq: i64) -> impl Iterator<Item = (i64, &Day)> {
+    days.iter()
+        .scan(0i64, |next, day| {
+            let first = *next;
+            *next += day.trades;
+            Some((first, day))
+        })
+        .filter(move |(first, day)| first + day.trades > seq)
+}
+
+/// The day's trades, merged by event time (then symbol), numbered from `first_seq`, keeping
+/// those `keep(seq, key)` accepts.
+fn day_records(day: &Day, feed_id: &str, first_seq: i64, trades_per_day: usize, keep: impl Fn(i64, &[u8]) -> bool) -> Vec<NewRecord> {
     let mut trades: Vec<_> = day.bars.iter().flat_map(|b| expand_bar(b, trades_per_day)).collect();
     trades.sort_by(|a, b| (a.ts, &a.symbol).cmp(&(b.ts, &b.symbol)));
     let now = prism_core::time::now_ms();
@@ -303,7 +326,7 @@ fn day_records(day: &Day, feed_id: &str, first_seq: i64, resume_seq: i64, trades
         .into_iter()
         .enumerate()
         .map(|(i, q)| (first_seq + i as i64, q))
-        .filter(|(seq, _)| *seq >= resume_seq)
+        .filter(|(seq, q)| keep(*seq, q.symbol.as_bytes()))
         .map(|(seq, q)| NewRecord {
             key: q.symbol.clone().into_bytes(),
             value: q.to_json(),
@@ -314,35 +337,6 @@ fn day_records(day: &Day, feed_id: &str, first_seq: i64, resume_seq: i64, trades
             timestamp_ms: now,
         })
         .collect()
-}
-
-/// Highest `seq + 1` of this feed's records appended after the checkpoint's end offsets.
-async fn recover_next_seq<L: EventLog>(log: &L, feed_id: &str, from: &[i64]) -> Result<i64, FeedError> {
-    let ends = log.end_offsets(QUOTES_TOPIC).await?;
-    let mut next = 0i64;
-    for (p, end) in ends.iter().enumerate() {
-        let mut offset = from.get(p).copied().unwrap_or(0);
-        while offset < *end {
-            // Records below the end offset exist: wait for them, and never take "none arrived"
-            // for "none there" (the feed would then append them again).
-            let records = log.read(QUOTES_TOPIC, p as i32, offset, 10_000, Duration::from_secs(10)).await?;
-            if records.is_empty() {
-                return Err(FeedError::Log(LogError::Refused(format!(
-                    "{QUOTES_TOPIC}/{p}: no record readable at offset {offset} below the end offset {end}"
-                ))));
-            }
-            for r in &records {
-                if r.header(FEED_ID_HEADER) == Some(feed_id.as_bytes()) {
-                    let seq = r.header(FEED_SEQ_HEADER).and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.parse::<i64>().ok());
-                    if let Some(seq) = seq {
-                        next = next.max(seq + 1);
-                    }
-                }
-            }
-            offset = records.last().map_or(*end, |r| r.offset + 1);
-        }
-    }
-    Ok(next)
 }
 
 async fn dead_letter_refused_rows<L: EventLog>(path: &AppendPath<L>, refused: &[bars::RowError]) -> Result<(), FeedError> {
