@@ -53,7 +53,7 @@ wait_ready() { # name url
     fi
     sleep 0.1
   done
-  log "$1 not ready at $2"; return 1
+  log "$1 not ready at $2; its log:"; tail -20 "$state/logs/$1.log" >&2; return 1
 }
 
 up() {

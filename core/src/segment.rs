@@ -129,13 +129,14 @@ enum ColumnBuilder {
 }
 
 impl ColumnBuilder {
-    fn new(ty: ColumnType) -> Self {
+    /// A builder for `rows` values (text: 16 bytes each to start with).
+    fn with_capacity(ty: ColumnType, rows: usize) -> Self {
         match ty {
-            ColumnType::Int => ColumnBuilder::Int(Int64Builder::new()),
-            ColumnType::Price => ColumnBuilder::Decimal(Decimal128Builder::new(), 18),
-            ColumnType::Money => ColumnBuilder::Decimal(Decimal128Builder::new(), 38),
-            ColumnType::Time => ColumnBuilder::Time(TimestampMillisecondBuilder::new()),
-            ColumnType::Text => ColumnBuilder::Text(StringBuilder::new()),
+            ColumnType::Int => ColumnBuilder::Int(Int64Builder::with_capacity(rows)),
+            ColumnType::Price => ColumnBuilder::Decimal(Decimal128Builder::with_capacity(rows), 18),
+            ColumnType::Money => ColumnBuilder::Decimal(Decimal128Builder::with_capacity(rows), 38),
+            ColumnType::Time => ColumnBuilder::Time(TimestampMillisecondBuilder::with_capacity(rows)),
+            ColumnType::Text => ColumnBuilder::Text(StringBuilder::with_capacity(rows, rows * 16)),
         }
     }
 
@@ -224,9 +225,10 @@ impl<'v, V: View> SegmentWriter<'v, V> {
         // would hold another copy of its half a million rows.
         for rows in rows.chunks(ROW_GROUP_ROWS) {
             let mut interval = Int64Builder::with_capacity(rows.len());
-            let mut keys = StringBuilder::new();
+            let mut keys = StringBuilder::with_capacity(rows.len(), rows.iter().map(|r| r.key.len()).sum());
             let mut starts = TimestampMillisecondBuilder::with_capacity(rows.len());
-            let mut columns: Vec<ColumnBuilder> = self.view.columns().iter().map(|c| ColumnBuilder::new(c.ty)).collect();
+            let mut columns: Vec<ColumnBuilder> =
+                self.view.columns().iter().map(|c| ColumnBuilder::with_capacity(c.ty, rows.len())).collect();
             for row in rows {
                 interval.append_value(interval_ms);
                 keys.append_value(&row.key);

@@ -305,13 +305,20 @@ pub(crate) fn build_segment<V: View>(
     let mut writer = SegmentWriter::new(view, meta)?;
     let mut total = 0i64;
     let mut group = Vec::with_capacity(ROW_GROUP_ROWS);
+    // Each interval's new rows are rolled up from the previous interval's when each interval
+    // divides the next (1m → 5m → 15m → 1h → 1d), as the batch job does, else from the base.
+    let nested = view.intervals_ms().windows(2).all(|w| w[1] % w[0] == 0);
+    let mut finer: Option<Vec<ViewRow<V::Agg>>> = None;
     for &interval in view.intervals_ms() {
         let old_rows = sorted_unique(old(interval)?);
-        total += if interval == view.window_ms() {
-            write_merged(&mut writer, interval, &base, old_rows, &mut group)?
+        if interval == view.window_ms() {
+            total += write_merged(&mut writer, interval, &base, old_rows, &mut group)?;
         } else {
-            write_merged(&mut writer, interval, &roll_up(&base, interval), old_rows, &mut group)?
-        };
+            let source = if nested { finer.as_deref().unwrap_or(&base) } else { &base };
+            let rolled = roll_up(source, interval);
+            total += write_merged(&mut writer, interval, &rolled, old_rows, &mut group)?;
+            finer = Some(rolled);
+        }
     }
     Ok((writer.finish()?, total))
 }
