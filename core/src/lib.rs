@@ -13,6 +13,7 @@
 //! - [`consumer`]: a consumer whose offsets live in the view store.
 //! - [`batch_run`]: the batch-run request/report passed between serving and the batch layer.
 
+pub mod background;
 pub mod batch_run;
 pub mod chunk;
 pub mod config;

@@ -325,7 +325,8 @@ async fn write_chunk<V: View>(
     let events = base.iter().map(|r| view.events_in(&r.agg)).sum::<i64>();
     let meta = SegmentMeta::for_chunk(&*view, &chunk, until);
     let task_view = view.clone();
-    let (bytes, rows) = tokio::task::spawn_blocking(move || {
+    // At low priority: a request to serving gets a core first (prism_core::background).
+    let (bytes, rows) = prism_core::background::run_at_low_priority("prism-replay-segment", move || {
         // Written in key order already; sorted here only if that ever changes.
         let order =
             |a: &ViewRow<V::Agg>, b: &ViewRow<V::Agg>| (a.key.as_str(), a.window_start_ms).cmp(&(b.key.as_str(), b.window_start_ms));

@@ -249,7 +249,8 @@ pub async fn handoff_once<V: View, L: EventLog>(
         let (task_view, location, runtime, span) = (view.clone(), config.location.clone(), tokio::runtime::Handle::current(), *chunk);
         // The old rows are read an interval at a time as the build needs them (on this blocking
         // thread, through the runtime): a year of them at every interval at once held 160 MB.
-        let (bytes, rows) = tokio::task::spawn_blocking(move || {
+        // At low priority: a request to serving gets a core first (prism_core::background).
+        let (bytes, rows) = prism_core::background::run_at_low_priority("prism-handoff-segment", move || {
             build_segment(&*task_view, &meta, base, |interval| {
                 runtime.block_on(async {
                     let mut rows = Vec::new();
