@@ -187,6 +187,9 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
             fold_into(by_start, start, contribution);
         }
         done.store(events, Ordering::Relaxed);
+        // The embedded log's read returns at once, so without this the fold would hold its
+        // runtime worker for the whole replay, and a request queued behind it would wait.
+        tokio::task::yield_now().await;
         // Closed years behind the finalized watermark leave memory as segments.
         let watermark = watermark_of(&ends, &next, &max_ts, lateness);
         if let Some(year) = watermark.and_then(|w| Chunk::year_start(window_start(w, largest))) {
