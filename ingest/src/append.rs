@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prism_core::event::{DeadLetter, LogPosition, DLQ_TOPIC};
-use prism_core::log::{EventLog, LogError, NewRecord};
+use prism_core::log::{EventLog, LogError, LogRecord, NewRecord};
 
 /// Header naming the source instance that appended a record (e.g. `logs:<fingerprint>`).
 pub const SOURCE_HEADER: &str = "prism.source";
@@ -149,7 +149,7 @@ impl<L: EventLog> AppendPath<L> {
     }
 }
 
-/// How long [`recover_positions`] waits for records it knows exist.
+/// How long [`for_each_after`] waits for records it knows exist.
 const RECOVERY_READ_WAIT: Duration = Duration::from_secs(10);
 
 /// A record found by [`recover_positions`].
@@ -161,19 +161,16 @@ pub struct Recovered {
     pub at: LogPosition,
 }
 
-/// Every record of `topic` after `from` (log end offsets per partition, as a checkpoint saved
-/// them; missing partitions from 0) whose [`SOURCE_HEADER`] `wanted` accepts, with its
-/// [`POSITION_HEADER`], grouped by source, in log order per partition.
+/// Calls `each` with every record of `topic` after `from` (log end offsets per partition, as
+/// a checkpoint saved them; missing partitions from 0) up to the log end offsets now, in log
+/// order per partition: how a source finds, after a crash, what it appended past its
+/// checkpoint.
 ///
-/// Errors: [`LogError`].
-pub async fn recover_positions<L: EventLog>(
-    log: &L,
-    topic: &str,
-    from: &[i64],
-    wanted: impl Fn(&str) -> bool,
-) -> Result<HashMap<String, Vec<Recovered>>, LogError> {
+/// Errors: [`LogError`], also [`LogError::Refused`] when a record below a partition's end
+/// offset is not readable within 10 s (taking "none arrived" for "none there" would append it
+/// twice).
+pub async fn for_each_after<L: EventLog>(log: &L, topic: &str, from: &[i64], mut each: impl FnMut(&LogRecord)) -> Result<(), LogError> {
     let ends = log.end_offsets(topic).await?;
-    let mut found: HashMap<String, Vec<Recovered>> = HashMap::new();
     for (p, end) in ends.iter().enumerate() {
         let mut offset = from.get(p).copied().unwrap_or(0);
         while offset < *end {
@@ -186,18 +183,35 @@ pub async fn recover_positions<L: EventLog>(
                 )));
             };
             offset = last.offset + 1;
-            for r in &records {
-                let Some(source) = r.header(SOURCE_HEADER).and_then(|s| std::str::from_utf8(s).ok()) else { continue };
-                if !wanted(source) {
-                    continue;
-                }
-                let Some(position) = r.header(POSITION_HEADER).and_then(|s| std::str::from_utf8(s).ok()) else { continue };
-                found
-                    .entry(source.to_string())
-                    .or_default()
-                    .push(Recovered { position: position.to_string(), at: LogPosition { partition: r.partition, offset: r.offset } });
-            }
+            records.iter().for_each(&mut each);
         }
     }
+    Ok(())
+}
+
+/// Every record of `topic` after `from` (as [`for_each_after`]) whose [`SOURCE_HEADER`]
+/// `wanted` accepts, with its [`POSITION_HEADER`], grouped by source, in log order per
+/// partition.
+///
+/// Errors: as [`for_each_after`].
+pub async fn recover_positions<L: EventLog>(
+    log: &L,
+    topic: &str,
+    from: &[i64],
+    wanted: impl Fn(&str) -> bool,
+) -> Result<HashMap<String, Vec<Recovered>>, LogError> {
+    let mut found: HashMap<String, Vec<Recovered>> = HashMap::new();
+    for_each_after(log, topic, from, |r| {
+        let Some(source) = r.header(SOURCE_HEADER).and_then(|s| std::str::from_utf8(s).ok()) else { return };
+        if !wanted(source) {
+            return;
+        }
+        let Some(position) = r.header(POSITION_HEADER).and_then(|s| std::str::from_utf8(s).ok()) else { return };
+        found
+            .entry(source.to_string())
+            .or_default()
+            .push(Recovered { position: position.to_string(), at: LogPosition { partition: r.partition, offset: r.offset } });
+    })
+    .await?;
     Ok(found)
 }

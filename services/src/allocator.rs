@@ -45,11 +45,10 @@ extern "C" {
 /// unless `MIMALLOC_ALLOW_THP` is set (then mimalloc applies the operator's choice).
 pub fn tune() {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
-        // The flag belongs to the process's memory map, so it covers every thread; a kernel
-        // without it (before 3.15) keeps THP, which is only slower.
-        if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
-            tracing::debug!(error = %e, "could not turn transparent huge pages off");
-        }
+        // The flag belongs to the process's memory map, so it covers every thread. A kernel
+        // without it (before 3.15) refuses, and THP stays on, which is only slower; there is no
+        // one to tell yet (this runs before logging starts).
+        let _ = rustix::thread::disable_transparent_huge_pages(true);
     }
     #[cfg(not(feature = "heap-profile"))]
     {

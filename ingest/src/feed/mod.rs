@@ -167,7 +167,8 @@ pub async fn run_feed<L: EventLog>(config: FeedConfig, log: Arc<L>, store: ViewS
             // would have counted them never came.
             let landed = recover::recover(&*log, &feed_id, &c.end_offsets, c.next_seq).await?;
             if landed.records > 0 {
-                let refill: Vec<NewRecord> = days_from(&days, c.next_seq)
+                let refill: Vec<NewRecord> = numbered(&days)
+                    .filter(|(first_seq, day)| first_seq + day.trades > c.next_seq)
                     .flat_map(|(first_seq, day)| day_records(day, &feed_id, first_seq, config.trades_per_day, |seq, key| landed.missing(seq, key)))
                     .collect();
                 appended_again = refill.len() as i64;
@@ -203,16 +204,14 @@ pub async fn run_feed<L: EventLog>(config: FeedConfig, log: Arc<L>, store: ViewS
     let mut pending_accepted = 0i64;
     let mut last_checkpoint = Instant::now();
     let mut last_progress = Instant::now();
-    let mut seq_at_day_start = 0i64;
     let mut days_sent_this_run = 0u64;
-    for (day_index, day) in days.iter().enumerate() {
+    for (day_index, (seq_at_day_start, day)) in numbered(&days).enumerate() {
         let day_end_seq = seq_at_day_start + day.trades;
         if day_end_seq <= checkpoint.next_seq {
             // Appended by an earlier run, possibly after its last checkpoint (recovered from the
             // log above): the day counts as done.
             checkpoint.days_done = day_index as i64 + 1;
             checkpoint.feed_date = Some(day.date.clone());
-            seq_at_day_start = day_end_seq;
             continue;
         }
         if cancel.is_cancelled() {
@@ -251,7 +250,6 @@ pub async fn run_feed<L: EventLog>(config: FeedConfig, log: Arc<L>, store: ViewS
             );
             last_progress = Instant::now();
         }
-        seq_at_day_start = day_end_seq;
     }
     checkpoint.done = checkpoint.days_done as usize == days.len();
     path.acknowledge().await?;
@@ -305,15 +303,14 @@ fn load_days(config: &FeedConfig) -> Result<(Vec<Day>, Vec<bars::RowError>), Fee
     Ok((days, refused))
 }
 
-/// Each day from the one holding trade `seq` on, with the sequence number of its first trade.
-fn days_from(days: &[Day], seq: i64) -> impl Iterator<Item = (i64, &Day)> {
-    days.iter()
-        .scan(0i64, |next, day| {
-            let first = *next;
-            *next += day.trades;
-            Some((first, day))
-        })
-        .filter(move |(first, day)| first + day.trades > seq)
+/// Each day with the sequence number of its first trade (trades are numbered from 0 across
+/// the feed, day after day).
+fn numbered(days: &[Day]) -> impl Iterator<Item = (i64, &Day)> {
+    days.iter().scan(0i64, |next, day| {
+        let first = *next;
+        *next += day.trades;
+        Some((first, day))
+    })
 }
 
 /// The day's trades, merged by event time (then symbol), numbered from `first_seq`, keeping

@@ -12,16 +12,13 @@
 //! trades each partition misses below the highest sequence number found anywhere are
 //! appended again ([`Landed::missing`]) before the checkpoint moves past them.
 
-use std::time::Duration;
-
 use prism_core::event::QUOTES_TOPIC;
 use prism_core::log::partitioner::partition_for_key;
-use prism_core::log::{EventLog, LogError};
+use prism_core::log::EventLog;
+
+use crate::append::for_each_after;
 
 use super::{FeedError, FEED_ID_HEADER, FEED_SEQ_HEADER};
-
-/// How long [`recover`] waits for records it knows exist.
-const RECOVERY_READ_WAIT: Duration = Duration::from_secs(10);
 
 /// The feed's records found past a checkpoint's log end offsets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,33 +48,25 @@ impl Landed {
 }
 
 /// Reads this feed's records (`feed_id`) from `from` (the checkpoint's end offsets per
-/// partition; missing partitions from 0) to the end of `prism.quotes`. `next_seq` is the
-/// checkpoint's: every trade below it is in the log.
+/// partition; missing partitions from 0) to the end of `prism.quotes`
+/// ([`for_each_after`]). `next_seq` is the checkpoint's: every trade below it is in the log.
 ///
-/// Errors: [`FeedError::Log`], also when a record below a partition's end offset cannot be
-/// read within 10 s (taking "none arrived" for "none there" would append it twice).
+/// Errors: [`FeedError::Log`], as [`for_each_after`].
 pub(crate) async fn recover<L: EventLog>(log: &L, feed_id: &str, from: &[i64], next_seq: i64) -> Result<Landed, FeedError> {
-    let ends = log.end_offsets(QUOTES_TOPIC).await?;
-    let mut landed = Landed { next_by_partition: vec![next_seq; ends.len()], records: 0 };
-    for (p, end) in ends.iter().enumerate() {
-        let mut offset = from.get(p).copied().unwrap_or(0);
-        while offset < *end {
-            let records = log.read(QUOTES_TOPIC, p as i32, offset, 10_000, RECOVERY_READ_WAIT).await?;
-            let Some(last) = records.last() else {
-                return Err(FeedError::Log(LogError::Refused(format!(
-                    "{QUOTES_TOPIC}/{p}: no record readable at offset {offset} below the end offset {end}"
-                ))));
-            };
-            offset = last.offset + 1;
-            for r in records.iter().filter(|r| r.header(FEED_ID_HEADER) == Some(feed_id.as_bytes())) {
-                let seq = r.header(FEED_SEQ_HEADER).and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.parse::<i64>().ok());
-                if let Some(seq) = seq {
-                    landed.records += 1;
-                    landed.next_by_partition[p] = landed.next_by_partition[p].max(seq + 1);
-                }
-            }
+    let partitions = log.end_offsets(QUOTES_TOPIC).await?.len();
+    let mut landed = Landed { next_by_partition: vec![next_seq; partitions], records: 0 };
+    for_each_after(log, QUOTES_TOPIC, from, |r| {
+        if r.header(FEED_ID_HEADER) != Some(feed_id.as_bytes()) {
+            return;
         }
-    }
+        let seq = r.header(FEED_SEQ_HEADER).and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.parse::<i64>().ok());
+        let slot = usize::try_from(r.partition).ok().and_then(|p| landed.next_by_partition.get_mut(p));
+        if let (Some(seq), Some(next)) = (seq, slot) {
+            landed.records += 1;
+            *next = (*next).max(seq + 1);
+        }
+    })
+    .await?;
     Ok(landed)
 }
 
