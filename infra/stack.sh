@@ -45,15 +45,16 @@ start_service() { # name port subcommand [VAR=value …]: starts one service, re
   log "$name (pid $!) on 127.0.0.1:$port"
 }
 
-wait_ready() { # name url
+wait_ready() { # name url: up to 60 s; on failure prints the last answer and the service's log
+  local why=""
   for _ in $(seq 1 600); do
-    if "$bin" healthcheck "$2" --timeout 1s 2>/dev/null; then return 0; fi
+    if why="$("$bin" healthcheck "$2" --timeout 2s 2>&1)"; then return 0; fi
     if ! kill -0 "$(cat "$state/pids/$1")" 2>/dev/null; then
       log "$1 exited; its log:"; tail -20 "$state/logs/$1.log" >&2; return 1
     fi
     sleep 0.1
   done
-  log "$1 not ready at $2; its log:"; tail -20 "$state/logs/$1.log" >&2; return 1
+  log "$1 not ready at $2 ($why); its log:"; tail -20 "$state/logs/$1.log" >&2; return 1
 }
 
 up() {

@@ -161,6 +161,7 @@ pub async fn connect(deps: &Deps) -> anyhow::Result<(Arc<KafkaLog>, ViewStore)> 
     let log = KafkaLog::connect(kafka_config(deps))
         .await
         .with_context(|| format!("cannot reach the Kafka brokers at {} (PRISM_KAFKA_BROKERS)", deps.kafka_brokers))?;
+    tracing::info!(brokers = %deps.kafka_brokers, "the brokers answer");
     log.ensure_topic(QUOTES_TOPIC, deps.deployment.partitions).await.context("creating prism.quotes")?;
     log.ensure_topic(DLQ_TOPIC, 1).await.context("creating prism.dlq")?;
     let views = deps.deployment.registry().map_err(anyhow::Error::msg)?;
@@ -170,8 +171,10 @@ pub async fn connect(deps: &Deps) -> anyhow::Result<(Arc<KafkaLog>, ViewStore)> 
             check_log_complete(&log, topic).await.context("switching to Kappa mode")?;
         }
     }
+    tracing::info!("the topics exist");
     let store =
         ViewStore::open_url(&deps.database_url, deps.connect_timeout).await.context("cannot open the view store (PRISM_DATABASE_URL)")?;
+    tracing::info!("the view store is open");
     Ok((Arc::new(log), store))
 }
 
@@ -239,15 +242,11 @@ where
     }
 }
 
-/// Serves `app` on `addr` until `stop` fires.
-async fn serve(addr: SocketAddr, app: Router, stop: CancellationToken, name: &str) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-    tracing::info!(service = name, addr = %listener.local_addr()?, "listening");
-    crate::app::serve_until(listener, app, stop).await
-}
-
 /// Runs a service: its HTTP app and, optionally, a supervised component, until `shutdown`.
-/// Stops the component first (it flushes and commits), then the HTTP server.
+/// Binds `addr` first, so a taken port fails the start before the component runs; stops the
+/// component first (it flushes and commits), then the HTTP server.
+///
+/// Errors: `addr` cannot be bound, the component failed, or the HTTP server did.
 pub(crate) async fn run_service<Fut>(
     name: &'static str,
     addr: SocketAddr,
@@ -258,8 +257,10 @@ pub(crate) async fn run_service<Fut>(
 where
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {name}'s HTTP address {addr}"))?;
+    tracing::info!(service = name, addr = %listener.local_addr()?, "listening");
     let http_stop = CancellationToken::new();
-    let http = tokio::spawn(serve(addr, app, http_stop.clone(), name));
+    let http = tokio::spawn(crate::app::serve_until(listener, app, http_stop.clone()));
     let result = match component {
         Some(c) => c.await,
         None => {

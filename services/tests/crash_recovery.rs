@@ -25,10 +25,6 @@ fn write_subset(dir: &Path) -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 fn spawn(data_dir: &Path, feed: &Path, port: u16, speed: &str) -> Child {
     spawn_with(data_dir, feed, port, speed, &["--batch-interval", "1h"])
 }

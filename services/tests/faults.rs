@@ -99,3 +99,36 @@ async fn services_recover_from_broker_and_database_restarts() {
     embedded.stop().await;
     drop(processes);
 }
+
+/// A service whose HTTP port is taken exits at start with an error naming the address, instead
+/// of running its component without `/healthz` or `/readyz` (which left an orchestrator waiting
+/// on a service that would never report ready).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_whose_port_is_taken_exits_naming_the_address() {
+    let env = TestEnv::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind(("127.0.0.1", free_port())).expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    for service in ["ingest-api", "ingest-logs"] {
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_prism"))
+                .arg(service)
+                .env("PRISM_HTTP_ADDR", addr.to_string())
+                .env("PRISM_KAFKA_BROKERS", env.var("PRISM_KAFKA_BROKERS"))
+                .env("PRISM_DATABASE_URL", env.var("PRISM_DATABASE_URL"))
+                .env("PRISM_DATA_DIR", work.path().join(service))
+                .env("PRISM_TAIL", work.path().join("access.log").display().to_string())
+                .env("PRISM_LOG", "warn")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{service} kept running on a taken port"))
+        .expect("run prism");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{service} exited 0: {stderr}");
+        assert!(stderr.contains(&format!("binding {service}'s HTTP address {addr}")), "{service}: {stderr}");
+    }
+    drop(taken);
+}

@@ -43,17 +43,6 @@ impl Drop for Stack {
     }
 }
 
-/// A base port with the 11 after it free.
-fn free_base_port() -> u16 {
-    for _ in 0..200 {
-        let base = free_port();
-        if base < 60_000 && (0..=10).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no 11 consecutive free ports");
-}
-
 /// The first `days` trading days of AAPL and MSFT from the lab file, as a CSV.
 fn small_feed(dir: &Path, days: usize) -> PathBuf {
     let bars = read_lab_csv();
@@ -87,7 +76,7 @@ async fn stack_runs_every_source_into_its_view(architecture: &str) {
     let env = TestEnv::start();
     let work = tempfile::tempdir().expect("tempdir");
     let feed = small_feed(work.path(), 30);
-    let base_port = free_base_port();
+    let base_port = free_ports(11);
     let stack = Stack {
         envs: vec![
             ("PRISM_STACK_DIR".into(), work.path().join("stack").display().to_string()),

@@ -226,8 +226,35 @@ impl Drop for Processes {
     }
 }
 
+/// A free port on 127.0.0.1 for a server a test starts later.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    free_ports(1)
+}
+
+/// The first of `n` consecutive free ports on 127.0.0.1, for servers a test starts later.
+///
+/// They lie below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`): between this
+/// check and the server's bind, the many outgoing connections of a starting stack take local
+/// ports from that range, and one of them taking a chosen port made a service fail to listen.
+pub fn free_ports(n: u16) -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (10_000u16, ephemeral_low.saturating_sub(n).max(10_001));
+    // A different start per process and call: tests run in parallel processes.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0)
+        ^ (u64::from(std::process::id()) << 20)
+        ^ CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let span = u64::from(high - low);
+    for i in 0..span {
+        let base = low + ((seed.wrapping_add(i.wrapping_mul(7_919))) % span) as u16;
+        if (0..n).all(|k| std::net::TcpListener::bind(("127.0.0.1", base + k)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports below {ephemeral_low}");
 }
 
 pub async fn fresh_database(url: &str) -> String {
