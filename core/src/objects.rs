@@ -171,6 +171,23 @@ impl ObjectLocation {
         self.store.get_range(path, range).await.map_err(store_err(format!("reading {path}")))
     }
 
+    /// Reads several byte `ranges` of an object in one request (one file open locally; nearby
+    /// ranges coalesced on S3), in the order given.
+    ///
+    /// Errors: [`ObjectError::Store`].
+    pub async fn get_ranges(&self, path: &ObjectPath, ranges: &[Range<u64>]) -> Result<Vec<Bytes>, ObjectError> {
+        self.store.get_ranges(path, ranges).await.map_err(store_err(format!("reading {path}")))
+    }
+
+    /// Reads the last `n` bytes of an object (all of it when it is shorter).
+    ///
+    /// Errors: [`ObjectError::Store`].
+    pub async fn get_suffix(&self, path: &ObjectPath, n: u64) -> Result<Bytes, ObjectError> {
+        let context = || format!("reading the end of {path}");
+        let options = object_store::GetOptions { range: Some(object_store::GetRange::Suffix(n)), ..Default::default() };
+        self.store.get_opts(path, options).await.map_err(store_err(context()))?.bytes().await.map_err(store_err(context()))
+    }
+
     /// Size of an object, bytes.
     ///
     /// Errors: [`ObjectError::Store`].

@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::StreamExt;
 use prism_core::config::{speed_consumer, Architecture};
 use prism_core::decimal::Decimal6;
 use prism_core::event::{validate_symbol, MAX_TS_MS, MIN_TS_MS};
@@ -377,6 +378,9 @@ pub(crate) fn layer_name(layer: Layer, architecture: Architecture) -> &'static s
     }
 }
 
+/// Segments one answer reads at once.
+const SEGMENT_READS_IN_FLIGHT: usize = 4;
+
 /// One key's rows of a view, read in one consistent snapshot: the batch part (segments, before
 /// the horizon) and the realtime part (from it on), at `size` or finer.
 pub(crate) struct KeyRows<A> {
@@ -436,12 +440,18 @@ pub(crate) async fn key_rows<L, V: View>(
                 .segments
                 .as_ref()
                 .ok_or_else(|| ApiError::internal(&"a batch version is published but this process has no segment store configured"))?;
-            for s in &snapshot.segments {
+            // A few segments at once, in order: a cold read (a new version's footers and row
+            // groups) waits on file reads that overlap well; each read holds at most `max_rows`.
+            // (Collected first: a stream over a borrowing closure is not provably `Send`.)
+            let reads: Vec<_> =
+                snapshot.segments.iter().map(|s| segments.rows(view, &s.path, size, key, row_from, row_to.min(h), max_rows)).collect();
+            let mut reads = futures_util::stream::iter(reads).buffered(SEGMENT_READS_IN_FLIGHT);
+            while let Some(rows) = reads.next().await {
+                let room = max_rows - batch.len();
+                batch.extend(rows?.into_iter().take(room));
                 if batch.len() >= max_rows {
                     break;
                 }
-                let rows = segments.rows(view, &s.path, size, key, row_from, row_to.min(h), max_rows - batch.len()).await?;
-                batch.extend(rows);
             }
         }
     }
