@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use prism_core::segment::{segment_path, SegmentMeta, SegmentWriter};
 use prism_core::store::SegmentRecord;
-use prism_core::view::{roll_up, EntitySeq, Monoid, ViewRow};
+use prism_core::view::{for_each_interval, EntitySeq, Monoid, ViewRow};
 use prism_core::window::window_start;
 
 use crate::chunks::Chunk;
@@ -173,27 +173,13 @@ where
     let events = windows.events + changes;
     let base = windows.into_rows();
     let meta = SegmentMeta::for_chunk(&**view, &build.chunk, build.covered_until_ms);
-    // Interval by interval: each one is written, rolled up into the next (from the previous
-    // interval when each divides the next, 1m → 5m → 15m → 1h → 1d, else from the base rows),
-    // and dropped, so at most two intervals' rows are held at once.
+    // Interval by interval, each rolled up from the previous one where intervals nest.
     let mut writer = SegmentWriter::new(view.as_ref(), &meta)?;
-    writer.write_interval(base_ms, &base)?;
-    let mut rows = base.len() as i64;
-    if view.intervals_ms().windows(2).all(|w| w[1] % w[0] == 0) {
-        let mut finer = base;
-        for &interval_ms in &view.intervals_ms()[1..] {
-            let rolled = roll_up(&finer, interval_ms);
-            writer.write_interval(interval_ms, &rolled)?;
-            rows += rolled.len() as i64;
-            finer = rolled;
-        }
-    } else {
-        for &interval_ms in &view.intervals_ms()[1..] {
-            let rolled = roll_up(&base, interval_ms);
-            writer.write_interval(interval_ms, &rolled)?;
-            rows += rolled.len() as i64;
-        }
-    }
+    let mut rows = 0i64;
+    for_each_interval(view.intervals_ms(), base, |interval_ms, interval_rows| {
+        rows += interval_rows.len() as i64;
+        writer.write_interval(interval_ms, interval_rows)
+    })?;
     let bytes = writer.finish()?;
     let path = segment_path(view.name(), &build.chunk, version);
     runtime.block_on(master.location().put_atomic(&path, bytes.into()))?;

@@ -289,7 +289,7 @@ impl MasterDataset {
             _ => return Err(bad("no rows to write".into())),
         };
         let location = file_location(topic, partition, day, first_offset, last_offset);
-        // Encoding (zstd) is CPU work: off the async threads.
+        // Encoding (Parquet) is CPU work: off the async threads.
         let name = location.to_string();
         let bytes = tokio::task::spawn_blocking(move || R::encode(&rows, &name))
             .await

@@ -37,7 +37,7 @@ use prism_core::objects::{ObjectError, ObjectLocation};
 use prism_core::segment::{segment_path, SegmentError, SegmentFile, SegmentMeta, SegmentWriter, ROW_GROUP_ROWS};
 use prism_core::store::{SegmentRecord, StoreError, ViewStore};
 use prism_core::time::now_ms;
-use prism_core::view::{roll_up, Monoid, View, ViewRow};
+use prism_core::view::{for_each_interval, Monoid, View, ViewRow};
 use prism_core::window::window_start;
 use tokio_util::sync::CancellationToken;
 
@@ -306,21 +306,12 @@ pub(crate) fn build_segment<V: View>(
     let mut writer = SegmentWriter::new(view, meta)?;
     let mut total = 0i64;
     let mut group = Vec::with_capacity(ROW_GROUP_ROWS);
-    // Each interval's new rows are rolled up from the previous interval's when each interval
-    // divides the next (1m → 5m → 15m → 1h → 1d), as the batch job does, else from the base.
-    let nested = view.intervals_ms().windows(2).all(|w| w[1] % w[0] == 0);
-    let mut finer: Option<Vec<ViewRow<V::Agg>>> = None;
-    for &interval in view.intervals_ms() {
+    // Each interval's new rows rolled up as the batch job rolls them (`for_each_interval`).
+    for_each_interval(view.intervals_ms(), base, |interval, rows| -> Result<(), SegmentError> {
         let old_rows = sorted_unique(old(interval)?);
-        if interval == view.window_ms() {
-            total += write_merged(&mut writer, interval, &base, old_rows, &mut group)?;
-        } else {
-            let source = if nested { finer.as_deref().unwrap_or(&base) } else { &base };
-            let rolled = roll_up(source, interval);
-            total += write_merged(&mut writer, interval, &rolled, old_rows, &mut group)?;
-            finer = Some(rolled);
-        }
-    }
+        total += write_merged(&mut writer, interval, rows, old_rows, &mut group)?;
+        Ok(())
+    })?;
     Ok((writer.finish()?, total))
 }
 

@@ -167,6 +167,37 @@ pub struct RowId {
     pub window_start_ms: i64,
 }
 
+/// Calls `f` with `base` (rows at `intervals[0]`, the view's window, sorted by key and window
+/// start) and then with its roll-up to each longer interval of `intervals` (ascending, as
+/// [`View::intervals_ms`]). When each interval divides the next (1m → 5m → 15m → 1h → 1d) each
+/// roll-up starts from the previous one, which the monoid makes exact and which reads far fewer
+/// rows; otherwise each starts from `base`. At most two intervals' rows are held at once in the
+/// nested case. The batch job and the hand-off write segments through this, so both hold the
+/// same rows.
+///
+/// Errors: the first error `f` returns (later intervals are not rolled up).
+pub fn for_each_interval<A: Monoid, E>(
+    intervals: &[i64],
+    base: Vec<ViewRow<A>>,
+    mut f: impl FnMut(i64, &[ViewRow<A>]) -> Result<(), E>,
+) -> Result<(), E> {
+    let Some((&first, longer)) = intervals.split_first() else { return Ok(()) };
+    f(first, &base)?;
+    if intervals.windows(2).all(|w| w[1] % w[0] == 0) {
+        let mut finer = base;
+        for &interval_ms in longer {
+            let rolled = roll_up(&finer, interval_ms);
+            f(interval_ms, &rolled)?;
+            finer = rolled;
+        }
+    } else {
+        for &interval_ms in longer {
+            f(interval_ms, &roll_up(&base, interval_ms))?;
+        }
+    }
+    Ok(())
+}
+
 /// Merges `rows` (any interval finer than `interval_ms`) into buckets of `interval_ms`, sorted
 /// by (key, bucket start). Rows already sorted by (key, window start) — as the batch job and
 /// segments hold them — are merged in one linear pass; other rows through an ordered map.
@@ -417,6 +448,31 @@ mod tests {
             let expected: Vec<ViewRow<CountSum>> =
                 expected.into_iter().map(|((key, window_start_ms), agg)| ViewRow { key, window_start_ms, agg }).collect();
             prop_assert_eq!(sorted, expected);
+        }
+
+        /// Nested or not, every interval gets the roll-up of the base rows, in interval order.
+        #[test]
+        fn for_each_interval_gives_each_interval_the_roll_up_of_the_base(
+            cells in proptest::collection::btree_map((0u8..4, -3_000i64..3_000), 1i64..100, 0..200),
+            intervals in prop::sample::select(vec![vec![1i64, 5, 15, 60, 1_440], vec![1, 2, 3, 7], vec![1, 60]]),
+        ) {
+            let base: Vec<ViewRow<CountSum>> = cells
+                .iter()
+                .map(|((k, minute), v)| ViewRow { key: format!("K{k}"), window_start_ms: minute * 60_000, agg: CountSum(1, *v) })
+                .collect();
+            let intervals_ms: Vec<i64> = intervals.iter().map(|i| i * 60_000).collect();
+            let mut seen = Vec::new();
+            for_each_interval(&intervals_ms, base.clone(), |interval_ms, rows| -> Result<(), ()> {
+                seen.push((interval_ms, rows.to_vec()));
+                Ok(())
+            }).expect("no error");
+            let expected: Vec<(i64, Vec<ViewRow<CountSum>>)> =
+                intervals_ms.iter().map(|&i| (i, if i == 60_000 { base.clone() } else { roll_up(&base, i) })).collect();
+            prop_assert_eq!(seen, expected);
+            // The first error stops it.
+            let mut calls = 0;
+            prop_assert_eq!(for_each_interval(&intervals_ms, base, |_, _| { calls += 1; if calls == 2 { Err("stop") } else { Ok(()) } }), Err("stop"));
+            prop_assert_eq!(calls, 2);
         }
     }
 }
