@@ -294,7 +294,8 @@ async fn plan_chunks(master: &MasterDataset, topic: &str, committed: &[i64], hor
         .collect())
 }
 
-/// Builds `builds` on blocking threads, `config.parallelism` at a time, logging progress.
+/// Builds `builds` on background threads (`prism_core::background`), `config.parallelism` at a
+/// time, logging progress.
 async fn build_chunks<V>(
     view: &Arc<V>,
     config: &BatchConfig,
@@ -314,10 +315,13 @@ where
         while running.len() < config.parallelism.max(1) {
             let Some(build) = pending.next() else { break };
             let (view, master, runtime) = (view.clone(), config.master.clone(), runtime.clone());
-            running.spawn_blocking(move || build_chunk(&view, &master, &runtime, version, &build));
+            // Below serving's priority: a batch run during a catch-up must not slow answers.
+            running.spawn(prism_core::background::run_at_low_priority("batch chunk build", move || {
+                build_chunk(&view, &master, &runtime, version, &build)
+            }));
         }
         let Some(next) = running.join_next().await else { break };
-        done.push(next.map_err(|e| BatchError::Task(e.to_string()))??);
+        done.push(next.map_err(|e| BatchError::Task(e.to_string()))?.map_err(|e| BatchError::Task(e.to_string()))??);
         if last_progress.elapsed() >= Duration::from_secs(5) {
             tracing::info!(view = %view.name(), version, segments_done = done.len(), segments_total = total, "batch run progress");
             last_progress = Instant::now();

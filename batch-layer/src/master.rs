@@ -289,11 +289,11 @@ impl MasterDataset {
             _ => return Err(bad("no rows to write".into())),
         };
         let location = file_location(topic, partition, day, first_offset, last_offset);
-        // Encoding (Parquet) is CPU work: off the async threads.
+        // Encoding (Parquet) is CPU work: off the async threads, below serving's priority.
         let name = location.to_string();
-        let bytes = tokio::task::spawn_blocking(move || R::encode(&rows, &name))
+        let bytes = prism_core::background::run_at_low_priority("master-dataset encoder", move || R::encode(&rows, &name))
             .await
-            .map_err(|e| MasterError::Format { file: location.to_string(), reason: format!("encoder task: {e}") })??;
+            .map_err(|e| MasterError::Format { file: location.to_string(), reason: e.to_string() })??;
         let size = bytes.len() as u64;
         self.objects.put_atomic(&location, Bytes::from(bytes)).await?;
         Ok((location, size))
@@ -351,24 +351,24 @@ impl MasterDataset {
         Ok(removed)
     }
 
-    /// Reads every row of a quotes file, in file order (by offset), decoding on a blocking
-    /// thread.
+    /// Reads every row of a quotes file, in file order (by offset), decoding on a background
+    /// thread (`prism_core::background`: below serving's priority).
     ///
     /// Errors: [`MasterError::Store`] when it cannot be read, [`MasterError::Format`] when it is
     /// not a quotes file.
     pub async fn read_file<R: MasterRecord>(&self, file: &MasterFile) -> Result<Vec<Archived<R>>, MasterError> {
         let bytes = self.objects.get(&file.location).await?;
         let name = file.location.to_string();
-        tokio::task::spawn_blocking(move || {
+        prism_core::background::run_at_low_priority("master-dataset decoder", move || {
             let mut out = Vec::new();
             R::for_each_row(bytes, &name, &mut |record, pos| out.push(Archived { record: record.clone(), pos }))?;
             Ok(out)
         })
         .await
-        .map_err(|e| MasterError::Format { file: file.location.to_string(), reason: format!("decoder task: {e}") })?
+        .map_err(|e| MasterError::Format { file: file.location.to_string(), reason: e.to_string() })?
     }
 
-    /// Folds every row of a quotes file, in file order, into `acc` with `f` on a blocking thread,
+    /// Folds every row of a quotes file, in file order, into `acc` with `f` on a background thread,
     /// without materialising the rows (each row is lent as a [`Quote`] and its log position);
     /// returns `acc`.
     ///
@@ -381,12 +381,12 @@ impl MasterDataset {
     {
         let bytes = self.objects.get(&file.location).await?;
         let name = file.location.to_string();
-        tokio::task::spawn_blocking(move || {
+        prism_core::background::run_at_low_priority("master-dataset decoder", move || {
             R::for_each_row(bytes, &name, &mut |record, pos| f(&mut acc, record, pos))?;
             Ok(acc)
         })
         .await
-        .map_err(|e| MasterError::Format { file: file.location.to_string(), reason: format!("decoder task: {e}") })?
+        .map_err(|e| MasterError::Format { file: file.location.to_string(), reason: e.to_string() })?
     }
 
     /// Deletes one file (already gone is fine).

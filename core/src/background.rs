@@ -1,17 +1,24 @@
 //! Background work that yields the CPU to serving.
 //!
-//! A Kappa replay encodes a year's segment on each core of a small machine; a `/v1/bars`
-//! request arriving then waits for a core (the lab's 13-year daily query went from p99 20 ms
-//! to 56 ms during a replay when the replay took both). Work run through
-//! [`run_at_low_priority`] goes on an OS thread of its own whose nice value is raised by
-//! [`BACKGROUND_NICE`] (`setpriority(2)`; on Linux the nice value is per thread). The kernel's
-//! scheduler then gives serving's threads the core first when both want one (CFS weights a
-//! nice-10 thread at about a tenth of a nice-0 one), and the background thread every cycle no
-//! one else wants, so the work is no slower on an idle machine.
+//! A Kappa replay encodes a year's segment on each core of a small machine, and a Lambda
+//! catch-up archives, compacts and folds thousands of master-dataset files; a `/v1/bars` request
+//! arriving then waits for a core (the lab's 13-year daily query went from p99 20 ms to 56 ms
+//! during a replay when the replay took both). Work run through [`run_at_low_priority`] goes to
+//! a pool of threads of its own whose nice value is raised by [`BACKGROUND_NICE`]
+//! (`setpriority(2)`; on Linux the nice value is per thread). The kernel's scheduler then gives
+//! serving's threads the core first when both want one (CFS weights a nice-10 thread at about a
+//! tenth of a nice-0 one), and the background threads every cycle no one else wants, so the
+//! work is no slower on an idle machine.
 //!
-//! A new thread per job, not a pooled one: an unprivileged thread cannot lower its nice value
-//! again, so a pooled thread would stay slow for whatever it ran next. Jobs here are coarse (a
-//! segment: tenths of a second), so the thread's start is noise.
+//! The pool is the blocking pool of a tokio runtime kept for this alone (its threads never run
+//! foreground work, so their raised nice value, which an unprivileged thread cannot lower again,
+//! slows nothing else). Its threads start on demand and leave after 10 s idle; callers bound how
+//! much runs at once (a batch run's parallelism and its folds in flight, a replay's two segment
+//! writes). The pool's own cap, tokio's default of 512, is far above that on purpose: a batch
+//! chunk build waits on folds that run here too, so a cap near the callers' total could leave
+//! every thread waiting.
+
+use std::sync::OnceLock;
 
 /// How much a background thread's nice value is raised (capped at 19, the lowest priority).
 pub const BACKGROUND_NICE: i32 = 10;
@@ -19,47 +26,66 @@ pub const BACKGROUND_NICE: i32 = 10;
 /// Why background work gave no result.
 #[derive(Debug, thiserror::Error)]
 pub enum BackgroundError {
-    /// The OS refused a new thread.
-    #[error("could not start background thread {name}: {source}")]
-    Spawn {
-        /// The thread's name.
-        name: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
     /// The work panicked (the panic is reported by the panic hook, on stderr).
-    #[error("background thread {0} panicked")]
+    #[error("background work {0} panicked")]
     Panicked(String),
+    /// The pool shut down before the work ran (the process is exiting).
+    #[error("background work {0} was cancelled")]
+    Cancelled(String),
 }
 
-/// Runs `f` on a new thread named `name` at [`BACKGROUND_NICE`] and returns its result.
+/// The background pool, built on first use; `None` when the OS refused (then work runs on the
+/// caller's runtime at the caller's priority).
+fn pool() -> Option<&'static tokio::runtime::Runtime> {
+    static POOL: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        // The nice value of the thread that first asks (a foreground one), raised: a thread
+        // inherits its creator's nice value, and a pool thread may start another.
+        let base = rustix::process::getpriority_process(None).unwrap_or(0);
+        let built = tokio::runtime::Builder::new_current_thread()
+            .thread_name("prism-background")
+            .on_thread_start(move || lower_priority(base))
+            .build();
+        match built {
+            Ok(runtime) => Some(runtime),
+            Err(e) => {
+                tracing::warn!(error = %e, "no background pool: background work runs at normal priority");
+                None
+            }
+        }
+    })
+    .as_ref()
+}
+
+/// Runs `f` on a background thread (nice raised by [`BACKGROUND_NICE`]) and returns its result;
+/// `name` says what it is in errors.
 ///
 /// If the nice value cannot be raised (a platform without per-thread priorities), `f` still
-/// runs, at the caller's priority. Errors: [`BackgroundError`] when the thread cannot start or
-/// `f` panics.
+/// runs, at the caller's priority. Errors: [`BackgroundError`] when `f` panics or the pool is
+/// shutting down.
 pub async fn run_at_low_priority<T, F>(name: &str, f: F) -> Result<T, BackgroundError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(move || {
-            lower_priority();
-            let _ = tx.send(f());
-        })
-        .map_err(|source| BackgroundError::Spawn { name: name.to_string(), source })?;
-    rx.await.map_err(|_| BackgroundError::Panicked(name.to_string()))
+    let handle = match pool() {
+        Some(pool) => pool.spawn_blocking(f),
+        None => tokio::task::spawn_blocking(f),
+    };
+    handle.await.map_err(|e| {
+        if e.is_panic() {
+            BackgroundError::Panicked(name.to_string())
+        } else {
+            BackgroundError::Cancelled(name.to_string())
+        }
+    })
 }
 
-/// Raises the calling thread's nice value by [`BACKGROUND_NICE`]; logs (debug) and carries on
-/// if the OS refuses.
-fn lower_priority() {
+/// Sets the calling thread's nice value to `base` + [`BACKGROUND_NICE`]; logs (debug) and
+/// carries on if the OS refuses.
+fn lower_priority(base: i32) {
     let me = Some(rustix::thread::gettid());
-    let raised = rustix::process::getpriority_process(me)
-        .and_then(|nice| rustix::process::setpriority_process(me, (nice + BACKGROUND_NICE).min(19)));
-    if let Err(e) = raised {
+    if let Err(e) = rustix::process::setpriority_process(me, (base + BACKGROUND_NICE).min(19)) {
         tracing::debug!(error = %e, "could not lower a background thread's priority");
     }
 }
@@ -78,13 +104,13 @@ mod tests {
         .await
         .expect("ran");
         assert_eq!(nice, (caller + BACKGROUND_NICE).min(19));
-        assert_eq!(name.as_deref(), Some("prism-test-bg"));
+        assert_eq!(name.as_deref(), Some("prism-background"));
         // The caller's own priority is untouched.
         assert_eq!(rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("nice"), caller);
     }
 
     #[tokio::test]
-    async fn a_panic_is_an_error_naming_the_thread() {
+    async fn a_panic_is_an_error_naming_the_work() {
         let err = run_at_low_priority("prism-test-panics", || -> i32 { panic!("on purpose") }).await.expect_err("panicked");
         assert!(err.to_string().contains("prism-test-panics"), "{err}");
     }
