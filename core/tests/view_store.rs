@@ -189,6 +189,44 @@ async fn money_survives_beyond_i64() {
     }
 }
 
+/// A snapshot's realtime rows are the rows written, exactly and in window order, on every
+/// backend (SQLite packs them into one value per part; see `store::packed`): of the asked key
+/// and interval only, at most `max_rows` of them, money past `i64` and text columns included.
+#[tokio::test]
+async fn a_snapshot_reads_realtime_rows_back_exactly() {
+    use prism_core::view::access::{Access, AccessView};
+    use prism_core::view::Monoid;
+    let v = view();
+    for (name, store, _dir) in backends().await {
+        let big = Ohlcv::of_trade(
+            EventKey { ts_ms: 7 * M, partition: 0, offset: 9 },
+            Decimal6::from_units(999_999_999_999_999_999),
+            1_000_000_000_000,
+        );
+        let mut written: Vec<RealtimeRow<Ohlcv>> =
+            (0..300).map(|m| rt(M, "AAA", m, agg(m, 1_000_000 + 37 * m as i128, 1 + m, m))).collect();
+        written[7].row.agg = written[7].row.agg.merge(&big);
+        let noise = [rt(M, "AAB", 3, agg(3, 5, 1, 1)), rt(3_600_000, "AAA", 0, agg(0, 5, 1, 1))];
+        // Written newest first: the order read is the store's.
+        let mut all: Vec<_> = written.iter().rev().cloned().collect();
+        all.extend(noise);
+        store.commit_realtime(&v, "c", 1, &all, &[], &[], None, &[]).await.expect("commit");
+        let snap = store.view_snapshot(&v, "AAA", M, 0, 1_000 * M, 1_000).await.expect("snapshot");
+        assert_eq!(snap.realtime, written.iter().map(|r| r.row.clone()).collect::<Vec<_>>(), "{name}");
+        assert!(snap.realtime_base.is_empty(), "{name}: no batch version, so no bucket holds H");
+        let first = store.view_snapshot(&v, "AAA", M, 5 * M, 1_000 * M, 10).await.expect("snapshot");
+        assert_eq!(first.realtime, written[5..15].iter().map(|r| r.row.clone()).collect::<Vec<_>>(), "{name}: max_rows from `from`");
+
+        let access = AccessView::standard(5_000);
+        let hits = Access::of_request(512, Some(3)).merge(&Access::of_request(2_048, Some(1_500))).merge(&Access::of_request(1, None));
+        let row =
+            RealtimeRow { interval_ms: M, partition: 0, row: ViewRow { key: "example.org 2xx".into(), window_start_ms: 4 * M, agg: hits } };
+        store.commit_realtime(&access, "c", 1, std::slice::from_ref(&row), &[], &[], None, &[]).await.expect("commit access");
+        let snap = store.view_snapshot(&access, "example.org 2xx", M, 0, 1_000 * M, 10).await.expect("snapshot");
+        assert_eq!(snap.realtime, vec![row.row], "{name}");
+    }
+}
+
 fn segment(chunk: i64, covered: i64, path: &str) -> SegmentRecord {
     SegmentRecord {
         chunk_start_ms: chunk,

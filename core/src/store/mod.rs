@@ -19,6 +19,7 @@ mod handoff;
 mod idempotency;
 pub(crate) mod leases;
 mod offsets;
+mod packed;
 mod realtime;
 mod replays;
 mod snapshot;

@@ -3,6 +3,7 @@
 //! batch horizon with realtime rows of another.
 
 use super::offsets::col;
+use super::packed::{decode_packed_rows, packed_rows_expr};
 use super::realtime::{decode_row, select_columns};
 use super::{db, with_pool, Dialect, SegmentRecord, StoreError, ViewPointer, ViewStore};
 use crate::view::{View, ViewRow};
@@ -72,19 +73,23 @@ impl ViewStore {
     /// [`ViewStore::view_snapshot`] on SQLite: the pointer (with its fingerprints and the served
     /// version's event-time high-water mark), the overlapping segments and both realtime parts as
     /// one `UNION ALL`, rows told apart by their first column (0: pointer and segment, 1: base
-    /// rows of the bucket holding H, 2: rows at the asked interval). The split at the horizon is
-    /// computed in SQL as [`ViewStore::snapshot_in_a_transaction`] computes it in Rust.
+    /// rows of the bucket holding H, 2: rows at the asked interval). Each realtime part is one
+    /// row, its rows packed into one JSON text ([`super::packed`]: a row each through sqlx cost
+    /// a thread wake-up and a copy of every value). The split at the horizon is computed in SQL
+    /// as [`ViewStore::snapshot_in_a_transaction`] computes it in Rust.
     async fn snapshot_in_one_statement<V: View>(&self, view: &V, ask: Ask<'_>) -> Result<ViewSnapshot<V::Agg>, StoreError> {
         let Ask { key, interval_ms, from_ms, to_ms, max_rows } = ask;
         // ?1 view, ?2 topic, ?3 key, ?4 from, ?5 to, ?6 interval, ?7 base interval, ?8 max rows.
-        let rt_nulls = vec!["NULL"; 4 + view.columns().len()].join(", ");
+        // A realtime part is one row whose last column packs its rows (`packed`).
         let head_nulls = vec!["NULL"; 13].join(", ");
         let part = |n: i64, interval: &str, lo: &str, hi: &str| {
             format!(
-                "SELECT * FROM (SELECT {n}, {head_nulls}, {cols} FROM c JOIN {table} t ON t.view = c.view AND t.view_version = c.rv
-                   AND t.interval_ms = {interval} AND t.{key} = ?3 AND t.window_start >= {lo} AND t.window_start < {hi}
+                "SELECT {n}, {head_nulls}, {packed} FROM (SELECT t.window_start, {cols} FROM c JOIN {table} t ON t.view = c.view
+                   AND t.view_version = c.rv AND t.interval_ms = {interval} AND t.{key} = ?3 AND t.window_start >= {lo}
+                   AND t.window_start < {hi}
                  ORDER BY t.window_start LIMIT ?8)",
-                cols = select_columns(Dialect::Sqlite, view),
+                packed = packed_rows_expr(view),
+                cols = view.columns().iter().map(|c| format!("t.{}", c.name)).collect::<Vec<_>>().join(", "),
                 table = view.realtime_table(),
                 key = view.key_column()
             )
@@ -98,7 +103,7 @@ impl ViewStore {
                     (SELECT fingerprint FROM view_versions v WHERE v.view = c.view AND v.view_version = c.bv),
                     (SELECT fingerprint FROM realtime_versions r WHERE r.view = c.view AND r.realtime_version = c.rv),
                     (SELECT MAX(o.max_event_ts) FROM consumer_offsets o WHERE o.consumer = {consumer} AND o.topic = ?2),
-                    s.chunk_start, s.chunk_end, s.covered_until, s.path, s.rows, s.events, s.inputs, {rt_nulls}
+                    s.chunk_start, s.chunk_end, s.covered_until, s.path, s.rows, s.events, s.inputs, NULL
              FROM c LEFT JOIN view_segments s ON s.view = c.view AND s.view_version = c.bv
                   AND s.chunk_start < c.h AND s.chunk_start < ?5 AND s.chunk_end > ?4
              UNION ALL {base}
@@ -125,8 +130,8 @@ impl ViewStore {
             for r in &rows {
                 match col::<_, i64>(r, 0)? {
                     0 => head.push(r),
-                    1 => realtime_base.push(decode_row(view, r, 14)?.row),
-                    _ => realtime.push(decode_row(view, r, 14)?.row),
+                    1 => realtime_base = decode_packed_rows(view, key, &col::<_, String>(r, 14)?)?,
+                    _ => realtime = decode_packed_rows(view, key, &col::<_, String>(r, 14)?)?,
                 }
             }
             let first = head.first().ok_or_else(|| StoreError::BadValue("the snapshot read returned no pointer row".into()))?;
