@@ -23,6 +23,11 @@ use std::sync::OnceLock;
 /// How much a background thread's nice value is raised (capped at 19, the lowest priority).
 pub const BACKGROUND_NICE: i32 = 10;
 
+/// How much the threads of a [`layers_runtime`] have their nice value raised: between serving
+/// (0) and the background pool, whose threads a layer thread starts ([`BACKGROUND_NICE`] above
+/// the layer's own).
+pub const LAYERS_NICE: i32 = 5;
+
 /// Why background work gave no result.
 #[derive(Debug, thiserror::Error)]
 pub enum BackgroundError {
@@ -81,12 +86,62 @@ where
     })
 }
 
-/// Sets the calling thread's nice value to `base` + [`BACKGROUND_NICE`]; logs (debug) and
-/// carries on if the OS refuses.
+/// A multi-thread tokio runtime (a worker thread per core, named `thread_name`) whose threads,
+/// workers and blocking pool alike, run at the caller's nice value + [`LAYERS_NICE`].
+///
+/// `prism up` runs its layers and intake on one (the speed layer, the archiver, the batch
+/// layer, the feed…) and its HTTP API on the main runtime: when a catch-up keeps both cores
+/// busy, a request's threads get a core first (CFS weights a nice-5 thread at about a third of
+/// a nice-0 one), and the layers take every cycle serving leaves. Threads the runtime's tasks
+/// start (a SQLite connection's worker, a background-pool thread) inherit the raised value. On
+/// a platform without per-thread priorities the threads run at the caller's priority.
+///
+/// Errors: the OS refused to start the runtime's threads.
+pub fn layers_runtime(thread_name: &str) -> std::io::Result<LayersRuntime> {
+    let base = rustix::process::getpriority_process(None).unwrap_or(0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(thread_name)
+        .on_thread_start(move || set_own_nice(base + LAYERS_NICE))
+        .enable_all()
+        .build()?;
+    Ok(LayersRuntime(Some(runtime)))
+}
+
+/// The runtime [`layers_runtime`] builds. Dropping it stops its threads without waiting for
+/// them (`Runtime::shutdown_background`), so it may be dropped inside async code, as an early
+/// return of its owner does; tasks still running on it are dropped at their next await.
+#[derive(Debug)]
+pub struct LayersRuntime(Option<tokio::runtime::Runtime>);
+
+impl LayersRuntime {
+    /// A handle to spawn tasks on the runtime (`JoinSet::spawn_on`, `Handle::spawn`).
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        match &self.0 {
+            Some(runtime) => runtime.handle(),
+            None => unreachable!("the runtime is only taken when dropped"),
+        }
+    }
+}
+
+impl Drop for LayersRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Sets the calling thread's nice value to `base` + [`BACKGROUND_NICE`].
 fn lower_priority(base: i32) {
+    set_own_nice(base + BACKGROUND_NICE);
+}
+
+/// Sets the calling thread's nice value to `nice` (at most 19); logs (debug) and carries on if
+/// the OS refuses.
+fn set_own_nice(nice: i32) {
     let me = Some(rustix::thread::gettid());
-    if let Err(e) = rustix::process::setpriority_process(me, (base + BACKGROUND_NICE).min(19)) {
-        tracing::debug!(error = %e, "could not lower a background thread's priority");
+    if let Err(e) = rustix::process::setpriority_process(me, nice.min(19)) {
+        tracing::debug!(error = %e, "could not lower a thread's priority");
     }
 }
 
@@ -107,6 +162,30 @@ mod tests {
         assert_eq!(name.as_deref(), Some("prism-background"));
         // The caller's own priority is untouched.
         assert_eq!(rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("nice"), caller);
+    }
+
+    #[tokio::test]
+    async fn a_layers_runtime_runs_its_tasks_and_their_threads_below_the_caller() {
+        let caller = rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("own nice value");
+        let layers = layers_runtime("prism-test-layers").expect("runtime");
+        let nice_of_this_thread = || rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("nice value");
+        let (worker, blocking, background) = layers
+            .handle()
+            .spawn(async move {
+                let worker = (nice_of_this_thread(), std::thread::current().name().map(str::to_string));
+                let blocking = tokio::task::spawn_blocking(nice_of_this_thread).await.expect("blocking");
+                let background = run_at_low_priority("prism-test-bg-of-layer", nice_of_this_thread).await.expect("ran");
+                (worker, blocking, background)
+            })
+            .await
+            .expect("task");
+        drop(layers);
+        assert_eq!(worker, ((caller + LAYERS_NICE).min(19), Some("prism-test-layers".to_string())));
+        assert_eq!(blocking, (caller + LAYERS_NICE).min(19));
+        // The background pool is below the layers whichever starts it first (this test or
+        // another in the same process): at least BACKGROUND_NICE above the caller.
+        assert!(background >= (caller + BACKGROUND_NICE).min(19), "{background}");
+        assert_eq!(nice_of_this_thread(), caller);
     }
 
     #[tokio::test]

@@ -6,6 +6,11 @@
 //! log-file tailer runs too, and with `--poll-url` the quote poller (into `prism.quotes`,
 //! checkpointing to `poller-checkpoint.json` in the data dir).
 //!
+//! The HTTP API runs on the caller's runtime; the layers and the intake run on a runtime of
+//! their own whose threads have a raised nice value ([`prism_core::background::layers_runtime`]),
+//! with a SQLite pool of their own opened there: while a catch-up keeps every core busy, a
+//! query still gets a core first.
+//!
 //! Shutdown (SIGINT/SIGTERM or the caller's token) happens in stages: stop intake (the feed,
 //! the tailer, the poller and the HTTP server), then let the speed layer, archiver and batch
 //! layer flush and commit, then sync the log and close the store.
@@ -20,6 +25,7 @@ use clap::Args;
 use prism_batch::archiver::{run_archivers, ArchiverArgs};
 use prism_batch::batch_job::{run_batch_layer, BatchArgs};
 use prism_batch::master::MasterDataset;
+use prism_core::background::layers_runtime;
 use prism_core::config::{Architecture, Component, DeploymentArgs};
 use prism_core::event::{DLQ_TOPIC, QUOTES_TOPIC};
 use prism_core::log::embedded::{EmbeddedLog, EmbeddedLogConfig, FsyncPolicy};
@@ -170,7 +176,13 @@ pub async fn run_up(
             check_log_complete(&*log, v.source_topic()).await.context("switching to Kappa mode")?;
         }
     }
-    let store = ViewStore::open_sqlite(&dirs.store).await.context("opening the view store")?;
+    // Serving's pool here; the layers' pool on their runtime, so that its connections' worker
+    // threads start there and keep the layers' priority.
+    let serving_store = ViewStore::open_sqlite(&dirs.store).await.context("opening the view store")?;
+    let layers_runtime = layers_runtime("prism-layers").context("starting the layers' runtime")?;
+    let on_layers = layers_runtime.handle().clone();
+    let path = dirs.store.clone();
+    let store = on_layers.spawn(async move { ViewStore::open_sqlite(&path).await }).await?.context("opening the view store")?;
 
     let intake = shutdown.child_token();
     let layers = CancellationToken::new();
@@ -192,15 +204,19 @@ pub async fn run_up(
         let (log, store, stop) = (log.clone(), store.clone(), layers.clone());
         prism_core::with_view!(v, view => {
             let view = view.clone();
-            layer_tasks.spawn(async move {
-                run_versions(view, versions, log, store, rx, stop).await.map_err(anyhow::Error::msg).context("speed layer")?;
-                Ok("speed layer")
-            });
+            layer_tasks.spawn_on(
+                async move {
+                    run_versions(view, versions, log, store, rx, stop).await.map_err(anyhow::Error::msg).context("speed layer")?;
+                    Ok("speed layer")
+                },
+                &on_layers,
+            );
         });
     }
     if architecture.runs(Component::Archiver) {
         let archiver = config.archiver.config(master.clone(), partitions);
-        layer_tasks.spawn(named("archiver", run_archivers(archiver, archived_topics, log.clone(), store.clone(), layers.clone())));
+        layer_tasks
+            .spawn_on(named("archiver", run_archivers(archiver, archived_topics, log.clone(), store.clone(), layers.clone())), &on_layers);
     }
     let segments = SegmentReader::new(master.location().clone(), SEGMENT_CACHE_ROWS);
     let mut batch_trigger = None;
@@ -212,24 +228,28 @@ pub async fn run_up(
         // (nothing of it is published; a POST waiting for it gets a 503) instead of holding the
         // HTTP server's graceful shutdown for minutes.
         let (batch_log, batch_store, batch_stop) = (log.clone(), store.clone(), intake.clone());
-        layer_tasks.spawn(named("batch layer", async move {
-            run_batch_layer(batch_views, batch, batch_log, batch_store, &mut batch_rx, batch_stop).await
-        }));
+        layer_tasks.spawn_on(
+            named(
+                "batch layer",
+                async move { run_batch_layer(batch_views, batch, batch_log, batch_store, &mut batch_rx, batch_stop).await },
+            ),
+            &on_layers,
+        );
     }
     if let FsyncPolicy::Interval(every) = config.fsync {
-        layer_tasks.spawn(named("log sync", sync_log_every(log.clone(), every, layers.clone())));
+        layer_tasks.spawn_on(named("log sync", sync_log_every(log.clone(), every, layers.clone())), &on_layers);
     }
 
     if !feed.files.is_empty() {
-        intake_tasks.spawn(named("historical feed", run_feed(feed, log.clone(), store.clone(), intake.clone())));
+        intake_tasks.spawn_on(named("historical feed", run_feed(feed, log.clone(), store.clone(), intake.clone())), &on_layers);
     }
     if !logs.globs.is_empty() {
         let (log, stop) = (log.clone(), intake.clone());
-        intake_tasks.spawn(named("log-file tailer", run_log_tailer(logs, log, stop)));
+        intake_tasks.spawn_on(named("log-file tailer", run_log_tailer(logs, log, stop)), &on_layers);
     }
     let app = build_app(AppParts {
         log: log.clone(),
-        store: store.clone(),
+        store: serving_store.clone(),
         architecture,
         views,
         segments: Some(segments),
@@ -242,11 +262,11 @@ pub async fn run_up(
     // After `build_app`, which installs the metrics recorder: the poller counts from its first poll.
     if let Some(poller) = poller {
         let (log, stop) = (log.clone(), intake.clone());
-        intake_tasks.spawn(named("quote poller", run_quote_poller(poller, log, stop)));
+        intake_tasks.spawn_on(named("quote poller", run_quote_poller(poller, log, stop)), &on_layers);
     }
     if let Some(cdc) = cdc {
         let (log, stop) = (log.clone(), intake.clone());
-        intake_tasks.spawn(named("change data capture", run_cdc(cdc, log, stop)));
+        intake_tasks.spawn_on(named("change data capture", run_cdc(cdc, log, stop)), &on_layers);
     }
     let listener =
         tokio::net::TcpListener::bind(config.http_addr).await.with_context(|| format!("binding the HTTP API to {}", config.http_addr))?;
@@ -300,6 +320,9 @@ pub async fn run_up(
     }
     log.flush().await.context("syncing the event log")?;
     store.close().await;
+    serving_store.close().await;
+    // Every task on it has finished: its idle threads are not waited for.
+    drop(layers_runtime);
     tracing::info!("prism up stopped");
     match failure {
         Some(e) => Err(e),
