@@ -11,7 +11,8 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 use super::entities::{write_entities, EntityWrite};
 use super::leases::{check_leases, PartitionLease};
 use super::offsets::{col, write_offsets, ConsumerOffset};
-use super::{db, with_pool, Dialect, StoreError, ViewStore};
+use super::packed::realtime_rows_between_paged;
+use super::{db, with_pool, Backend, Dialect, StoreError, ViewStore};
 use crate::decimal::Decimal6;
 use crate::view::columns::{Column, ColumnType, Value};
 use crate::view::{Monoid, View, ViewRow};
@@ -295,8 +296,9 @@ impl ViewStore {
     /// Realtime rows of `view` `version` at `interval_ms` with window start in `[from_ms, to_ms)`,
     /// every key, sorted by (key, window start), one row per (key, window) — the rows of a key
     /// spread over partitions merged (the Kappa hand-off reads finalized windows).
-    /// Rows are decoded as they stream from the database (read in window order through the
-    /// window index, sorted here), so memory holds the decoded rows only.
+    /// Rows are decoded as they come (read in window order through the window index, sorted
+    /// here): on PostgreSQL as they stream, on SQLite a page of packed rows at a time
+    /// ([`super::packed`]), so memory holds the decoded rows and at most one page.
     ///
     /// Errors: [`StoreError`].
     pub async fn realtime_rows_between<V: View>(
@@ -317,20 +319,19 @@ impl ViewStore {
             t = d.time_param(),
         ));
         let (from_ms, to_ms) = (from_ms.max(crate::event::MIN_TS_MS), to_ms.min(crate::event::MAX_TS_MS));
-        let mut out: Vec<ViewRow<V::Agg>> = with_pool!(self, pool => {
-            let mut rows = sqlx::query(&sql)
-                .bind(view.name())
-                .bind(version)
-                .bind(interval_ms)
-                .bind(from_ms)
-                .bind(to_ms)
-                .fetch(pool);
-            let mut out = Vec::new();
-            while let Some(r) = rows.try_next().await.map_err(db("reading realtime rows"))? {
-                out.push(decode_row(view, &r, 0)?.row);
+        let mut out: Vec<ViewRow<V::Agg>> = match &self.backend {
+            // sqlx hands SQLite rows over one at a time from the connection's thread: pages of
+            // rows packed as JSON instead (`store::packed`).
+            Backend::Sqlite(pool) => realtime_rows_between_paged(pool, view, version, interval_ms, from_ms, to_ms).await?,
+            Backend::Postgres(pool) => {
+                let mut rows = sqlx::query(&sql).bind(view.name()).bind(version).bind(interval_ms).bind(from_ms).bind(to_ms).fetch(pool);
+                let mut out = Vec::new();
+                while let Some(r) = rows.try_next().await.map_err(db("reading realtime rows"))? {
+                    out.push(decode_row(view, &r, 0)?.row);
+                }
+                out
             }
-            out
-        });
+        };
         // Stable: each key's rows stay in window order.
         out.sort_by(|a, b| a.key.cmp(&b.key));
         if view.key_spans_partitions() {

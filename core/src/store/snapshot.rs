@@ -3,7 +3,7 @@
 //! batch horizon with realtime rows of another.
 
 use super::offsets::col;
-use super::packed::{decode_packed_rows, packed_rows_expr};
+use super::packed::{decode_packed_rows, packed_rows_expr, Packing};
 use super::realtime::{decode_row, select_columns};
 use super::{db, with_pool, Dialect, SegmentRecord, StoreError, ViewPointer, ViewStore};
 use crate::view::{View, ViewRow};
@@ -88,7 +88,7 @@ impl ViewStore {
                    AND t.view_version = c.rv AND t.interval_ms = {interval} AND t.{key} = ?3 AND t.window_start >= {lo}
                    AND t.window_start < {hi}
                  ORDER BY t.window_start LIMIT ?8)",
-                packed = packed_rows_expr(view),
+                packed = packed_rows_expr(view, false),
                 cols = view.columns().iter().map(|c| format!("t.{}", c.name)).collect::<Vec<_>>().join(", "),
                 table = view.realtime_table(),
                 key = view.key_column()
@@ -130,8 +130,8 @@ impl ViewStore {
             for r in &rows {
                 match col::<_, i64>(r, 0)? {
                     0 => head.push(r),
-                    1 => realtime_base = decode_packed_rows(view, key, &col::<_, String>(r, 14)?)?,
-                    _ => realtime = decode_packed_rows(view, key, &col::<_, String>(r, 14)?)?,
+                    1 => _ = decode_packed_rows(view, Packing::OfKey(key), &col::<_, String>(r, 14)?, &mut realtime_base)?,
+                    _ => _ = decode_packed_rows(view, Packing::OfKey(key), &col::<_, String>(r, 14)?, &mut realtime)?,
                 }
             }
             let first = head.first().ok_or_else(|| StoreError::BadValue("the snapshot read returned no pointer row".into()))?;
