@@ -153,10 +153,12 @@ where
         (h, old) => h.or(old),
     };
     let progress = (horizon, archive.iter().map(|o| o.next_offset).collect::<Vec<_>>());
+    // Also when the run is skipped: a version retired by a full rebuild expires after its
+    // grace period even if no new event arrives.
+    expire_versions(view.name(), config, store).await?;
     if !force && previous.as_ref() == Some(&progress) {
         return Ok(None);
     }
-    expire_versions(view.name(), config, store).await?;
     let Some(horizon) = horizon else {
         *previous = Some(progress);
         return Ok(Some(empty_report(view.name(), started)));

@@ -64,6 +64,11 @@ struct Rig {
 
 impl Rig {
     async fn new(grace: Duration) -> Rig {
+        Rig::scheduled(grace, Duration::from_secs(3600)).await
+    }
+
+    /// A rig whose batch layer also runs on its own every `interval`.
+    async fn scheduled(grace: Duration, interval: Duration) -> Rig {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = EmbeddedLogConfig { fsync: FsyncPolicy::Never, ..Default::default() };
         let log = Arc::new(EmbeddedLog::open(dir.path().join("log"), config).expect("log"));
@@ -74,12 +79,7 @@ impl Rig {
         let stop = CancellationToken::new();
         let archiver = ArchiverConfig { flush_interval: Duration::from_millis(20), ..ArchiverConfig::new(master.clone(), 2) };
         tokio::spawn(run_archiver(archiver, log.clone(), store.clone(), stop.clone()));
-        let batch = BatchConfig {
-            interval: Duration::from_secs(3600),
-            segment_grace: grace,
-            catch_up_check: None,
-            ..BatchConfig::new(master.clone())
-        };
+        let batch = BatchConfig { interval, segment_grace: grace, catch_up_check: None, ..BatchConfig::new(master.clone()) };
         let (requests, mut incoming) = mpsc::channel(1);
         let (l, s, c, views) = (log.clone(), store.clone(), stop.clone(), vec![prism_core::view::RegisteredView::Ohlcv(view.clone())]);
         tokio::spawn(async move { run_batch_layer(views, batch, l, s, &mut incoming, c).await });
@@ -204,6 +204,33 @@ async fn a_retired_version_stays_readable_through_the_grace_period_then_its_file
     }
     for p in &live {
         assert!(present.contains(p), "{p} of the published version is kept");
+    }
+    rig.stop.cancel();
+}
+
+/// Scheduled runs with nothing new to do are skipped, but a retired version still expires
+/// after its grace period and its files go: nothing waits for the next event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_version_goes_after_its_grace_even_when_no_event_arrives() {
+    let grace = Duration::from_secs(1);
+    let rig = Rig::scheduled(grace, Duration::from_millis(200)).await;
+    rig.append_archived(&trades(0, 20)).await;
+    rig.run(false).await;
+    let (_, _, paths_v1) = rig.published_rows().await;
+    rig.run(true).await;
+    let (_, _, paths_v2) = rig.published_rows().await;
+    let only_v1: Vec<&String> = paths_v1.iter().filter(|p| !paths_v2.contains(p)).collect();
+    assert!(!only_v1.is_empty(), "a full rebuild writes new segment files");
+    let deadline = Instant::now() + grace + Duration::from_secs(20);
+    loop {
+        let present: HashSet<String> =
+            rig.master.location().list("segments/ohlcv").await.expect("list").into_iter().map(|m| m.location.to_string()).collect();
+        if only_v1.iter().all(|p| !present.contains(*p)) {
+            assert!(paths_v2.iter().all(|p| present.contains(p)), "the published version's files are kept");
+            break;
+        }
+        assert!(Instant::now() < deadline, "v1's files outlived its grace period by 20 s: {only_v1:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     rig.stop.cancel();
 }

@@ -110,8 +110,14 @@ pub struct HandoffReport {
     pub rows_handed_off: usize,
 }
 
+/// How often an idle hand-off (no pass published) expires retired manifests and their files
+/// (or every grace period, if shorter).
+const IDLE_EXPIRY_EVERY: Duration = Duration::from_secs(30);
+
 /// Runs a hand-off pass of `view` every `config.interval` until `cancel` fires. A failed pass is
-/// logged and retried at the next tick (nothing of it is published).
+/// logged and retried at the next tick (nothing of it is published). A pass that publishes
+/// expires what outlived the grace period; while none does, that is done every
+/// [`IDLE_EXPIRY_EVERY`], so that a replayed view's old segments go without new events.
 ///
 /// Errors: none so far; the signature leaves room for persistent failures.
 pub async fn run_handoff<V: View, L: EventLog>(
@@ -124,13 +130,24 @@ pub async fn run_handoff<V: View, L: EventLog>(
     telemetry::describe();
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut expired_at = Instant::now();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             _ = ticker.tick() => {}
         }
         let started = Instant::now();
-        match handoff_once(&view, &config, &store, &*log).await {
+        let pass = handoff_once(&view, &config, &store, &*log).await;
+        if matches!(pass, Ok(Some(_))) {
+            expired_at = started;
+        } else if expired_at.elapsed() >= IDLE_EXPIRY_EVERY.min(config.grace) {
+            // Nothing new was final: retired manifests (a replay's predecessor) still expire.
+            expired_at = started;
+            if let Err(e) = expire(view.name(), &config, &store).await {
+                tracing::warn!(view = %view.name(), error = %e, "expiring retired segment versions failed; retrying later");
+            }
+        }
+        match pass {
             Ok(Some(r)) => {
                 metrics::counter!(telemetry::HANDOFFS_TOTAL, "view" => view.name().to_string()).increment(1);
                 metrics::gauge!(telemetry::SEGMENT_HORIZON_MS, "view" => view.name().to_string()).set(r.segment_horizon_ms as f64);
@@ -411,6 +428,50 @@ mod tests {
     use prism_core::log::NewRecord;
     use prism_core::store::ConsumerOffset;
     use prism_core::view::ohlcv::OhlcvView;
+
+    /// With no new final window (here: no event at all), the hand-off still expires a retired
+    /// manifest after its grace and deletes the files only it listed.
+    #[tokio::test]
+    async fn an_idle_hand_off_still_expires_retired_manifests() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Arc::new(EmbeddedLog::open(dir.path().join("log"), EmbeddedLogConfig::default()).expect("log"));
+        log.ensure_topic(QUOTES_TOPIC, 1).await.expect("topic");
+        let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
+        let location = ObjectLocation::local(&dir.path().join("master")).expect("location");
+        let view = Arc::new(OhlcvView::standard(5_000));
+        let record = |path: &str| SegmentRecord {
+            chunk_start_ms: 0,
+            chunk_end_ms: 86_400_000,
+            covered_until_ms: 86_400_000,
+            path: path.into(),
+            rows: 1,
+            events: 1,
+            inputs: "handoff".into(),
+        };
+        let (old, new) = ("segments/ohlcv/a/v1.parquet", "segments/ohlcv/a/v2.parquet");
+        for (path, previous) in [(old, None), (new, Some(1))] {
+            location.put_atomic(&path.into(), b"x".to_vec().into()).await.expect("put");
+            let version = store.begin_batch_version("ohlcv", &view.fingerprint()).await.expect("begin");
+            store.publish_handoff("ohlcv", 1, version, 86_400_000, &[record(path)], previous).await.expect("publish");
+        }
+        let config =
+            HandoffConfig { realtime_version: 1, interval: Duration::from_millis(50), grace: Duration::from_millis(500), location };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_handoff(view.clone(), config.clone(), store.clone(), log.clone(), stop.clone()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let present: Vec<String> =
+                config.location.list("segments/ohlcv").await.expect("list").into_iter().map(|m| m.location.to_string()).collect();
+            if !present.contains(&old.to_string()) {
+                assert!(present.contains(&new.to_string()), "the current manifest's file is kept");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the retired manifest's file outlived its grace by 20 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel();
+        task.await.expect("joined").expect("stopped");
+    }
 
     /// A partition holding events none of which was read blocks the hand-off (it could be far
     /// behind); an empty one is idle; otherwise the min over partitions − lateness.
