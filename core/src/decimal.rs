@@ -126,29 +126,34 @@ impl FromStr for Decimal6 {
         {
             return Err(invalid());
         }
-        // All digits as one integer, and the power of ten that scales it.
-        let digits = format!("{int_part}{frac_part}");
-        let digits = digits.trim_start_matches('0');
+        // All digits as one integer, and the power of ten that scales it; read in place (this
+        // runs for every price of every event).
+        let all = || int_part.bytes().chain(frac_part.bytes());
+        let leading_zeros = all().take_while(|b| *b == b'0').count();
+        let significant = int_part.len() + frac_part.len() - leading_zeros;
+        let trailing_zeros = all().rev().take_while(|b| *b == b'0').count().min(significant);
         let mut decimals = frac_part.len() as i64 - exponent as i64;
-        let mut digits = digits.to_string();
         // Trailing zeros beyond scale 6 are exact (1.2300000 == 1.23): drop them.
-        while decimals > SCALE as i64 && digits.ends_with('0') {
-            digits.pop();
-            decimals -= 1;
-        }
-        if digits.is_empty() {
+        let dropped = (trailing_zeros as i64).min((decimals - SCALE as i64).max(0));
+        decimals -= dropped;
+        let len = significant - dropped as usize;
+        if len == 0 {
             return Ok(Decimal6::ZERO);
         }
         if decimals > SCALE as i64 {
             return Err(DecimalError::TooManyDecimals(text.to_string()));
         }
         let shift = SCALE as i64 - decimals;
-        if digits.len() as i64 + shift > 38 {
+        if len as i64 + shift > 38 {
             return Err(DecimalError::OutOfRange(text.to_string()));
         }
-        let mut units: i128 = digits.parse().map_err(|_| DecimalError::OutOfRange(text.to_string()))?;
+        let out_of_range = || DecimalError::OutOfRange(text.to_string());
+        let mut units: i128 = 0;
+        for b in all().skip(leading_zeros).take(len) {
+            units = units.checked_mul(10).and_then(|u| u.checked_add(i128::from(b - b'0'))).ok_or_else(out_of_range)?;
+        }
         for _ in 0..shift {
-            units = units.checked_mul(10).ok_or_else(|| DecimalError::OutOfRange(text.to_string()))?;
+            units = units.checked_mul(10).ok_or_else(out_of_range)?;
         }
         Ok(Decimal6(if negative { -units } else { units }))
     }
@@ -237,6 +242,65 @@ mod tests {
             let abs = units.unsigned_abs();
             let want = format!("{}{}.{:06}", if units < 0 { "-" } else { "" }, abs / 1_000_000, abs % 1_000_000);
             prop_assert_eq!(Decimal6::from_units(units).to_string(), want);
+        }
+    }
+
+    /// The parser before it read digits in place (two `String`s per call): the reference the
+    /// in-place one must agree with.
+    fn parse_with_strings(text: &str) -> Result<Decimal6, DecimalError> {
+        let invalid = || DecimalError::Invalid(text.to_string());
+        let s = text.trim();
+        let (negative, s) = match s.as_bytes().first() {
+            Some(b'-') => (true, &s[1..]),
+            Some(b'+') => (false, &s[1..]),
+            _ => (false, s),
+        };
+        let (mantissa, exponent) = match s.find(['e', 'E']) {
+            Some(i) => (&s[..i], s[i + 1..].parse::<i32>().map_err(|_| invalid())?),
+            None => (s, 0),
+        };
+        let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if (int_part.is_empty() && frac_part.is_empty())
+            || !int_part.bytes().all(|b| b.is_ascii_digit())
+            || !frac_part.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(invalid());
+        }
+        let mut digits = format!("{int_part}{frac_part}").trim_start_matches('0').to_string();
+        let mut decimals = frac_part.len() as i64 - exponent as i64;
+        while decimals > SCALE as i64 && digits.ends_with('0') {
+            digits.pop();
+            decimals -= 1;
+        }
+        if digits.is_empty() {
+            return Ok(Decimal6::ZERO);
+        }
+        if decimals > SCALE as i64 {
+            return Err(DecimalError::TooManyDecimals(text.to_string()));
+        }
+        let shift = SCALE as i64 - decimals;
+        if digits.len() as i64 + shift > 38 {
+            return Err(DecimalError::OutOfRange(text.to_string()));
+        }
+        let mut units: i128 = digits.parse().map_err(|_| DecimalError::OutOfRange(text.to_string()))?;
+        for _ in 0..shift {
+            units = units.checked_mul(10).ok_or_else(|| DecimalError::OutOfRange(text.to_string()))?;
+        }
+        Ok(Decimal6(if negative { -units } else { units }))
+    }
+
+    proptest! {
+        /// Decimal text of every shape (signs, leading and trailing zeros, exponents, too many
+        /// digits or decimals, junk) parses as the string-building reference parses it.
+        #[test]
+        fn parses_as_the_reference_does(text in r"[-+]?0{0,3}[0-9]{0,22}0{0,4}(\.0{0,3}[0-9]{0,9}0{0,9})?([eE][-+]?[0-9]{1,2})?|[0-9a-e.+-]{0,12}") {
+            prop_assert_eq!(text.parse::<Decimal6>(), parse_with_strings(&text));
+        }
+
+        /// Near the 38 digits `Decimal128(38,6)` holds, on both sides.
+        #[test]
+        fn parses_long_numbers_as_the_reference_does(text in r"-?[1-9][0-9]{28,33}(\.[0-9]{0,7})?") {
+            prop_assert_eq!(text.parse::<Decimal6>(), parse_with_strings(&text));
         }
     }
 
