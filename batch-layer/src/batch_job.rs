@@ -323,7 +323,9 @@ where
             }));
         }
         let Some(next) = running.join_next().await else { break };
-        done.push(next.map_err(|e| BatchError::Task(e.to_string()))?.map_err(|e| BatchError::Task(e.to_string()))??);
+        // The join, the background pool, then the build itself.
+        let built = next.map_err(|e| BatchError::Task(e.to_string()))??;
+        done.push(built?);
         if last_progress.elapsed() >= Duration::from_secs(5) {
             tracing::info!(view = %view.name(), version, segments_done = done.len(), segments_total = total, "batch run progress");
             last_progress = Instant::now();

@@ -40,6 +40,9 @@ pub enum BatchError {
     /// A blocking task panicked or was cancelled.
     #[error("batch layer task failed: {0}")]
     Task(String),
+    /// Work on the background pool (`prism_core::background`) panicked or was cancelled.
+    #[error(transparent)]
+    Background(#[from] prism_core::background::BackgroundError),
     /// The master dataset holds archived files but the view store has no archiver progress:
     /// the dataset was archived with another view store. Starting anyway would take its files
     /// for uncommitted ones and delete them, so the archiver refuses.
