@@ -230,12 +230,14 @@ pub async fn bulk_catch_up<V: View, L: EventLog>(
         .iter()
         .map(|&p| ConsumerOffset { partition: p, next_offset: next[p as usize], max_event_ts_ms: max_ts[p as usize] })
         .collect();
+    let committing = Instant::now();
     store.commit_realtime(&**view, &consumer, rv, &rows, &offsets, &claimed.leases, None, &entities.take_sorted()).await?;
+    let commit_ms = committing.elapsed().as_millis() as u64;
     let report = BulkReport { events, skipped, segment_horizon_ms: segment_horizon, segments: written.len(), realtime_rows: rows.len() };
     metrics::counter!(telemetry::BULK_EVENTS_TOTAL, "view" => view.name().to_string()).increment(events as u64);
     tracing::info!(view = %view.name(), version = rv, events, skipped, segments = report.segments, realtime_rows = report.realtime_rows,
         horizon = ?segment_horizon.map(prism_core::time::format_rfc3339), elapsed_ms = started.elapsed().as_millis() as u64,
-        "bulk catch-up: history folded into segments");
+        realtime_commit_ms = commit_ms, "bulk catch-up: history folded into segments");
     Ok(Some(report))
 }
 
