@@ -183,6 +183,10 @@ pub async fn run_up(
     let on_layers = layers_runtime.handle().clone();
     let path = dirs.store.clone();
     let store = on_layers.spawn(async move { ViewStore::open_sqlite(&path).await }).await?.context("opening the view store")?;
+    // The metrics recorder before any component starts: the layers' runtime runs a task as soon
+    // as it is spawned, and what a component counts before the recorder exists is lost (the
+    // tailer's first file, the layers' HELP texts).
+    crate::app::metrics_renderer();
 
     let intake = shutdown.child_token();
     let layers = CancellationToken::new();
@@ -259,7 +263,6 @@ pub async fn run_up(
         idempotency_window: config.ingest.idempotency_window,
         auth: config.auth.clone(),
     });
-    // After `build_app`, which installs the metrics recorder: the poller counts from its first poll.
     if let Some(poller) = poller {
         let (log, stop) = (log.clone(), intake.clone());
         intake_tasks.spawn_on(named("quote poller", run_quote_poller(poller, log, stop)), &on_layers);
