@@ -178,10 +178,25 @@ impl ViewStore {
             view.realtime_table(),
             d.time_param()
         ));
+        // Upserted in primary-key order (a stable sort: a row given twice still ends as its
+        // later value), so that the table's b-trees take them at mostly adjacent positions. SQLite
+        // alone (243,000 rows of the `ohlcv` shape, Python's sqlite3): 105,000 rows/s in random
+        // key order, as the speed layer's caches give them, 270,000 in key order. In Prism the
+        // 2 M workload's bulk commit of those rows went from 1.19 s to 1.0–1.1 s: the rest is
+        // sqlx binding the values and handing them to the connection's thread.
+        let mut ordered: Vec<&RealtimeRow<V::Agg>> = rows.iter().collect();
+        ordered.sort_by(|a, b| {
+            (a.interval_ms, a.row.key.as_str(), a.row.window_start_ms, a.partition).cmp(&(
+                b.interval_ms,
+                b.row.key.as_str(),
+                b.row.window_start_ms,
+                b.partition,
+            ))
+        });
         with_pool!(self, pool => {
             let mut tx = pool.begin_with(self.dialect().begin_write()).await.map_err(db("beginning a realtime commit"))?;
             check_leases!(&mut tx, d, consumer, topic, leases);
-            upsert_rows!(&mut tx, d, view, version, rows);
+            upsert_rows!(&mut tx, d, view, version, ordered);
             write_entities!(&mut tx, d, view.name(), version, entities);
             if let Some(DropBehind { batch_horizon_ms: h }) = drop_behind {
                 for &interval in view.intervals_ms() {
