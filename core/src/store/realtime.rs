@@ -325,20 +325,20 @@ impl ViewStore {
         to_ms: i64,
     ) -> Result<Vec<ViewRow<V::Agg>>, StoreError> {
         use futures_util::TryStreamExt;
-        let d = self.dialect();
-        let sql = d.sql(&format!(
-            "SELECT {} FROM {} WHERE view = ? AND view_version = ? AND interval_ms = ? AND window_start >= {t} AND window_start < {t}
-             ORDER BY window_start",
-            select_columns(d, view),
-            view.realtime_table(),
-            t = d.time_param(),
-        ));
         let (from_ms, to_ms) = (from_ms.max(crate::event::MIN_TS_MS), to_ms.min(crate::event::MAX_TS_MS));
         let mut out: Vec<ViewRow<V::Agg>> = match &self.backend {
             // sqlx hands SQLite rows over one at a time from the connection's thread: pages of
             // rows packed as JSON instead (`store::packed`).
             Backend::Sqlite(pool) => realtime_rows_between_paged(pool, view, version, interval_ms, from_ms, to_ms).await?,
             Backend::Postgres(pool) => {
+                let d = Dialect::Postgres;
+                let sql = d.sql(&format!(
+                    "SELECT {} FROM {} WHERE view = ? AND view_version = ? AND interval_ms = ? AND window_start >= {t}
+                       AND window_start < {t} ORDER BY window_start",
+                    select_columns(d, view),
+                    view.realtime_table(),
+                    t = d.time_param(),
+                ));
                 let mut rows = sqlx::query(&sql).bind(view.name()).bind(version).bind(interval_ms).bind(from_ms).bind(to_ms).fetch(pool);
                 let mut out = Vec::new();
                 while let Some(r) = rows.try_next().await.map_err(db("reading realtime rows"))? {
