@@ -114,6 +114,12 @@ impl<V: View> SpeedState<V> {
         });
         self.events_since_commit = 0;
         self.inflight = Some(InFlight { task, drop_before, oldest_ms: self.oldest_uncommitted_ms.take(), started, max_ts });
+        // Tokio puts a task spawned on a worker into that worker's LIFO slot, which no other
+        // worker may steal, and the speed layer's loop does not yield while the embedded log has
+        // records (its reads return at once). Without this yield the commit would not start until
+        // the loop next waited — for this very commit, at the next bound — so the SQL ran while
+        // the loop stood still: `perf` showed the two alternating, the process at one core of two.
+        tokio::task::yield_now().await;
         Ok(())
     }
 
@@ -207,4 +213,41 @@ fn supersede<A>(older: Vec<RealtimeRow<A>>, newer: Vec<RealtimeRow<A>>) -> Vec<R
         older.into_iter().filter(|r| !ids.contains(&(r.partition, r.interval_ms, r.row.key.as_str(), r.row.window_start_ms))).collect();
     out.extend(newer);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use prism_core::store::ViewStore;
+    use prism_core::view::ohlcv::OhlcvView;
+
+    use crate::{HorizonSource, SpeedConfig, SpeedState};
+
+    /// A commit's store transaction runs while the speed layer goes on without awaiting anything
+    /// (as it does while the embedded log has records): taken on one worker of two, it must not
+    /// wait in that worker's LIFO slot for the loop to yield.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_runs_while_the_loop_keeps_its_worker_busy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ViewStore::open_sqlite(&dir.path().join("views.sqlite")).await.expect("store");
+        let config = SpeedConfig { horizon: HorizonSource::None, partitions: 1, ..SpeedConfig::default() };
+        let mut state = SpeedState::new(Arc::new(OhlcvView::standard(5_000)), config, false);
+        state.assign(&[0], &store).await.expect("assign");
+        // On a worker, as the speed layer runs (a test's own body runs outside the workers).
+        let on_worker = tokio::spawn(async move {
+            // Nothing folded: the commit carries the offsets only, which is still a transaction.
+            state.events_since_commit = 1;
+            state.start_commit(&store).await.expect("start");
+            // Busy without an await, like the fold over records the log returned at once.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !state.inflight.as_ref().expect("a commit was taken").is_done() {
+                assert!(Instant::now() < deadline, "the commit did not run while this worker stayed busy for 10 s");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            state.finish_commit(&store).await.expect("finish");
+        });
+        on_worker.await.expect("the worker's task");
+    }
 }
