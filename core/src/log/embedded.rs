@@ -444,20 +444,27 @@ impl EventLog for EmbeddedLog {
         }
         let upto = self.appends.load(Ordering::SeqCst);
         let topics: Vec<_> = lock(&self.topics)?.values().cloned().collect();
-        tokio::task::spawn_blocking(move || {
-            for parts in topics {
-                for p in parts.iter() {
-                    let Some((file, path)) = lock(p)?.take_dirty()? else { continue };
-                    if let Err(e) = file.sync_data() {
-                        lock(p)?.sync_failed();
-                        return Err(LogError::io(format!("syncing {}", path.display()), e));
-                    }
-                }
+        // Every dirty partition's file is synced at once, each on a blocking thread: ext4 folds
+        // concurrent `fdatasync`s into one journal commit, so a pass over the quotes topic's
+        // partitions waits for about one sync instead of one after the other.
+        let mut syncs = Vec::new();
+        for parts in topics {
+            for index in 0..parts.len() {
+                let Some((file, path)) = lock(&parts[index])?.take_dirty()? else { continue };
+                let parts = parts.clone();
+                syncs.push(tokio::task::spawn_blocking(move || {
+                    file.sync_data().map_err(|e| {
+                        if let Ok(mut p) = lock(&parts[index]) {
+                            p.sync_failed();
+                        }
+                        LogError::io(format!("syncing {}", path.display()), e)
+                    })
+                }));
             }
-            Ok(())
-        })
-        .await
-        .map_err(|e| LogError::Corrupt(format!("the flush task failed: {e}")))??;
+        }
+        for done in futures_util::future::join_all(syncs).await {
+            done.map_err(|e| LogError::Corrupt(format!("the flush task failed: {e}")))??;
+        }
         self.flushed.fetch_max(upto, Ordering::SeqCst);
         Ok(())
     }

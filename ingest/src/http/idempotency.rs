@@ -22,7 +22,7 @@ use prism_core::event::{LogPosition, Quote, QUOTES_TOPIC};
 use prism_core::log::{EventLog, NewRecord};
 use prism_core::store::IdempotencyClaim;
 
-use super::{accepted, append_counted, log_failed, refused, IngestState};
+use super::{accepted_json, accepted_response, append_counted, log_failed, refused, IngestState};
 use crate::append::{recover_positions, POSITION_HEADER, SOURCE_HEADER};
 
 /// The request header.
@@ -147,13 +147,12 @@ pub(super) async fn post_once<L: EventLog>(state: &IngestState<L>, key: &str, bo
         }
     }
     let positions: Vec<LogPosition> = have.into_iter().flatten().collect();
-    let answer = accepted(&positions);
-    let text = serde_json::to_string(&answer.1 .0).unwrap_or_default();
-    if let Err(e) = state.store.complete_idempotency_key(key, answer.0.as_u16(), &text).await {
+    let json = accepted_json(&positions);
+    if let Err(e) = state.store.complete_idempotency_key(key, StatusCode::ACCEPTED.as_u16(), &String::from_utf8_lossy(&json)).await {
         // The events are appended and durable; a retry would take the claim over and find them.
         tracing::warn!(error = %e, "could not record an idempotency key's answer");
     }
-    answer.into_response()
+    accepted_response(json)
 }
 
 async fn abandon<L: EventLog>(state: &IngestState<L>, key: &str, e: prism_core::log::LogError) -> Response {
