@@ -86,8 +86,12 @@ pub(crate) async fn http_ingest_stage(dir: &Path, mut workload: Workload, partit
         tasks.spawn(async move {
             for body in share {
                 let r = client.post(&url).header("content-type", "application/x-ndjson").body(body).send().await?;
-                if r.status().as_u16() != 202 {
-                    bail!("ingest answered {}: {}", r.status(), r.text().await.unwrap_or_default());
+                let status = r.status();
+                // Read to the end, as a client that keeps its connection does: an answer dropped
+                // unread closes the connection, and the next request pays a new one.
+                let answer = r.bytes().await?;
+                if status.as_u16() != 202 {
+                    bail!("ingest answered {status}: {}", String::from_utf8_lossy(&answer));
                 }
             }
             Ok::<(), anyhow::Error>(())
