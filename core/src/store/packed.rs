@@ -153,34 +153,27 @@ impl<'de, V: View> Visitor<'de> for RowsVisitor<'_, V> {
 
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Option<i64>, A::Error> {
         let mut last_partition = None;
-        while let Some((window_start_ms, keyed)) =
-            seq.next_element_seed(RowSeed { view: self.view, keyed: matches!(self.packing, Packing::Keyed), values: &mut self.values })?
+        while let Some((window_start_ms, key, partition)) =
+            seq.next_element_seed(RowSeed { view: self.view, packing: self.packing, values: &mut self.values })?
         {
             let agg = self.view.decode(&self.values).map_err(A::Error::custom)?;
-            let key = match (keyed, self.packing) {
-                (Some((key, partition)), _) => {
-                    last_partition = Some(partition);
-                    key
-                }
-                (None, Packing::OfKey(key)) => key.to_string(),
-                (None, Packing::Keyed) => return Err(A::Error::custom("a keyed row without its key")),
-            };
+            last_partition = partition.or(last_partition);
             self.rows.push(ViewRow { key, window_start_ms, agg });
         }
         Ok(last_partition)
     }
 }
 
-/// One packed row: reads its window start, its key and partition when `keyed` (returned) and
-/// its values (into `values`).
+/// One packed row: reads its window start, key and partition ([`Packing::Keyed`]; else the key
+/// asked for and no partition), returned, and its values (into `values`).
 struct RowSeed<'a, V> {
     view: &'a V,
-    keyed: bool,
+    packing: Packing<'a>,
     values: &'a mut Vec<Value>,
 }
 
 impl<'de, V: View> DeserializeSeed<'de> for RowSeed<'_, V> {
-    type Value = (i64, Option<(String, i64)>);
+    type Value = (i64, String, Option<i64>);
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_seq(self)
@@ -188,7 +181,7 @@ impl<'de, V: View> DeserializeSeed<'de> for RowSeed<'_, V> {
 }
 
 impl<'de, V: View> Visitor<'de> for RowSeed<'_, V> {
-    type Value = (i64, Option<(String, i64)>);
+    type Value = (i64, String, Option<i64>);
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "[window_start, then the {} columns of {}]", self.view.columns().len(), self.view.name())
@@ -197,9 +190,9 @@ impl<'de, V: View> Visitor<'de> for RowSeed<'_, V> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let short = || A::Error::custom(format!("a packed row of {} is short", self.view.name()));
         let window_start_ms: i64 = seq.next_element()?.ok_or_else(short)?;
-        let keyed = match self.keyed {
-            true => Some((seq.next_element::<String>()?.ok_or_else(short)?, seq.next_element::<i64>()?.ok_or_else(short)?)),
-            false => None,
+        let (key, partition) = match self.packing {
+            Packing::Keyed => (seq.next_element::<String>()?.ok_or_else(short)?, Some(seq.next_element::<i64>()?.ok_or_else(short)?)),
+            Packing::OfKey(key) => (key.to_string(), None),
         };
         self.values.clear();
         for c in self.view.columns() {
@@ -218,7 +211,7 @@ impl<'de, V: View> Visitor<'de> for RowSeed<'_, V> {
         if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
             return Err(A::Error::custom(format!("a packed row of {} is too long", self.view.name())));
         }
-        Ok((window_start_ms, keyed))
+        Ok((window_start_ms, key, partition))
     }
 }
 
